@@ -1,0 +1,11 @@
+"""The JAX adapter of d2lcompat. Importing this package does not import jax."""
+
+from d2lcompat._spec import BackendSpec
+
+SPEC = BackendSpec(
+    name="jax",
+    module="jax",
+    distribution="jax",
+    extra="jax",
+    adapter="d2lcompat_jax._adapter:JaxBackend",
+)

@@ -1,0 +1,253 @@
+"""PyTorch adapter: answers *how* for each primitive of `d2lcompat.Backend`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from d2lcompat._backend import Backend, DeviceTuple, Ops
+from d2lcompat._errors import DeviceError
+
+_DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "uint8": torch.uint8,
+    "bool": torch.bool,
+}
+_NAMES = {v: k for k, v in _DTYPES.items()}
+
+
+def _axis(axis: Any) -> Any:
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+class TorchOps(Ops):
+    """Native torch ops with NumPy semantics."""
+
+    matmul = staticmethod(torch.matmul)
+    add = staticmethod(torch.add)
+    subtract = staticmethod(torch.subtract)
+    multiply = staticmethod(torch.multiply)
+    divide = staticmethod(torch.divide)
+    exp = staticmethod(torch.exp)
+    log = staticmethod(torch.log)
+    abs = staticmethod(torch.abs)
+    sqrt = staticmethod(torch.sqrt)
+    square = staticmethod(torch.square)
+    maximum = staticmethod(torch.maximum)
+    minimum = staticmethod(torch.minimum)
+    where = staticmethod(torch.where)
+    equal = staticmethod(torch.eq)
+    not_equal = staticmethod(torch.ne)
+    less = staticmethod(torch.lt)
+    less_equal = staticmethod(torch.le)
+    greater = staticmethod(torch.gt)
+    greater_equal = staticmethod(torch.ge)
+    relu = staticmethod(torch.relu)
+    sigmoid = staticmethod(torch.sigmoid)
+    tanh = staticmethod(torch.tanh)
+    linear = staticmethod(F.linear)
+
+    @staticmethod
+    def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.dim() == 1 and b.dim() == 1:
+            return torch.dot(a, b)
+        return torch.matmul(a, b)
+
+    @staticmethod
+    def sum(x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
+        if axis is None:
+            return torch.sum(x).reshape((1,) * x.dim()) if keepdims else torch.sum(x)
+        return torch.sum(x, dim=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def mean(x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
+        if axis is None:
+            return torch.mean(x).reshape((1,) * x.dim()) if keepdims else torch.mean(x)
+        return torch.mean(x, dim=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def max(x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
+        if axis is None:
+            return torch.amax(x).reshape((1,) * x.dim()) if keepdims else torch.amax(x)
+        return torch.amax(x, dim=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def min(x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
+        if axis is None:
+            return torch.amin(x).reshape((1,) * x.dim()) if keepdims else torch.amin(x)
+        return torch.amin(x, dim=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def norm(x: torch.Tensor, axis: Any = None, keepdims: bool = False) -> torch.Tensor:
+        if axis is None:
+            out = torch.linalg.vector_norm(x)
+            return out.reshape((1,) * x.dim()) if keepdims else out
+        return torch.linalg.vector_norm(x, dim=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def reshape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        return torch.reshape(x, tuple(shape))
+
+    @staticmethod
+    def transpose(x: torch.Tensor, axes: Sequence[int] | None = None) -> torch.Tensor:
+        if axes is None:
+            axes = tuple(range(x.dim() - 1, -1, -1))
+        return torch.permute(x, tuple(axes))
+
+    @staticmethod
+    def concat(xs: Sequence[torch.Tensor], axis: int = 0) -> torch.Tensor:
+        return torch.cat(list(xs), dim=axis)
+
+    @staticmethod
+    def stack(xs: Sequence[torch.Tensor], axis: int = 0) -> torch.Tensor:
+        return torch.stack(list(xs), dim=axis)
+
+    @staticmethod
+    def expand_dims(x: torch.Tensor, axis: int) -> torch.Tensor:
+        return torch.unsqueeze(x, axis)
+
+    @staticmethod
+    def squeeze(x: torch.Tensor, axis: Any = None) -> torch.Tensor:
+        if axis is None:
+            return torch.squeeze(x)
+        return torch.squeeze(x, dim=_axis(axis))
+
+    @staticmethod
+    def softmax(x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        return torch.softmax(x, dim=axis)
+
+    @staticmethod
+    def log_softmax(x: torch.Tensor, axis: int = -1) -> torch.Tensor:
+        return torch.log_softmax(x, dim=axis)
+
+
+class TorchBackend(Backend):
+    """The PyTorch backend."""
+
+    name: ClassVar[str] = "torch"
+    SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = True
+    SUPPORTS_CPU_DEVICES: ClassVar[bool] = False  # torch has one CPU device
+    SUPPORTS_COMPILE: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.ops = TorchOps()
+
+    @property
+    def version(self) -> str:
+        return str(torch.__version__)
+
+    # ---------------------------------------------------------------- devices
+    def device_count(self, kind: str) -> int:
+        if kind == "cpu":
+            return 1
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+    def native_device(self, device: DeviceTuple) -> torch.device:
+        kind, index = device
+        return torch.device("cpu") if kind == "cpu" else torch.device("cuda", index)
+
+    def device_of(self, x: Any) -> DeviceTuple:
+        dev = x.device
+        if dev.type == "cuda":
+            return ("gpu", dev.index or 0)
+        if dev.type == "cpu":
+            return ("cpu", 0)
+        raise DeviceError(f"d2lcompat does not know the torch device {dev}.")
+
+    def move(self, x: Any, device: DeviceTuple, copy: bool) -> Any:
+        return x.to(self.native_device(device), copy=copy)
+
+    # ---------------------------------------------------------------- tensors
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, torch.Tensor)
+
+    def _dev(self, device: DeviceTuple | None) -> torch.device | None:
+        return None if device is None else self.native_device(device)
+
+    def from_numpy(self, array: np.ndarray, dtype: str | None, device: DeviceTuple | None) -> Any:
+        arr = np.asarray(array)
+        if arr.dtype.name == "bfloat16":  # ml_dtypes bfloat16: go through float32
+            t = torch.from_numpy(np.ascontiguousarray(arr.astype(np.float32))).to(torch.bfloat16)
+        else:
+            t = torch.from_numpy(np.array(arr, copy=True, order="C"))
+        return t.to(device=self._dev(device), dtype=_DTYPES[dtype] if dtype else None)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        t = x.detach()
+        if t.dtype == torch.bfloat16:
+            import ml_dtypes
+
+            return t.to(torch.float32).cpu().numpy().astype(ml_dtypes.bfloat16)
+        return t.cpu().numpy()
+
+    def shape(self, x: Any) -> tuple[int, ...]:
+        return tuple(x.shape)
+
+    def dtype(self, x: Any) -> str:
+        return _NAMES[x.dtype]
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        return x.to(_DTYPES[dtype])
+
+    def full(self, shape: tuple[int, ...], value: Any, dtype: str, device: DeviceTuple | None) -> Any:
+        return torch.full(shape, value, dtype=_DTYPES[dtype], device=self._dev(device))
+
+    def arange(
+        self, start: Any, stop: Any, step: Any, dtype: str | None, device: DeviceTuple | None
+    ) -> Any:
+        if dtype is None:
+            ints = all(isinstance(v, int) for v in (start, stop, step))
+            dtype = "int64" if ints else "float32"
+        return torch.arange(start, stop, step, dtype=_DTYPES[dtype], device=self._dev(device))
+
+    # -------------------------------------------------------------- variables
+    def new_variable(
+        self, value: np.ndarray, dtype: str, device: DeviceTuple | None, trainable: bool
+    ) -> Any:
+        t = self.from_numpy(value, dtype, device)
+        return torch.nn.Parameter(t, requires_grad=trainable and t.is_floating_point())
+
+    def read(self, var: Any) -> Any:
+        return var
+
+    def assign(self, var: Any, value: Any) -> Any:
+        with torch.no_grad():
+            var.copy_(value)
+        return var
+
+    def native_grad(self, var: Any) -> Any | None:
+        return getattr(var, "grad", None)
+
+    def clear_native_grad(self, var: Any) -> None:
+        if isinstance(var, torch.Tensor):
+            var.grad = None
+
+    # --------------------------------------------------------------- autodiff
+    def value_and_grad(
+        self, fn: Callable[[Sequence[Any]], Any], values: Sequence[Any]
+    ) -> tuple[Any, list[Any]]:
+        leaves = [v.detach().requires_grad_(True) for v in values]
+        with torch.enable_grad():
+            out = fn(leaves)
+            grads = torch.autograd.grad(out, leaves, allow_unused=True)
+        return out.detach(), [
+            torch.zeros_like(v) if g is None else g for v, g in zip(leaves, grads)
+        ]
+
+    def stop_gradient(self, x: Any) -> Any:
+        return x.detach()
+
+    # ---------------------------------------------------------------- compile
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return torch.compile(fn)

@@ -1,0 +1,96 @@
+"""d2lcompat: one Block/Parameter/Device API — MXNet Gluon's, as in "Dive into Deep
+Learning" chapter 5 — on PyTorch, TensorFlow, PaddlePaddle and JAX.
+
+The backend is chosen once, at the first ``import d2lcompat``, from
+``D2LCOMPAT_BACKEND`` (else the first installed of torch, jax, tensorflow,
+paddle); exactly one framework is imported.
+
+Examples
+--------
+>>> import d2lcompat
+>>> from d2lcompat import nn, ops
+>>> d2lcompat.seed(0)
+>>> net = nn.Sequential(nn.Dense(256, activation="relu"), nn.Dense(10))
+>>> net.initialize()
+>>> ops.shape(net(ops.random.uniform((2, 20))))
+(2, 10)
+"""
+
+from __future__ import annotations
+
+from ._errors import (
+    BackendError,
+    CheckpointError,
+    D2LCompatError,
+    D2LCompatWarning,
+    DeferredInitializationError,
+    DeviceError,
+    DTypeError,
+    ShapeError,
+    UnsupportedError,
+)
+from ._registry import BackendInfo, _activate, backend, backends
+from ._spec import BackendSpec
+
+_activate()
+
+from ._backend import Backend  # noqa: E402
+from ._device import (  # noqa: E402
+    Device,
+    _init_default,
+    copy_to,
+    cpu,
+    default_device,
+    device_of,
+    gpu,
+    num_gpus,
+    to_device,
+    try_all_gpus,
+    try_gpu,
+)
+
+_init_default()
+
+from . import autograd, init, nn, ops, optim  # noqa: E402
+from ._parameter import Constant, Parameter  # noqa: E402
+from ._random import seed  # noqa: E402
+from .nn import ParameterDict  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendInfo",
+    "BackendSpec",
+    "CheckpointError",
+    "Constant",
+    "D2LCompatError",
+    "D2LCompatWarning",
+    "DTypeError",
+    "DeferredInitializationError",
+    "Device",
+    "DeviceError",
+    "Parameter",
+    "ParameterDict",
+    "ShapeError",
+    "UnsupportedError",
+    "__version__",
+    "autograd",
+    "backend",
+    "backends",
+    "copy_to",
+    "cpu",
+    "default_device",
+    "device_of",
+    "gpu",
+    "init",
+    "nn",
+    "num_gpus",
+    "ops",
+    "optim",
+    "seed",
+    "to_device",
+    "try_all_gpus",
+    "try_gpu",
+]

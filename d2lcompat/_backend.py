@@ -1,0 +1,259 @@
+"""The backend contract: the fixed list of primitives an adapter implements.
+
+Semantics (naming, registration, deferred initialization, sharing,
+validation, file format, device rules, randomness) live in the core. An
+adapter answers only *how* its framework does each primitive below. Anything
+a framework truly cannot do is declared with a ``SUPPORTS_*`` flag and raises
+`UnsupportedError` naming the framework.
+
+Conventions every primitive follows
+-----------------------------------
+* **dtype** is always a canonical string from `DTYPES` (``"float32"``),
+  never a framework object; ``None`` means "the framework's default for the
+  data" only where stated.
+* **device** is always a ``(kind, index)`` tuple, ``kind`` in ``{"cpu", "gpu"}``,
+  or ``None`` for "the framework's default placement". The core validates
+  that the device exists before calling the adapter.
+* **shape** is always a tuple of Python ints.
+* Tensors in and out are the framework's native tensors.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["DTYPES", "OP_NAMES", "Backend", "DeviceTuple", "Ops"]
+
+DeviceTuple = tuple[str, int]
+
+#: The dtypes d2lcompat knows, by canonical name.
+DTYPES: tuple[str, ...] = (
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "bool",
+)
+
+#: The ops every adapter's `Ops` must provide, with the exact signatures
+#: documented on `Ops`. ``d2lcompat.ops`` binds these names directly to the
+#: adapter's functions, so calling an op costs one Python call and no more.
+OP_NAMES: tuple[str, ...] = (
+    # math
+    "matmul",
+    "dot",
+    "add",
+    "subtract",
+    "multiply",
+    "divide",
+    "exp",
+    "log",
+    "abs",
+    "sqrt",
+    "square",
+    "maximum",
+    "minimum",
+    "where",
+    "equal",
+    "not_equal",
+    "less",
+    "less_equal",
+    "greater",
+    "greater_equal",
+    # reductions
+    "sum",
+    "mean",
+    "max",
+    "min",
+    "norm",
+    # shape
+    "reshape",
+    "transpose",
+    "concat",
+    "stack",
+    "expand_dims",
+    "squeeze",
+    # nn
+    "relu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "log_softmax",
+    "linear",
+)
+
+
+class Ops:
+    """Namespace of native ops. An adapter subclasses it and fills every name of `OP_NAMES`.
+
+    Signatures (NumPy semantics unless said otherwise; ``axis`` may be an int,
+    a tuple of ints or ``None`` for all axes):
+
+    * ``matmul(a, b)``; ``dot(a, b)`` (1-D·1-D is the inner product, otherwise ``matmul``)
+    * ``add, subtract, multiply, divide, maximum, minimum(a, b)`` with broadcasting
+    * ``exp, log, abs, sqrt, square(x)``
+    * ``where(cond, x, y)``; ``equal, not_equal, less, less_equal, greater, greater_equal(a, b)``
+      return boolean tensors
+    * ``sum, mean, max, min(x, axis=None, keepdims=False)``;
+      ``norm(x, axis=None, keepdims=False)`` is the L2 (Frobenius) norm
+    * ``reshape(x, shape)``, ``transpose(x, axes=None)`` (reverse when None),
+      ``concat(xs, axis=0)``, ``stack(xs, axis=0)``, ``expand_dims(x, axis)``,
+      ``squeeze(x, axis=None)``
+    * ``relu, sigmoid, tanh(x)``, ``softmax, log_softmax(x, axis=-1)``
+    * ``linear(x, w, b)``: ``x @ w.T + b`` over the last axis of ``x``, ``w`` of shape
+      ``(out, in)``, ``b`` of shape ``(out,)`` or ``None``. The hot path of ``nn.Dense``.
+    """
+
+
+class Backend(abc.ABC):
+    """One framework behind the d2lcompat API. An adapter is one final subclass.
+
+    Examples
+    --------
+    A sketch of a third-party adapter (see docs/backend-authors.md)::
+
+        class MyBackend(Backend):
+            name = "mine"
+            SUPPORTS_MUTABLE_VARIABLES = True
+            ...
+    """
+
+    #: The backend's name, as in ``D2LCOMPAT_BACKEND``.
+    name: ClassVar[str]
+    #: Parameters are mutable framework variables (False: values are replaced, as in JAX).
+    SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = True
+    #: ``D2LCOMPAT_CPU_DEVICES=N`` gives N distinct CPU devices.
+    SUPPORTS_CPU_DEVICES: ClassVar[bool] = False
+    #: The adapter can compile a forward pass (``hybridize``).
+    SUPPORTS_COMPILE: ClassVar[bool] = True
+    #: The dtypes this framework has.
+    SUPPORTED_DTYPES: ClassVar[frozenset[str]] = frozenset(DTYPES)
+
+    #: The op namespace (an `Ops` instance).
+    ops: Ops
+
+    # ------------------------------------------------------------------ meta
+    @property
+    @abc.abstractmethod
+    def version(self) -> str:
+        """The framework's version string."""
+
+    def configure(self, cpu_devices: int) -> None:  # noqa: B027 - optional hook
+        """Called once, before anything else, with ``D2LCOMPAT_CPU_DEVICES`` (1 if unset).
+
+        Adapters that support several CPU devices set them up here; the core
+        already set any environment variable the framework reads at import.
+        """
+
+    # --------------------------------------------------------------- devices
+    @abc.abstractmethod
+    def device_count(self, kind: str) -> int:
+        """How many devices of ``kind`` (``"cpu"`` or ``"gpu"``) exist (>= 1 for cpu)."""
+
+    @abc.abstractmethod
+    def native_device(self, device: DeviceTuple) -> Any:
+        """The framework's own device object for ``device`` (torch.device, a TF device
+        string, a paddle Place, a jax Device)."""
+
+    @abc.abstractmethod
+    def device_of(self, x: Any) -> DeviceTuple:
+        """Where the tensor ``x`` lives."""
+
+    @abc.abstractmethod
+    def move(self, x: Any, device: DeviceTuple, copy: bool) -> Any:
+        """``x`` on ``device``. With ``copy=False`` return ``x`` itself when it is already
+        there; with ``copy=True`` always return a new tensor."""
+
+    # --------------------------------------------------------------- tensors
+    @abc.abstractmethod
+    def is_tensor(self, x: Any) -> bool:
+        """Whether ``x`` is a native tensor (or variable) of this framework."""
+
+    @abc.abstractmethod
+    def from_numpy(self, array: np.ndarray, dtype: str | None, device: DeviceTuple | None) -> Any:
+        """A native tensor holding ``array`` (cast to ``dtype`` when given) on ``device``."""
+
+    @abc.abstractmethod
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A host NumPy array with ``x``'s values (bfloat16 may come back as ml_dtypes)."""
+
+    @abc.abstractmethod
+    def shape(self, x: Any) -> tuple[int, ...]:
+        """``x``'s shape as a tuple of ints."""
+
+    @abc.abstractmethod
+    def dtype(self, x: Any) -> str:
+        """``x``'s dtype as a canonical string."""
+
+    @abc.abstractmethod
+    def cast(self, x: Any, dtype: str) -> Any:
+        """``x`` converted to ``dtype``."""
+
+    @abc.abstractmethod
+    def full(self, shape: tuple[int, ...], value: Any, dtype: str, device: DeviceTuple | None) -> Any:
+        """A tensor of ``shape`` filled with ``value``."""
+
+    @abc.abstractmethod
+    def arange(
+        self, start: Any, stop: Any, step: Any, dtype: str | None, device: DeviceTuple | None
+    ) -> Any:
+        """``numpy.arange`` semantics; ``dtype=None`` infers int64 or float32."""
+
+    # ------------------------------------------------------------- variables
+    @abc.abstractmethod
+    def new_variable(
+        self, value: np.ndarray, dtype: str, device: DeviceTuple | None, trainable: bool
+    ) -> Any:
+        """A native variable (torch.nn.Parameter, tf.Variable, paddle Parameter, jax.Array)
+        holding ``value`` as ``dtype`` on ``device``. ``trainable=False`` for constants."""
+
+    @abc.abstractmethod
+    def read(self, var: Any) -> Any:
+        """The tensor the forward pass uses for ``var`` (for most frameworks ``var`` itself).
+
+        ``var`` may also be a plain tensor that `functional_call` or `autograd.grad`
+        substituted for the variable (a tracer under JAX, a watched tensor under
+        TensorFlow): return it unchanged then. This is the hot path of every forward
+        pass: keep it one attribute access or less."""
+
+    @abc.abstractmethod
+    def assign(self, var: Any, value: Any) -> Any:
+        """Write ``value`` (a native tensor of the right shape, dtype and device) into
+        ``var`` without breaking the graph identity of ``var``; return the object to keep
+        (``var`` itself for mutable frameworks, the new array for JAX)."""
+
+    def native_grad(self, var: Any) -> Any | None:
+        """The gradient the framework itself accumulated on ``var`` (``.grad``), or None."""
+        return None
+
+    def clear_native_grad(self, var: Any) -> None:  # noqa: B027 - optional hook
+        """Forget a gradient the framework accumulated on ``var`` (torch/paddle ``.grad``)."""
+
+    # -------------------------------------------------------------- autodiff
+    @abc.abstractmethod
+    def value_and_grad(
+        self, fn: Callable[[Sequence[Any]], Any], values: Sequence[Any]
+    ) -> tuple[Any, list[Any]]:
+        """Evaluate ``fn(values)`` (a scalar tensor) and its gradient with respect to each of
+        ``values``. ``fn`` is pure in ``values``: the core substitutes them for the
+        parameters' stored values while ``fn`` runs."""
+
+    def stop_gradient(self, x: Any) -> Any:
+        """``x`` cut out of the gradient graph."""
+        return x
+
+    # --------------------------------------------------------------- compile
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """The framework's compiled version of ``fn(values, *args)``."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not support compilation")

@@ -1,0 +1,262 @@
+"""`Device`: a small value type, translated to the framework's own object only in adapters."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ._errors import DeviceError
+from ._registry import active
+
+__all__ = [
+    "Device",
+    "all_devices",
+    "copy_to",
+    "cpu",
+    "default_device",
+    "device_of",
+    "gpu",
+    "num_gpus",
+    "to_device",
+    "try_all_gpus",
+    "try_gpu",
+]
+
+ENV_DEVICE = "D2LCOMPAT_DEVICE"
+
+
+class Device:
+    """A device: ``kind`` is ``"cpu"`` or ``"gpu"``, ``index`` its number.
+
+    Constructing a device never fails, as in Gluon (``gpu(3)`` on a laptop is a
+    value); using one that does not exist raises `DeviceError`.
+
+    Examples
+    --------
+    >>> from d2lcompat import cpu, gpu
+    >>> gpu(1)
+    gpu(1)
+    >>> cpu() == cpu(0), len({cpu(), cpu(0)})
+    (True, 1)
+    """
+
+    __slots__ = ("index", "kind")
+
+    kind: str
+    index: int
+
+    def __init__(self, kind: str, index: int = 0) -> None:
+        kind = str(kind).lower()
+        if kind == "cuda":
+            kind = "gpu"
+        if kind not in ("cpu", "gpu"):
+            raise DeviceError(f"Unknown device kind {kind!r}; use 'cpu' or 'gpu'.")
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise DeviceError(f"A device index must be an int >= 0, got {index!r}.")
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "index", index)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Device is immutable")
+
+    @classmethod
+    def parse(cls, spec: str | Device | tuple[str, int]) -> Device:
+        """``"gpu:1"``, ``"cuda:0"``, ``"cpu"``, ``("gpu", 1)`` or a Device -> Device."""
+        if isinstance(spec, Device):
+            return spec
+        if isinstance(spec, tuple):
+            return cls(spec[0], spec[1])
+        if isinstance(spec, str):
+            kind, _, idx = spec.strip().partition(":")
+            try:
+                return cls(kind, int(idx) if idx else 0)
+            except ValueError:
+                pass
+        raise DeviceError(
+            f"Cannot read {spec!r} as a device; use d2lcompat.cpu(i), d2lcompat.gpu(i) or 'gpu:1'."
+        )
+
+    def _tuple(self) -> tuple[str, int]:
+        return (self.kind, self.index)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Device) and other.kind == self.kind and other.index == self.index
+
+    def __hash__(self) -> int:
+        return hash((self.kind, self.index))
+
+    def __repr__(self) -> str:
+        return f"{self.kind}({self.index})"
+
+    @property
+    def exists(self) -> bool:
+        """Whether this device exists under the backend in use."""
+        return self.index < active().device_count(self.kind)
+
+    @property
+    def native(self) -> Any:
+        """The framework's own device object (torch.device, TF device string, paddle Place,
+        jax Device)."""
+        return active().native_device(_checked(self))
+
+
+def _checked(device: Device) -> tuple[str, int]:
+    b = active()
+    n = b.device_count(device.kind)
+    if device.index >= n:
+        have = ", ".join(repr(d) for d in all_devices())
+        extra = (
+            f" Set D2LCOMPAT_CPU_DEVICES={device.index + 1} for more CPU devices."
+            if device.kind == "cpu" and b.SUPPORTS_CPU_DEVICES
+            else ""
+        )
+        raise DeviceError(
+            f"Device {device!r} does not exist under the {b.name} backend (it has: {have}). "
+            f"Use d2lcompat.try_gpu() to fall back to the CPU.{extra}"
+        )
+    return device._tuple()
+
+
+def resolve(device: Device | str | None) -> tuple[str, int] | None:
+    """The adapter's ``(kind, index)`` for a user's device argument; None -> the default."""
+    if device is None:
+        d = _DEFAULT
+        return None if d is None else d._tuple()
+    return _checked(Device.parse(device))
+
+
+def cpu(i: int = 0) -> Device:
+    """The i-th CPU device.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> d2lcompat.cpu()
+    cpu(0)
+    """
+    return Device("cpu", i)
+
+
+def gpu(i: int = 0) -> Device:
+    """The i-th GPU (constructing it never fails; using a missing one does).
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> d2lcompat.gpu(1)
+    gpu(1)
+    """
+    return Device("gpu", i)
+
+
+def num_gpus() -> int:
+    """The number of GPUs the backend can use.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> d2lcompat.num_gpus() >= 0
+    True
+    """
+    return int(active().device_count("gpu"))
+
+
+def try_gpu(i: int = 0) -> Device:
+    """``gpu(i)`` if it exists, else ``cpu()``.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> d2lcompat.try_gpu(10) == d2lcompat.cpu() or d2lcompat.num_gpus() > 10
+    True
+    """
+    return gpu(i) if num_gpus() >= i + 1 else cpu()
+
+
+def try_all_gpus() -> list[Device]:
+    """Every GPU, or ``[cpu()]`` when there is none. Always a list.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> isinstance(d2lcompat.try_all_gpus(), list)
+    True
+    """
+    return [gpu(i) for i in range(num_gpus())] or [cpu()]
+
+
+def all_devices() -> list[Device]:
+    """Every device of the backend in use: the CPUs, then the GPUs."""
+    b = active()
+    return [Device(k, i) for k in ("cpu", "gpu") for i in range(b.device_count(k))]
+
+
+def device_of(x: Any) -> Device:
+    """The device a native tensor lives on.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> d2lcompat.device_of(d2lcompat.ops.zeros((2,))) == d2lcompat.default_device()
+    True
+    """
+    kind, index = active().device_of(x)
+    return Device(kind, index)
+
+
+def to_device(x: Any, device: Device | str) -> Any:
+    """``x`` on ``device``: ``x`` itself when it is already there (Gluon ``as_in_ctx``).
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> x = d2lcompat.ops.zeros((2,))
+    >>> d2lcompat.to_device(x, d2lcompat.device_of(x)) is x
+    True
+    """
+    return active().move(x, _checked(Device.parse(device)), copy=False)
+
+
+def copy_to(x: Any, device: Device | str) -> Any:
+    """A new copy of ``x`` on ``device``, always (Gluon ``copyto``).
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> x = d2lcompat.ops.zeros((2,))
+    >>> d2lcompat.copy_to(x, d2lcompat.device_of(x)) is x
+    False
+    """
+    return active().move(x, _checked(Device.parse(device)), copy=True)
+
+
+def _default_from_env() -> Device | None:
+    raw = os.environ.get(ENV_DEVICE, "").strip()
+    if not raw:
+        return None
+    dev = Device.parse(raw)
+    _checked(dev)
+    return dev
+
+
+_DEFAULT: Device | None = None
+
+
+def _init_default() -> None:
+    global _DEFAULT
+    _DEFAULT = _default_from_env()
+
+
+def default_device() -> Device:
+    """The device new tensors and parameters go to when no ``device=`` is given:
+    ``D2LCOMPAT_DEVICE`` if set (e.g. ``gpu:0``), else the framework's default.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> isinstance(d2lcompat.default_device(), d2lcompat.Device)
+    True
+    """
+    if _DEFAULT is not None:
+        return _DEFAULT
+    return device_of(active().full((1,), 0, "float32", None))

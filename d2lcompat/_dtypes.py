@@ -1,0 +1,45 @@
+"""Canonical dtype names and their NumPy equivalents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._backend import DTYPES
+from ._errors import DTypeError
+
+__all__ = ["canonical", "numpy_dtype"]
+
+_ALIASES = {
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "int": "int64",
+    "long": "int64",
+    "bool_": "bool",
+}
+
+
+def canonical(dtype: Any) -> str:
+    """The canonical name of ``dtype`` (a string, a NumPy dtype or a framework dtype)."""
+    if isinstance(dtype, str):
+        name = dtype
+    else:
+        name = getattr(dtype, "name", None) or str(dtype)
+    name = name.rsplit(".", 1)[-1].lower()
+    name = _ALIASES.get(name, name)
+    if name not in DTYPES:
+        raise DTypeError(f"Unknown dtype {dtype!r}; d2lcompat knows {', '.join(DTYPES)}.")
+    return name
+
+
+def numpy_dtype(name: str) -> np.dtype[Any]:
+    """The NumPy dtype for a canonical name (bfloat16 through ml_dtypes)."""
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError as exc:  # pragma: no cover - ml_dtypes ships with jax and tf
+            raise DTypeError("bfloat16 on the host needs the ml_dtypes package.") from exc
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)

@@ -1,0 +1,64 @@
+"""The exception hierarchy: every error d2lcompat raises derives from `D2LCompatError`.
+
+Each also derives from the built-in exception a Python user would reach for
+(``ValueError``, ``RuntimeError``, ...), so existing ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendError",
+    "CheckpointError",
+    "D2LCompatError",
+    "D2LCompatWarning",
+    "DTypeError",
+    "DeferredInitializationError",
+    "DeviceError",
+    "ShapeError",
+    "UnsupportedError",
+]
+
+
+class D2LCompatError(Exception):
+    """Base class of every error raised by d2lcompat.
+
+    Examples
+    --------
+    >>> try:
+    ...     raise ShapeError("bad")
+    ... except D2LCompatError as e:
+    ...     print(type(e).__name__)
+    ShapeError
+    """
+
+
+class BackendError(D2LCompatError, ImportError):
+    """The requested backend is unknown, not installed, or failed to load."""
+
+
+class DeferredInitializationError(D2LCompatError, RuntimeError):
+    """A parameter's shape is not known yet: run one forward pass first."""
+
+
+class ShapeError(D2LCompatError, ValueError):
+    """A shape does not fit: the message names the block or parameter and both shapes."""
+
+
+class DTypeError(D2LCompatError, TypeError):
+    """A dtype does not fit or is not known to the backend."""
+
+
+class CheckpointError(D2LCompatError, ValueError):
+    """A file cannot be saved or loaded; the message lists every problem found."""
+
+
+class DeviceError(D2LCompatError, RuntimeError):
+    """A device does not exist, or an operation mixes devices."""
+
+
+class UnsupportedError(D2LCompatError, NotImplementedError):
+    """The backend in use cannot do this at all (see its ``SUPPORTS_*`` flags)."""
+
+
+class D2LCompatWarning(UserWarning):
+    """Warnings issued by d2lcompat (for example a second ``initialize()``)."""

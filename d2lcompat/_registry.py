@@ -1,0 +1,216 @@
+"""Backend discovery and selection: chosen once, at the first ``import d2lcompat``.
+
+Adapters are plugins found through the entry-point group ``d2lcompat.backends``;
+the four shipped ones register exactly as a third-party adapter would. Only the
+chosen adapter is imported, and with it exactly one framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._errors import BackendError
+from ._spec import ENTRY_POINT_GROUP, BackendSpec
+
+if TYPE_CHECKING:
+    from ._backend import Backend
+
+__all__ = ["BackendInfo", "active", "available_specs", "backend", "backends"]
+
+#: Preference order when ``D2LCOMPAT_BACKEND`` is unset.
+DEFAULT_ORDER: tuple[str, ...] = ("torch", "jax", "tensorflow", "paddle")
+ENV_BACKEND = "D2LCOMPAT_BACKEND"
+ENV_CPU_DEVICES = "D2LCOMPAT_CPU_DEVICES"
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """One registered backend, as listed by `d2lcompat.backends()`.
+
+    ``devices`` is filled only for the active backend: listing another backend's
+    devices would import a second framework into this process.
+    """
+
+    name: str
+    installed: bool
+    version: str | None
+    extra: str
+    active: bool
+    devices: list[str] | None = field(default=None)
+
+
+def available_specs() -> dict[str, BackendSpec]:
+    """Every registered `BackendSpec`, by name, in preference order."""
+    specs: dict[str, BackendSpec] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            spec = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not hide the others
+            raise BackendError(
+                f"The d2lcompat backend plugin {ep.name!r} ({ep.value}) failed to load: {exc}. "
+                "Reinstall or uninstall the package that provides it."
+            ) from exc
+        if not isinstance(spec, BackendSpec):
+            raise BackendError(
+                f"The entry point {ep.name!r} in group {ENTRY_POINT_GROUP!r} must point to a "
+                f"d2lcompat.BackendSpec, not {type(spec).__name__}."
+            )
+        specs.setdefault(spec.name, spec)
+    rank = {n: i for i, n in enumerate(DEFAULT_ORDER)}
+    return dict(sorted(specs.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
+def _is_installed(spec: BackendSpec) -> bool:
+    try:
+        return importlib.util.find_spec(spec.module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _version(spec: BackendSpec) -> str | None:
+    for dist in (spec.distribution, *spec.alt_distributions):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _choose(specs: dict[str, BackendSpec]) -> BackendSpec:
+    installed = [n for n, s in specs.items() if _is_installed(s)]
+    wanted = os.environ.get(ENV_BACKEND, "").strip().lower()
+    hint = ", ".join(installed) or "none"
+    if not wanted:
+        if not installed:
+            raise BackendError(
+                "d2lcompat found no installed backend. Install one, e.g. "
+                'pip install "d2lcompat[torch]" (extras: '
+                + ", ".join(f"[{s.extra}]" for s in specs.values())
+                + ")."
+            )
+        return specs[installed[0]]
+    if wanted not in specs:
+        raise BackendError(
+            f"{ENV_BACKEND}={wanted!r} is not a known backend. Known: {', '.join(specs)}; "
+            f"installed: {hint}."
+        )
+    spec = specs[wanted]
+    if wanted not in installed:
+        raise BackendError(
+            f"{ENV_BACKEND}={wanted!r} but {spec.module!r} is not installed. "
+            f'Install it with: pip install "d2lcompat[{spec.extra}]". Installed backends: {hint}.'
+        )
+    return spec
+
+
+def _load(spec: BackendSpec, cpu_devices: int) -> Backend:
+    from ._backend import Backend
+
+    module_name, _, class_name = spec.adapter.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+    except Exception as exc:
+        raise BackendError(
+            f"The {spec.name!r} backend failed to import ({type(exc).__name__}: {exc}). "
+            f'Reinstall it with: pip install --force-reinstall "d2lcompat[{spec.extra}]".'
+        ) from exc
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendError(f"{spec.adapter} is not a d2lcompat.Backend subclass.")
+    instance = cls()
+    instance.configure(cpu_devices)
+    return instance
+
+
+def _cpu_devices_from_env() -> int:
+    raw = os.environ.get(ENV_CPU_DEVICES, "").strip()
+    if not raw:
+        return 1
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise BackendError(f"{ENV_CPU_DEVICES}={raw!r} must be a positive integer.")
+    return n
+
+
+_ACTIVE: Backend | None = None
+_SPECS: dict[str, BackendSpec] = {}
+
+
+def _activate() -> Backend:
+    global _ACTIVE, _SPECS
+    if _ACTIVE is None:
+        _SPECS = available_specs()
+        spec = _choose(_SPECS)
+        n = _cpu_devices_from_env()
+        if n > 1:
+            # Read by JAX and XLA at import time, so it must be set before the adapter loads.
+            flags = os.environ.get("XLA_FLAGS", "")
+            if "xla_force_host_platform_device_count" not in flags:
+                os.environ["XLA_FLAGS"] = (
+                    f"{flags} --xla_force_host_platform_device_count={n}".strip()
+                )
+        _ACTIVE = _load(spec, n)
+    return _ACTIVE
+
+
+def active() -> Backend:
+    """The adapter instance in use (private API for the core)."""
+    return _ACTIVE if _ACTIVE is not None else _activate()
+
+
+def backend() -> str:
+    """The name of the backend in use.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> d2lcompat.backend() in {"torch", "tensorflow", "paddle", "jax"}
+    True
+    """
+    return active().name
+
+
+def backends() -> list[BackendInfo]:
+    """Every registered backend, whether it is installed, its version, and (for the active
+    one) its devices.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> [b.name for b in d2lcompat.backends() if b.active] == [d2lcompat.backend()]
+    True
+    """
+    from ._device import all_devices
+
+    b = active()
+    out = []
+    for name, spec in _SPECS.items():
+        is_active = name == b.name
+        out.append(
+            BackendInfo(
+                name=name,
+                installed=_is_installed(spec),
+                version=b.version if is_active else _version(spec),
+                extra=spec.extra,
+                active=is_active,
+                devices=[repr(d) for d in all_devices()] if is_active else None,
+            )
+        )
+    return out
+
+
+def spec_of(name: str) -> BackendSpec | None:
+    """The spec of a registered backend (for the CLI and the conformance runner)."""
+    return _SPECS.get(name)
+
+
+def _describe(obj: Any) -> str:
+    return type(obj).__name__

@@ -1,0 +1,130 @@
+"""Gradients, the same on every backend (``d2lcompat.autograd``).
+
+`grad` runs a closure and differentiates it with the framework's own machinery
+(torch/paddle backward, a TensorFlow ``GradientTape``, ``jax.value_and_grad``). It
+substitutes each parameter's value by a fresh leaf while the closure runs — the
+very mechanism of `Block.functional_call` — so a parameter used twice (tied)
+receives the sum of both uses' gradients, on every backend alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ._parameter import Parameter
+from ._registry import active
+
+__all__ = ["grad", "is_training", "predict_mode", "record", "train_mode"]
+
+_TRAINING = [False]
+
+
+def is_training() -> bool:
+    """Whether blocks run in training mode (dropout active).
+
+    Examples
+    --------
+    >>> from d2lcompat import autograd
+    >>> autograd.is_training()
+    False
+    """
+    return _TRAINING[-1]
+
+
+@contextlib.contextmanager
+def train_mode() -> Iterator[None]:
+    """Run blocks in training mode inside the ``with`` (dropout active).
+
+    Examples
+    --------
+    >>> from d2lcompat import autograd
+    >>> with autograd.train_mode():
+    ...     autograd.is_training()
+    True
+    """
+    _TRAINING.append(True)
+    try:
+        yield
+    finally:
+        _TRAINING.pop()
+
+
+@contextlib.contextmanager
+def predict_mode() -> Iterator[None]:
+    """Run blocks in inference mode inside the ``with`` (dropout off)."""
+    _TRAINING.append(False)
+    try:
+        yield
+    finally:
+        _TRAINING.pop()
+
+
+#: Gluon's name: ``with autograd.record():`` turns training mode on.
+record = train_mode
+
+
+@contextlib.contextmanager
+def substituted(params: Sequence[Parameter], values: Sequence[Any]) -> Iterator[None]:
+    """Use ``values`` in place of the parameters' stored values inside the ``with``
+    (private: the mechanism of `functional_call` and `grad`)."""
+    saved = [p._var for p in params]
+    try:
+        for p, v in zip(params, values):
+            p._var = v
+        yield
+    finally:
+        for p, v in zip(params, saved):
+            p._var = v
+
+
+def _named(params: Mapping[str, Parameter] | Iterable[Parameter]) -> list[tuple[str, Parameter]]:
+    if isinstance(params, Parameter):
+        return [(params.name, params)]
+    if hasattr(params, "items"):
+        return list(params.items())  # type: ignore[union-attr]
+    return [(p.name, p) for p in params]
+
+
+def grad(
+    fn: Callable[[], Any], params: Mapping[str, Parameter] | Iterable[Parameter]
+) -> tuple[Any, dict[str, Any]]:
+    """Evaluate ``fn()`` (a closure returning a scalar tensor) and its gradient with
+    respect to ``params``.
+
+    Returns ``(value, {name: gradient})`` and stores each gradient in
+    ``param.grad()`` following ``grad_req``: ``'write'`` overwrites, ``'add'``
+    accumulates over calls, ``'null'`` (constants) is skipped.
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, ops, autograd, init
+    >>> lin = nn.Dense(1, in_units=1, use_bias=False); lin.initialize(init.Constant(3.0))
+    >>> net = nn.Sequential(lin, lin)
+    >>> x = ops.ones((1, 1))
+    >>> y, g = autograd.grad(lambda: ops.sum(net(x)), net.collect_params())
+    >>> ops.item(y), ops.item(g["0.weight"])
+    (9.0, 6.0)
+    """
+    b = active()
+    named = [(n, p) for n, p in _named(params) if p.grad_req != "null"]
+    plist = [p for _, p in named]
+    for p in plist:
+        if p._var is None:
+            p._raise_uninitialized()
+    start = [b.read(p._var) for p in plist]
+
+    def pure(values: Sequence[Any]) -> Any:
+        with substituted(plist, values):
+            return fn()
+
+    value, grads = b.value_and_grad(pure, start)
+    out: dict[str, Any] = {}
+    for (name, p), g in zip(named, grads):
+        if p.grad_req == "add" and p._grad is not None:
+            p._grad = p._grad + g
+        else:
+            p._grad = g
+        out[name] = p._grad
+    return value, out

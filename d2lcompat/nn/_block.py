@@ -1,0 +1,486 @@
+"""`Block`: registration, structural names, deferred initialization, sharing, devices.
+
+Where is deferred initialization decided? `Block._prepare` (first call) and
+`Parameter._finish_deferred`.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from .. import _device, init as _init
+from .._errors import D2LCompatError, D2LCompatWarning, ShapeError
+from .._parameter import Parameter
+
+__all__ = ["Block", "ParameterDict"]
+
+_SELF_SLOTS = ("_children", "_params")
+
+
+class Block:
+    """Base class of every layer and model (Gluon's ``Block``, PyTorch's ``Module``).
+
+    Subclass it, create children and parameters in ``__init__`` after
+    ``super().__init__()``, and write ``forward(self, *args)``. Calling the block
+    runs ``forward``. Attribute assignment registers children and parameters in
+    definition order; a plain Python list of blocks is not registered (use
+    `BlockList`).
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, ops
+    >>> class MLP(nn.Block):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.hidden = nn.Dense(256, activation="relu")
+    ...         self.out = nn.Dense(10)
+    ...     def forward(self, x):
+    ...         return self.out(self.hidden(x))
+    >>> net = MLP(); net.initialize()
+    >>> ops.shape(net(ops.random.uniform((2, 20))))
+    (2, 10)
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_children", {})
+        object.__setattr__(self, "_params", {})
+        object.__setattr__(self, "_parent", None)
+        object.__setattr__(self, "_key", "")
+        # True once every own parameter exists; checked on every call, so it is a plain bool.
+        object.__setattr__(self, "_ready", False)
+
+    # ----------------------------------------------------------- registration
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_children" not in self.__dict__:
+            raise D2LCompatError(
+                f"{type(self).__name__}.__init__ must call super().__init__() before "
+                f"assigning attributes (while setting {name!r})."
+            )
+        if isinstance(value, Parameter):
+            self._children.pop(name, None)
+            self._register_param(name, value)
+        elif isinstance(value, Block):
+            self._params.pop(name, None)
+            self._register(name, value)
+        else:
+            if name in self._params:
+                del self._params[name]
+            if name in self._children:
+                del self._children[name]
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        self._params.pop(name, None)
+        self._children.pop(name, None)
+        object.__delattr__(self, name)
+
+    def _register_param(self, name: str, param: Parameter) -> None:
+        self._params[name] = param
+        param._attach(self, name)
+        object.__setattr__(self, "_ready", False)
+
+    def _register(self, name: str, block: Block) -> None:
+        self._children[name] = block
+        if block._parent is None or block._parent() is None:
+            # A block is named after its first parent: a shared block keeps its first name.
+            object.__setattr__(block, "_parent", weakref.ref(self))
+            object.__setattr__(block, "_key", name)
+
+    def register_child(self, block: Block, name: str | None = None) -> Block:
+        """Register ``block`` as a child under ``name`` (default: its position, ``'0'``...).
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> class MySequential(nn.Block):
+        ...     def __init__(self, *blocks):
+        ...         super().__init__()
+        ...         for b in blocks:
+        ...             self.register_child(b)
+        >>> list(MySequential(nn.Dense(3), nn.Dense(2)).collect_params())
+        ['0.weight', '0.bias', '1.weight', '1.bias']
+        """
+        if not isinstance(block, Block):
+            raise D2LCompatError(
+                f"register_child expects a Block, got {type(block).__name__}. "
+                "Wrap functions in nn.Lambda."
+            )
+        key = str(len(self._children)) if name is None else str(name)
+        if key.isidentifier():
+            setattr(self, key, block)
+        else:
+            self._register(key, block)
+        return block
+
+    def _path(self) -> str:
+        parts: list[str] = []
+        block: Block = self
+        for _ in range(10_000):  # guards against a block that is its own ancestor
+            ref = block._parent
+            parent = ref() if ref is not None else None
+            if parent is None:
+                break
+            parts.append(block._key)
+            block = parent
+        return ".".join(reversed(parts))
+
+    @property
+    def name(self) -> str:
+        """The block's structural name from its outermost parent (``''`` for a root)."""
+        return self._path()
+
+    def _describe(self) -> str:
+        path = self._path()
+        return f"{type(self).__name__} '{path}'" if path else type(self).__name__
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, *args: Any) -> Any:
+        """The computation; override it in a subclass."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(self, *args)")
+
+    def __call__(self, *args: Any) -> Any:
+        if not self._ready:
+            self._prepare(*args)
+        return self.forward(*args)
+
+    def infer_shape(self, *args: Any) -> None:
+        """Fill in the unknown (0) dimensions of this block's own parameters from the
+        inputs of the first call. `Dense` does it; a custom layer with a deferred
+        dimension overrides it (Gluon's ``infer_shape``).
+
+        Examples
+        --------
+        >>> from d2lcompat import nn, Parameter, ops
+        >>> class MyDense(nn.Block):
+        ...     def __init__(self, units, in_units=0):
+        ...         super().__init__()
+        ...         self.weight = Parameter((in_units, units))
+        ...     def infer_shape(self, x):
+        ...         self.weight.shape = (ops.shape(x)[-1], self.weight.shape[1])
+        ...     def forward(self, x):
+        ...         return ops.matmul(x, self.weight.data())
+        >>> ops.shape(MyDense(3)(ops.ones((2, 5))))
+        (2, 3)
+        """
+
+    def _own_params(self) -> Iterator[Parameter]:
+        yield from self._params.values()
+        for child in self._children.values():
+            if isinstance(child, _ParamContainer):
+                yield from child._params.values()
+
+    def _prepare(self, *args: Any) -> None:
+        """First call: infer unknown shapes, then create every own parameter still missing
+        (scheduled by ``initialize()`` or never initialized: the defaults apply)."""
+        params = list(self._own_params())
+        if any(not p._known for p in params):
+            self.infer_shape(*args)
+        for p in params:
+            if p._var is None:
+                p._finish_deferred()
+        object.__setattr__(self, "_ready", True)
+
+    # ------------------------------------------------------------- parameters
+    def _walk(self, prefix: str, out: dict[str, Parameter], seen: set[int]) -> None:
+        for key, p in self._params.items():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out[prefix + key] = p
+        for key, child in self._children.items():
+            child._walk(f"{prefix}{key}.", out, seen)
+
+    def collect_params(self, select: str | Iterable[str] | None = None) -> ParameterDict:
+        """Every parameter of the tree, each once (a shared one under its first name),
+        keyed by structural names (``0.weight``, ``hidden.bias``).
+
+        ``select`` is a regular expression, or a list of them, matched from the start of
+        each name (``re.match``, as Gluon): ``'.*weight'``.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> net = nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1))
+        >>> list(net.collect_params(".*weight"))
+        ['0.weight', '1.weight']
+        """
+        found: dict[str, Parameter] = {}
+        self._walk("", found, set())
+        if select is not None:
+            patterns = [select] if isinstance(select, str) else list(select)
+            compiled = [re.compile(p) for p in patterns]
+            found = {k: v for k, v in found.items() if any(c.match(k) for c in compiled)}
+        return ParameterDict._of(found)
+
+    def initialize(
+        self,
+        init: _init.InitSpec = None,
+        device: Any = None,
+        force_reinit: bool = False,
+    ) -> None:
+        """Initialize every parameter of the tree.
+
+        ``init`` is the default: a parameter's own ``init`` wins over it. A parameter
+        with an unknown dimension is only scheduled; the first forward pass creates it.
+        Parameters that already have values are kept (with one warning) unless
+        ``force_reinit=True``.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn, init, ops
+        >>> net = nn.Sequential(nn.Dense(4, in_units=3)); net.initialize(init.One())
+        >>> float(ops.to_numpy(net[0].weight.data()).sum()), float(ops.to_numpy(net[0].bias.data()).sum())
+        (12.0, 0.0)
+        """
+        params = self.collect_params()
+        default = _init.create(init)
+        kept = [
+            name for name, p in params.items() if not p._initialize(None, default, device, force_reinit)
+        ]
+        if kept:
+            shown = ", ".join(kept[:4]) + (", ..." if len(kept) > 4 else "")
+            warnings.warn(
+                f"{len(kept)} parameter(s) of {self._describe()} are already initialized "
+                f"({shown}) and keep their values. Pass force_reinit=True to re-initialize.",
+                D2LCompatWarning,
+                stacklevel=2,
+            )
+
+    def apply(self, fn: Callable[[Block], Any]) -> Block:
+        """Call ``fn(block)`` on every block of the tree, children first; return self.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> seen = []
+        >>> _ = nn.Sequential(nn.Dense(2), nn.Dense(1)).apply(lambda b: seen.append(type(b).__name__))
+        >>> seen
+        ['Dense', 'Dense', 'Sequential']
+        """
+        visited: set[int] = set()
+
+        def visit(block: Block) -> None:
+            if id(block) in visited:
+                return
+            visited.add(id(block))
+            for child in block._children.values():
+                visit(child)
+            fn(block)
+
+        visit(self)
+        return self
+
+    def share_parameters(self, params: Mapping[str, Parameter]) -> Block:
+        """Use the given parameters in place of this block's own, matched by structural
+        name relative to this block (``weight``, ``bias``, ``0.weight``); return self.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> a = nn.Dense(4, in_units=3); b = nn.Dense(4, in_units=3).share_parameters(a.collect_params())
+        >>> b.weight is a.weight
+        True
+        """
+        given = dict(params.items())
+        owners: dict[str, tuple[Block, str]] = {}
+        self._param_owners("", owners, set())
+        for name, (owner, local) in owners.items():
+            if name not in given:
+                continue
+            new = given[name]
+            old = owner._params[local]
+            if not isinstance(new, Parameter):
+                raise D2LCompatError(f"share_parameters: {name!r} maps to {type(new).__name__}, not a Parameter.")
+            if old._known and new._known and old.shape != new.shape:
+                raise ShapeError(
+                    f"share_parameters: {owner._describe()} has '{local}' of shape {old.shape}, "
+                    f"the shared parameter has {new.shape}."
+                )
+            setattr(owner, local, new) if local.isidentifier() else owner._register_param(local, new)
+        return self
+
+    def _param_owners(self, prefix: str, out: dict[str, tuple[Block, str]], seen: set[int]) -> None:
+        if id(self) in seen:
+            return
+        seen.add(id(self))
+        for key in self._params:
+            out.setdefault(prefix + key, (self, key))
+        for key, child in self._children.items():
+            child._param_owners(f"{prefix}{key}.", out, seen)
+
+    def functional_call(self, values: Mapping[str, Any], *args: Any) -> Any:
+        """Run the forward pass with ``values`` ({structural name: native tensor}) in place
+        of the stored parameter values, without changing them. Names not given keep their
+        stored values. What ``jax.jit``/``jax.grad`` and ``torch.func`` need.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn, ops, init
+        >>> net = nn.Dense(1, in_units=2, use_bias=False); net.initialize(init.One())
+        >>> x = ops.ones((1, 2))
+        >>> ops.item(net.functional_call({"weight": ops.full((1, 2), 3.0)}, x)), ops.item(net(x))
+        (6.0, 2.0)
+        """
+        from ..autograd import substituted
+
+        params = self.collect_params()
+        unknown = [k for k in values if k not in params]
+        if unknown:
+            raise D2LCompatError(
+                f"functional_call: {self._describe()} has no parameter(s) {', '.join(unknown)}; "
+                f"its parameters are: {', '.join(params.keys())}."
+            )
+        chosen = [params[k] for k in values]
+        with substituted(chosen, list(values.values())):
+            return self(*args)
+
+    # ---------------------------------------------------------------- devices
+    def to(self, device: Any) -> Block:
+        """Move every parameter (constants included) to ``device``; return self.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn, cpu
+        >>> net = nn.Dense(2, in_units=3); net.initialize()
+        >>> net.to(cpu()).weight.list_devices()
+        [cpu(0)]
+        """
+        dev = _device.resolve(device)
+        assert dev is not None
+        for p in self.collect_params().values():
+            p._move_to(dev)
+        return self
+
+    # ------------------------------------------------------------------- repr
+    def _extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = [f"({k}): {_indent(repr(v))}" for k, v in self._params.items()]
+        lines += [f"({k}): {_indent(repr(v))}" for k, v in self._children.items()]
+        head = f"{type(self).__name__}({self._extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n" + "\n".join("  " + line for line in lines) + "\n)"
+
+
+def _indent(text: str) -> str:
+    return text.replace("\n", "\n  ")
+
+
+class _ParamContainer(Block):
+    """A block that only holds parameters for its parent's forward (never called itself)."""
+
+    def __call__(self, *args: Any) -> Any:
+        raise NotImplementedError(
+            f"{type(self).__name__} holds parameters and cannot be called; use its "
+            "parameters' data() in the parent block's forward."
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        params = self.__dict__.get("_params", {})
+        if name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__} has no attribute or parameter {name!r}")
+
+    def __len__(self) -> int:
+        return len(self._params)
+
+    def _repr_items(self) -> list[str]:
+        return [f"({k}): {v!r}" for k, v in self._params.items()]
+
+    def __repr__(self) -> str:
+        items = self._repr_items()
+        if not items:
+            return f"{type(self).__name__}()"
+        return f"{type(self).__name__}(\n" + "\n".join("  " + i for i in items) + "\n)"
+
+
+class ParameterDict(_ParamContainer):
+    """A dict of parameters: what `Block.collect_params` returns, and a container that
+    registers parameters of a custom layer (PyTorch's ``nn.ParameterDict``).
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, Parameter
+    >>> class Two(nn.Block):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.ws = nn.ParameterDict({"a": Parameter((2,)), "b": Parameter((3,))})
+    >>> list(Two().collect_params())
+    ['ws.a', 'ws.b']
+    """
+
+    def __init__(self, params: Mapping[str, Parameter] | None = None) -> None:
+        super().__init__()
+        if params:
+            self.update(params)
+
+    @classmethod
+    def _of(cls, params: dict[str, Parameter]) -> ParameterDict:
+        # A view: never becomes the owner or parent of anything it lists.
+        view = cls()
+        view._params.update(params)
+        return view
+
+    def __getitem__(self, key: str) -> Parameter:
+        try:
+            return self._params[key]
+        except KeyError:
+            raise KeyError(
+                f"No parameter {key!r}; the names are: {', '.join(self._params) or '(none)'}"
+            ) from None
+
+    def __setitem__(self, key: str, param: Parameter) -> None:
+        if not isinstance(param, Parameter):
+            raise D2LCompatError(f"ParameterDict values must be Parameters, got {type(param).__name__}")
+        self._register_param(str(key), param)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._params
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._params)
+
+    def keys(self) -> Any:
+        """The names."""
+        return self._params.keys()
+
+    def values(self) -> Any:
+        """The parameters."""
+        return self._params.values()
+
+    def items(self) -> Any:
+        """``(name, parameter)`` pairs."""
+        return self._params.items()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The parameter called ``key``, or ``default``."""
+        return self._params.get(key, default)
+
+    def update(self, other: Mapping[str, Parameter]) -> None:
+        """Add every ``(name, parameter)`` of ``other``."""
+        for k, v in other.items():
+            self[k] = v
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient."""
+        for p in self._params.values():
+            p.zero_grad()
+
+    def setattr(self, name: str, value: Any) -> None:
+        """Set an attribute on every parameter (Gluon: ``params.setattr('grad_req', 'null')``)."""
+        for p in self._params.values():
+            setattr(p, name, value)
+
+    def _walk(self, prefix: str, out: dict[str, Parameter], seen: set[int]) -> None:
+        for key, p in self._params.items():
+            if id(p) not in seen:
+                seen.add(id(p))
+                out[prefix + key] = p
+
+    def _repr_items(self) -> list[str]:
+        return [f"Parameter {k} (shape={v.shape}, dtype={v.dtype})" for k, v in self._params.items()]

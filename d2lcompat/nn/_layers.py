@@ -1,0 +1,383 @@
+"""Built-in blocks: Sequential, Dense, Activation, Flatten, Dropout, Lambda and containers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, overload
+
+import numpy as np
+
+from .. import autograd as _autograd, ops as _ops
+from .._errors import D2LCompatError, ShapeError
+from .._parameter import Parameter
+from .._random import generator
+from .._registry import active
+from ._block import Block, _ParamContainer
+
+__all__ = [
+    "Activation",
+    "BlockDict",
+    "BlockList",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "Lambda",
+    "ParameterList",
+    "Sequential",
+]
+
+
+def _activation(name: str | None) -> Callable[[Any], Any] | None:
+    if name is None:
+        return None
+    table: dict[str, Callable[[Any], Any]] = {
+        "relu": _ops.relu,
+        "sigmoid": _ops.sigmoid,
+        "tanh": _ops.tanh,
+        "softmax": _ops.softmax,
+        "log_softmax": _ops.log_softmax,
+    }
+    try:
+        return table[name]
+    except KeyError:
+        raise D2LCompatError(
+            f"Unknown activation {name!r}; use one of {', '.join(table)} or nn.Lambda(fn)."
+        ) from None
+
+
+class Sequential(Block):
+    """Children run one after the other.
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, ops
+    >>> net = nn.Sequential(nn.Dense(256, activation="relu"), nn.Dense(10))
+    >>> net.initialize(); ops.shape(net(ops.random.uniform((2, 20))))
+    (2, 10)
+    >>> len(net), type(net[0]).__name__, len(net[0:1])
+    (2, 'Dense', 1)
+    """
+
+    def __init__(self, *blocks: Block) -> None:
+        super().__init__()
+        self.add(*blocks)
+
+    def add(self, *blocks: Block) -> Sequential:
+        """Append blocks; return self."""
+        for block in blocks:
+            self.register_child(block)
+        return self
+
+    def forward(self, x: Any, *args: Any) -> Any:
+        for block in self._children.values():
+            x = block(x, *args)
+            args = ()
+        return x
+
+    @overload
+    def __getitem__(self, index: int) -> Block: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequential: ...
+    def __getitem__(self, index: int | slice) -> Block:
+        children = list(self._children.values())
+        if isinstance(index, slice):
+            # A new Sequential holding the very same children (and so the same parameters).
+            return Sequential(*children[index])
+        try:
+            return children[index]
+        except IndexError:
+            raise IndexError(
+                f"Sequential index {index} out of range for {len(children)} children"
+            ) from None
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(list(self._children.values()))
+
+
+class Dense(Block):
+    """A fully connected layer: ``y = activation(x · Wᵀ + b)`` over the last axis.
+
+    ``weight`` has shape ``(units, in_units)``; ``in_units=0`` means "inferred at the
+    first call".
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, ops
+    >>> layer = nn.Dense(3); layer.initialize()
+    >>> layer.weight.shape
+    (3, 0)
+    >>> _ = layer(ops.ones((2, 5))); layer.weight.shape
+    (3, 5)
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation: str | None = None,
+        use_bias: bool = True,
+        in_units: int = 0,
+        weight_initializer: Any = None,
+        bias_initializer: Any = "zeros",
+        dtype: str = "float32",
+    ) -> None:
+        super().__init__()
+        self._units = int(units)
+        self._act_name = activation
+        self._act = _activation(activation)
+        self.weight = Parameter((units, in_units), dtype=dtype, init=weight_initializer)
+        self.bias: Parameter | None = (
+            Parameter((units,), dtype=dtype, init=bias_initializer) if use_bias else None
+        )
+
+    def infer_shape(self, x: Any) -> None:
+        self.weight.shape = (self._units, int(active().shape(x)[-1]))
+
+    def forward(self, x: Any) -> Any:
+        weight = self.weight
+        n = x.shape[-1]
+        if n != weight._shape[1] and n is not None:
+            self._wrong_features(x)
+        bias = self.bias
+        y = _ops.linear(x, weight.data(), None if bias is None else bias.data())
+        act = self._act
+        return y if act is None else act(y)
+
+    def _wrong_features(self, x: Any) -> None:
+        want = self.weight.shape[1]
+        raise ShapeError(
+            f"Dense '{self.name or 'net'}' expects inputs with {want} features; received shape "
+            f"{tuple(active().shape(x))}. Re-create the layer or feed {want} features."
+        )
+
+    def _extra_repr(self) -> str:
+        n_in = self.weight.shape[1] or None
+        act = f"Activation({self._act_name})" if self._act_name else "linear"
+        return f"{n_in} -> {self._units}, {act}"
+
+    def __repr__(self) -> str:
+        return f"Dense({self._extra_repr()})"
+
+
+class Activation(Block):
+    """An activation function as a block: ``'relu'``, ``'sigmoid'``, ``'tanh'``,
+    ``'softmax'``, ``'log_softmax'``.
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, ops
+    >>> ops.to_numpy(nn.Activation("relu")(ops.tensor([-1.0, 2.0]))).tolist()
+    [0.0, 2.0]
+    """
+
+    def __init__(self, activation: str) -> None:
+        super().__init__()
+        self._name = activation
+        act = _activation(activation)
+        assert act is not None
+        self._fn = act
+
+    def forward(self, x: Any) -> Any:
+        return self._fn(x)
+
+    def _extra_repr(self) -> str:
+        return self._name
+
+
+class Flatten(Block):
+    """Flattens every axis but the first.
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, ops
+    >>> ops.shape(nn.Flatten()(ops.ones((2, 3, 4))))
+    (2, 12)
+    """
+
+    def forward(self, x: Any) -> Any:
+        return _ops.reshape(x, (active().shape(x)[0], -1))
+
+
+class Dropout(Block):
+    """Zeroes each element with probability ``rate`` while training (inside
+    ``autograd.record()`` or ``autograd.train_mode()``) and scales the rest by
+    ``1/(1-rate)``; the identity otherwise. The mask comes from d2lcompat's seeded
+    generator, so it is the same on every backend.
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, ops
+    >>> x = ops.ones((2, 3)); bool((ops.to_numpy(nn.Dropout(0.5)(x)) == 1).all())
+    True
+    """
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        if not 0.0 <= rate < 1.0:
+            raise D2LCompatError(f"Dropout rate must be in [0, 1), got {rate}")
+        self._rate = float(rate)
+
+    def forward(self, x: Any) -> Any:
+        if not _autograd.is_training() or self._rate == 0.0:
+            return x
+        b = active()
+        keep = generator().random(b.shape(x)) >= self._rate
+        mask = b.from_numpy(keep.astype(np.float32) / (1.0 - self._rate), b.dtype(x), b.device_of(x))
+        return x * mask
+
+    def _extra_repr(self) -> str:
+        return f"p={self._rate}"
+
+
+class Lambda(Block):
+    """Wraps a function of native tensors as a block.
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, ops
+    >>> ops.to_numpy(nn.Lambda(lambda x: x * 2)(ops.ones((2,)))).tolist()
+    [2.0, 2.0]
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        super().__init__()
+        if not callable(fn):
+            raise D2LCompatError(f"Lambda needs a callable, got {type(fn).__name__}")
+        self._fn = fn
+
+    def forward(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+    def _extra_repr(self) -> str:
+        return getattr(self._fn, "__name__", type(self._fn).__name__)
+
+
+class BlockList(Block):
+    """A list of blocks whose parameters are registered (PyTorch's ``ModuleList``).
+    It is a container: iterate over it in a parent's forward; calling it raises.
+
+    Examples
+    --------
+    >>> from d2lcompat import nn
+    >>> layers = nn.BlockList([nn.Dense(2), nn.Dense(3)]); layers.append(nn.Dense(4))
+    >>> len(layers), list(layers.collect_params())[-1]
+    (3, '2.bias')
+    """
+
+    def __init__(self, blocks: Iterable[Block] = ()) -> None:
+        super().__init__()
+        self.extend(blocks)
+
+    def append(self, block: Block) -> BlockList:
+        """Add a block at the end; return self."""
+        self.register_child(block)
+        return self
+
+    def extend(self, blocks: Iterable[Block]) -> BlockList:
+        """Add blocks at the end; return self."""
+        for block in blocks:
+            self.append(block)
+        return self
+
+    def __getitem__(self, index: int) -> Block:
+        return list(self._children.values())[index]
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __iter__(self) -> Iterator[Block]:
+        return iter(list(self._children.values()))
+
+    def __call__(self, *args: Any) -> Any:
+        raise NotImplementedError(
+            "BlockList is a container and cannot be called; iterate over it in forward()."
+        )
+
+    forward = __call__
+
+
+class BlockDict(Block):
+    """A dict of blocks whose parameters are registered (PyTorch's ``ModuleDict``).
+    Blocks are reachable by key and, for identifier keys, as attributes.
+
+    Examples
+    --------
+    >>> from d2lcompat import nn
+    >>> d = nn.BlockDict({"enc": nn.Dense(2)}); d["dec"] = nn.Dense(3)
+    >>> d.dec is d["dec"], list(d.keys())
+    (True, ['enc', 'dec'])
+    """
+
+    def __init__(self, blocks: Mapping[str, Block] | None = None) -> None:
+        super().__init__()
+        for key, block in (blocks or {}).items():
+            self[key] = block
+
+    def __setitem__(self, key: str, block: Block) -> None:
+        self.register_child(block, str(key))
+
+    def __getitem__(self, key: str) -> Block:
+        try:
+            return self._children[key]
+        except KeyError:
+            raise KeyError(f"No block {key!r}; keys: {', '.join(self._children) or '(none)'}") from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._children
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._children))
+
+    def keys(self) -> Any:
+        """The keys."""
+        return self._children.keys()
+
+    def values(self) -> Any:
+        """The blocks."""
+        return self._children.values()
+
+    def items(self) -> Any:
+        """``(key, block)`` pairs."""
+        return self._children.items()
+
+    def __call__(self, *args: Any) -> Any:
+        raise NotImplementedError(
+            "BlockDict is a container and cannot be called; pick a block by key in forward()."
+        )
+
+    forward = __call__
+
+
+class ParameterList(_ParamContainer):
+    """A list of parameters registered for a custom layer (PyTorch's ``ParameterList``).
+
+    Examples
+    --------
+    >>> from d2lcompat import nn, Parameter
+    >>> ps = nn.ParameterList([Parameter((2,)), Parameter((3,))])
+    >>> len(ps), ps[1].shape
+    (2, (3,))
+    """
+
+    def __init__(self, params: Iterable[Parameter] = ()) -> None:
+        super().__init__()
+        for p in params:
+            self.append(p)
+
+    def append(self, param: Parameter) -> ParameterList:
+        """Add a parameter at the end; return self."""
+        if not isinstance(param, Parameter):
+            raise D2LCompatError(f"ParameterList holds Parameters, got {type(param).__name__}")
+        self._register_param(str(len(self._params)), param)
+        return self
+
+    def __getitem__(self, index: int) -> Parameter:
+        return list(self._params.values())[index]
+
+    def __iter__(self) -> Iterator[Parameter]:
+        return iter(list(self._params.values()))

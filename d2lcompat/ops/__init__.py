@@ -1,0 +1,191 @@
+"""A small NumPy-flavoured op namespace, implemented natively by every backend.
+
+Tensors in and out are the backend's native tensors. The math, reduction, shape
+and nn ops are bound directly to the adapter's functions at import, so a call
+costs exactly one native call. Creation ops take ``dtype=`` and ``device=``.
+
+Examples
+--------
+>>> from d2lcompat import ops
+>>> x = ops.arange(6, dtype="float32")
+>>> ops.to_numpy(ops.sum(ops.reshape(x, (2, 3)), axis=1)).tolist()
+[3.0, 12.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .._backend import OP_NAMES
+from .._device import resolve as _resolve
+from .._dtypes import canonical as _canonical
+from .._registry import active as _active
+from . import random
+
+_B = _active()
+
+matmul: Callable[..., Any]
+dot: Callable[..., Any]
+add: Callable[..., Any]
+subtract: Callable[..., Any]
+multiply: Callable[..., Any]
+divide: Callable[..., Any]
+exp: Callable[..., Any]
+log: Callable[..., Any]
+abs: Callable[..., Any]
+sqrt: Callable[..., Any]
+square: Callable[..., Any]
+maximum: Callable[..., Any]
+minimum: Callable[..., Any]
+where: Callable[..., Any]
+equal: Callable[..., Any]
+not_equal: Callable[..., Any]
+less: Callable[..., Any]
+less_equal: Callable[..., Any]
+greater: Callable[..., Any]
+greater_equal: Callable[..., Any]
+sum: Callable[..., Any]
+mean: Callable[..., Any]
+max: Callable[..., Any]
+min: Callable[..., Any]
+norm: Callable[..., Any]
+reshape: Callable[..., Any]
+transpose: Callable[..., Any]
+concat: Callable[..., Any]
+stack: Callable[..., Any]
+expand_dims: Callable[..., Any]
+squeeze: Callable[..., Any]
+relu: Callable[..., Any]
+sigmoid: Callable[..., Any]
+tanh: Callable[..., Any]
+softmax: Callable[..., Any]
+log_softmax: Callable[..., Any]
+linear: Callable[..., Any]
+
+_missing = [n for n in OP_NAMES if not callable(getattr(_B.ops, n, None))]
+if _missing:  # pragma: no cover - an adapter author's error, caught by the conformance suite
+    from .._errors import BackendError
+
+    raise BackendError(f"The {_B.name} adapter lacks the ops: {', '.join(_missing)}")
+globals().update({n: getattr(_B.ops, n) for n in OP_NAMES})
+
+
+def _dtype_or(dtype: Any, default: str) -> str:
+    return default if dtype is None else _canonical(dtype)
+
+
+def tensor(data: Any, dtype: Any = None, device: Any = None) -> Any:
+    """A native tensor from data (lists, NumPy arrays, scalars or native tensors).
+
+    Python floats become float32 and Python ints int64, as in PyTorch.
+
+    Examples
+    --------
+    >>> from d2lcompat import ops
+    >>> ops.dtype(ops.tensor([1.0, 2.0])), ops.dtype(ops.tensor([1, 2]))
+    ('float32', 'int64')
+    """
+    dev = _resolve(device)
+    if _B.is_tensor(data):
+        out = data if dtype is None else _B.cast(data, _canonical(dtype))
+        return out if dev is None else _B.move(out, dev, copy=False)
+    arr = np.asarray(data)
+    if dtype is None:
+        if arr.dtype.kind == "f" and arr.dtype == np.float64:
+            dtype = "float32"
+        elif arr.dtype.kind in "iu" and arr.dtype.itemsize == 8:
+            dtype = "int64"
+        else:
+            dtype = _canonical(arr.dtype)
+    return _B.from_numpy(arr, _canonical(dtype), dev)
+
+
+def zeros(shape: Any, dtype: Any = None, device: Any = None) -> Any:
+    """A tensor of zeros (float32 by default)."""
+    return _B.full(_shape(shape), 0, _dtype_or(dtype, "float32"), _resolve(device))
+
+
+def ones(shape: Any, dtype: Any = None, device: Any = None) -> Any:
+    """A tensor of ones (float32 by default)."""
+    return _B.full(_shape(shape), 1, _dtype_or(dtype, "float32"), _resolve(device))
+
+
+def full(shape: Any, value: Any, dtype: Any = None, device: Any = None) -> Any:
+    """A tensor filled with ``value`` (float32 for a float, int64 for an int, bool for a bool)."""
+    if dtype is None:
+        dtype = "bool" if isinstance(value, bool) else "int64" if isinstance(value, int) else "float32"
+    return _B.full(_shape(shape), value, _canonical(dtype), _resolve(device))
+
+
+def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None, device: Any = None) -> Any:
+    """``numpy.arange``: int64 for int arguments, float32 otherwise.
+
+    Examples
+    --------
+    >>> from d2lcompat import ops
+    >>> ops.to_numpy(ops.arange(4)).tolist()
+    [0, 1, 2, 3]
+    """
+    if stop is None:
+        start, stop = 0, start
+    return _B.arange(start, stop, step, None if dtype is None else _canonical(dtype), _resolve(device))
+
+
+def zeros_like(x: Any, dtype: Any = None) -> Any:
+    """Zeros of ``x``'s shape, dtype and device."""
+    return _B.full(_B.shape(x), 0, _dtype_or(dtype, _B.dtype(x)), _B.device_of(x))
+
+
+def ones_like(x: Any, dtype: Any = None) -> Any:
+    """Ones of ``x``'s shape, dtype and device."""
+    return _B.full(_B.shape(x), 1, _dtype_or(dtype, _B.dtype(x)), _B.device_of(x))
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A host NumPy copy of ``x``."""
+    return _B.to_numpy(x)
+
+
+def shape(x: Any) -> tuple[int, ...]:
+    """``x``'s shape as a tuple of ints."""
+    return _B.shape(x)
+
+
+def dtype(x: Any) -> str:
+    """``x``'s dtype as a canonical string (``'float32'``)."""
+    return _B.dtype(x)
+
+
+def cast(x: Any, dtype: Any) -> Any:
+    """``x`` converted to ``dtype``."""
+    return _B.cast(x, _canonical(dtype))
+
+
+def item(x: Any) -> Any:
+    """The Python scalar in a one-element tensor."""
+    return _B.to_numpy(x).item()
+
+
+def _shape(shape: Any) -> tuple[int, ...]:
+    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+
+
+__all__ = [
+    *OP_NAMES,
+    "arange",
+    "cast",
+    "dtype",
+    "full",
+    "item",
+    "ones",
+    "ones_like",
+    "random",
+    "shape",
+    "tensor",
+    "to_numpy",
+    "zeros",
+    "zeros_like",
+]
