@@ -1,0 +1,38 @@
+"""The d2lcompat conformance catalogue (SCENARIOS.md), its runner and its reports.
+
+Every scenario is written once, against the public API, and runs on every backend.
+
+Examples
+--------
+Run the whole catalogue against the backend of this process (what an adapter author
+calls last)::
+
+    from d2lcompat_conformance import run_all
+    failures = [r for r in run_all() if r.status == "fail"]
+"""
+
+from ._registry import (
+    SCENARIOS,
+    Context,
+    Result,
+    Scenario,
+    Unsupported,
+    known_unsupported,
+    load_all,
+    run_all,
+    run_scenario,
+    scenario,
+)
+
+__all__ = [
+    "SCENARIOS",
+    "Context",
+    "Result",
+    "Scenario",
+    "Unsupported",
+    "known_unsupported",
+    "load_all",
+    "run_all",
+    "run_scenario",
+    "scenario",
+]

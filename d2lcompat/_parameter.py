@@ -380,7 +380,7 @@ def _same_kind(a: str, b: str) -> bool:
 
     # ints may go into floats (set_data([1, 2]) on a float parameter); floats never into ints
     ka, kb = kind(a), kind(b)
-    return ka == kb or (ka in "ib" and kb == "f")
+    return ka == kb or (ka == "i" and kb == "f")
 
 
 class Constant(Parameter):

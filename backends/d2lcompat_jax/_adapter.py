@@ -1,0 +1,441 @@
+"""JAX adapter: answers *how* for each primitive of `d2lcompat.Backend`.
+
+JAX arrays are immutable, so this backend has no mutable variables: a
+parameter's "variable" is a plain ``jax.Array`` and `JaxBackend.assign` returns
+the replacement array, which the core stores in place of the old one.
+
+64-bit types are switched on (``jax_enable_x64``) when this module is imported,
+because d2lcompat promises that dtypes survive unchanged (an ``int64`` buffer
+in a checkpoint stays ``int64``); without it JAX silently turns every int64 and
+float64 array into its 32-bit sibling. Every tensor d2lcompat itself creates
+passes an explicit dtype, so float32 stays float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from d2lcompat._backend import DTYPES, Backend, DeviceTuple, Ops
+from d2lcompat._errors import BackendError, DeviceError, DTypeError, ShapeError
+
+# Must happen before any array exists: arrays created while x64 is off are
+# already 32-bit. `jax_explicit_x64_dtypes="allow"` is not an alternative: it
+# still truncates int64 NumPy input to int32 in `device_put` (jax 0.10).
+jax.config.update("jax_enable_x64", True)
+
+_DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(jnp.bfloat16) if name == "bfloat16" else np.dtype(name) for name in DTYPES
+}
+_NAMES: dict[np.dtype[Any], str] = {v: k for k, v in _DTYPES.items()}
+_LOW_PRECISION = (np.dtype(jnp.float16), np.dtype(jnp.bfloat16))
+# jax names the CUDA and ROCm platforms "gpu" (older releases: "cuda"/"rocm").
+_GPU_PLATFORMS = ("gpu", "cuda", "rocm")
+# Full float32 matmuls: jax's DEFAULT precision is TF32 on Ampere+ GPUs and bf16 passes on
+# TPU, which breaks the promised cross-backend agreement (rtol 1e-5). It only affects
+# float32 inputs, and our own ops only: native `x @ w` in user code keeps jax's default.
+_PRECISION = jax.lax.Precision.HIGHEST
+# Tracer attributes that hold the traced value when it is concrete (eager autodiff, vmap).
+_TRACER_VALUE_ATTRS = ("primal", "val")
+
+
+def _np_dtype(dtype: str) -> np.dtype[Any]:
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise DTypeError(
+            f"Unknown dtype {dtype!r}; the jax backend knows {', '.join(DTYPES)}."
+        ) from None
+
+
+def _axis(axis: Any) -> Any:
+    # jnp accepts an int, a tuple or None; a list would be read as an array.
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+@jax.jit
+def _linear(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
+    # One compiled call instead of three eager dispatches (transpose, matmul, add); XLA
+    # folds the transpose into the dot. `b=None` is an empty pytree: it just traces again.
+    y = jnp.matmul(x, w.T, precision=_PRECISION)
+    return y if b is None else y + b
+
+
+def _l2(x: jax.Array, axis: Any, keepdims: bool) -> jax.Array:
+    sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
+    pos = sq > 0
+    # The double `where` gives gradient 0 at 0 (as torch's vector_norm) instead of
+    # the NaN that d sqrt(s)/ds = inf at s = 0 would produce.
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, sq, 1)), 0)
+
+
+class JaxOps(Ops):
+    """Native ``jax.numpy`` / ``jax.nn`` ops with NumPy semantics.
+
+    Every name of `d2lcompat._backend.OP_NAMES` is a static function taking and
+    returning ``jax.Array`` values, so the ops work on concrete arrays and on
+    tracers alike (under ``jax.jit``, ``jax.grad``, ``jax.vmap``).
+    """
+
+    matmul = staticmethod(functools.partial(jnp.matmul, precision=_PRECISION))
+    add = staticmethod(jnp.add)
+    subtract = staticmethod(jnp.subtract)
+    multiply = staticmethod(jnp.multiply)
+    divide = staticmethod(jnp.divide)
+    exp = staticmethod(jnp.exp)
+    log = staticmethod(jnp.log)
+    abs = staticmethod(jnp.abs)
+    sqrt = staticmethod(jnp.sqrt)
+    square = staticmethod(jnp.square)
+    maximum = staticmethod(jnp.maximum)
+    minimum = staticmethod(jnp.minimum)
+    where = staticmethod(jnp.where)
+    equal = staticmethod(jnp.equal)
+    not_equal = staticmethod(jnp.not_equal)
+    less = staticmethod(jnp.less)
+    less_equal = staticmethod(jnp.less_equal)
+    greater = staticmethod(jnp.greater)
+    greater_equal = staticmethod(jnp.greater_equal)
+    relu = staticmethod(jax.nn.relu)
+    sigmoid = staticmethod(jax.nn.sigmoid)
+    tanh = staticmethod(jnp.tanh)
+
+    @staticmethod
+    def dot(a: jax.Array, b: jax.Array) -> jax.Array:
+        # jnp.dot on N-D arrays is not matmul (it contracts with the second-to-last axis
+        # of b and takes an outer product over the batch axes): only use it for 1-D·1-D.
+        if jnp.ndim(a) == 1 and jnp.ndim(b) == 1:
+            return jnp.dot(a, b, precision=_PRECISION)
+        return jnp.matmul(a, b, precision=_PRECISION)
+
+    @staticmethod
+    def sum(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
+        return jnp.sum(x, axis=_axis(axis), keepdims=keepdims)
+
+    @staticmethod
+    def mean(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
+        return jnp.mean(x, axis=_axis(axis), keepdims=keepdims)
+
+    @staticmethod
+    def max(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
+        return jnp.max(x, axis=_axis(axis), keepdims=keepdims)
+
+    @staticmethod
+    def min(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
+        return jnp.min(x, axis=_axis(axis), keepdims=keepdims)
+
+    @staticmethod
+    def norm(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
+        # Not jnp.linalg.norm: it rejects more than two axes and means a matrix norm for
+        # two; d2lcompat's norm is always the L2 norm of the selected entries.
+        axis = _axis(axis)
+        if x.dtype in _LOW_PRECISION:
+            # Square in float32: float16 squares overflow from |x| > 256 (torch
+            # accumulates in float32 as well), then come back to the input dtype.
+            return _l2(x.astype(jnp.float32), axis, keepdims).astype(x.dtype)
+        return _l2(x, axis, keepdims)
+
+    @staticmethod
+    def reshape(x: jax.Array, shape: Sequence[int]) -> jax.Array:
+        return jnp.reshape(x, tuple(shape))
+
+    @staticmethod
+    def transpose(x: jax.Array, axes: Sequence[int] | None = None) -> jax.Array:
+        return jnp.transpose(x, None if axes is None else tuple(axes))
+
+    @staticmethod
+    def concat(xs: Sequence[jax.Array], axis: int = 0) -> jax.Array:
+        return jnp.concatenate(list(xs), axis=axis)
+
+    @staticmethod
+    def stack(xs: Sequence[jax.Array], axis: int = 0) -> jax.Array:
+        return jnp.stack(list(xs), axis=axis)
+
+    @staticmethod
+    def expand_dims(x: jax.Array, axis: Any) -> jax.Array:
+        return jnp.expand_dims(x, _axis(axis))
+
+    @staticmethod
+    def squeeze(x: jax.Array, axis: Any = None) -> jax.Array:
+        return jnp.squeeze(x, axis=_axis(axis))
+
+    @staticmethod
+    def softmax(x: jax.Array, axis: int = -1) -> jax.Array:
+        return jax.nn.softmax(x, axis=axis)
+
+    @staticmethod
+    def log_softmax(x: jax.Array, axis: int = -1) -> jax.Array:
+        return jax.nn.log_softmax(x, axis=axis)
+
+    @staticmethod
+    def linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
+        return _linear(x, w, b)
+
+
+class JaxBackend(Backend):
+    """The JAX backend.
+
+    Parameters are immutable ``jax.Array`` values (``SUPPORTS_MUTABLE_VARIABLES`` is
+    False): `assign` returns the new array and the core keeps it. Several CPU
+    devices come from ``D2LCOMPAT_CPU_DEVICES`` (JAX's host platform device count).
+
+    Examples
+    --------
+    >>> b = JaxBackend()
+    >>> b.configure(1)
+    >>> x = b.from_numpy(np.arange(3), "int64", None)
+    >>> b.dtype(x), b.device_of(x)
+    ('int64', ('cpu', 0))
+    """
+
+    name: ClassVar[str] = "jax"
+    SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = False
+    SUPPORTS_CPU_DEVICES: ClassVar[bool] = True
+    SUPPORTS_COMPILE: ClassVar[bool] = True
+    #: The errors `jax.jit` raises when Python control flow depends on traced values:
+    #: the core can catch these to fall back to eager (not part of the base contract).
+    COMPILE_FALLBACK_ERRORS: ClassVar[tuple[type[Exception], ...]] = (
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerIntegerConversionError,
+        jax.errors.TracerArrayConversionError,
+    )
+
+    def __init__(self) -> None:
+        self.ops = JaxOps()
+        # Filled lazily: asking jax for devices initializes its backends, after which
+        # the CPU device count can no longer change (see `configure`).
+        self._devices: dict[str, tuple[Any, ...]] | None = None
+        self._index: dict[Any, DeviceTuple] = {}
+
+    @property
+    def version(self) -> str:
+        return str(jax.__version__)
+
+    def configure(self, cpu_devices: int) -> None:
+        if cpu_devices > 1:
+            try:
+                # Overrides XLA_FLAGS (which the core also sets) and works even when
+                # jax was imported before the core could set the environment.
+                jax.config.update("jax_num_cpu_devices", cpu_devices)
+            except RuntimeError:
+                pass  # backends already initialized: check what we got below
+            have = self.device_count("cpu")
+            if have < cpu_devices:
+                raise BackendError(
+                    f"D2LCOMPAT_CPU_DEVICES={cpu_devices} but jax has {have} CPU device(s): "
+                    "jax was already in use before d2lcompat was imported. Import "
+                    "d2lcompat first, or set XLA_FLAGS=--xla_force_host_platform_device_count="
+                    f"{cpu_devices} before starting Python."
+                )
+
+    # ---------------------------------------------------------------- devices
+    def _device_table(self) -> dict[str, tuple[Any, ...]]:
+        if self._devices is None:
+            # Local devices: the ones this process can address (all of them unless
+            # jax.distributed is in use), so an index never names another host's device.
+            cpus = tuple(jax.local_devices(backend="cpu"))
+            gpus: tuple[Any, ...] = ()
+            for platform in _GPU_PLATFORMS:
+                try:
+                    gpus = tuple(jax.local_devices(backend=platform))
+                except RuntimeError:  # a CPU-only jaxlib has no such platform
+                    continue
+                break
+            self._devices = {"cpu": cpus, "gpu": gpus}
+            self._index = {d: (kind, i) for kind, ds in self._devices.items() for i, d in enumerate(ds)}
+        return self._devices
+
+    def device_count(self, kind: str) -> int:
+        return len(self._device_table().get(kind, ()))
+
+    def native_device(self, device: DeviceTuple) -> Any:
+        kind, index = device
+        try:
+            return self._device_table()[kind][index]
+        except (KeyError, IndexError):
+            raise DeviceError(
+                f"Device {kind}({index}) does not exist under the jax backend."
+            ) from None
+
+    def device_of(self, x: Any) -> DeviceTuple:
+        try:
+            devices = x.devices()
+        except jax.errors.ConcretizationTypeError:
+            return self._tracer_device(x)
+        except AttributeError:
+            raise DeviceError(f"{type(x).__name__} is not a jax array; it has no device.") from None
+        if len(devices) != 1:
+            raise DeviceError(
+                f"The jax array is sharded over {len(devices)} devices; d2lcompat places "
+                "each tensor on one device."
+            )
+        (dev,) = devices
+        if not self._index:
+            self._device_table()
+        try:
+            return self._index[dev]
+        except KeyError:
+            raise DeviceError(f"d2lcompat does not know the jax device {dev}.") from None
+
+    def _tracer_device(self, x: Any) -> DeviceTuple:
+        # Under eager jax.grad / jax.vmap the tracer wraps a concrete array: use its device.
+        # Under jax.jit there is no device until the compiled function runs.
+        value = x
+        for _ in range(32):  # nesting depth of transformations; bounded for safety
+            if not isinstance(value, jax.core.Tracer):
+                return self.device_of(value)
+            inner = None
+            for attr in _TRACER_VALUE_ATTRS:
+                inner = getattr(value, attr, None)
+                if inner is not None:
+                    break
+            if inner is None:
+                break
+            value = inner
+        raise DeviceError(
+            "A value traced by jax.jit has no device yet (jit runs on its inputs' device); "
+            "check devices outside the compiled function (see JaxBackend.is_traced)."
+        )
+
+    def is_traced(self, x: Any) -> bool:
+        """Whether ``x`` is a JAX tracer (not part of the base contract; see `device_of`)."""
+        return isinstance(x, jax.core.Tracer)
+
+    def move(self, x: Any, device: DeviceTuple, copy: bool) -> Any:
+        dev = self.native_device(device)
+        if copy:
+            # may_alias=False forces a fresh buffer even when x already lives on dev.
+            return jax.device_put(x, dev, may_alias=False)
+        try:
+            here = x.devices()
+        except jax.errors.ConcretizationTypeError:
+            return jax.device_put(x, dev)  # a tracer: let jax stage the transfer
+        # device_put would return a *new* (committed) array even on the same device.
+        if len(here) == 1 and dev in here:
+            return x
+        return jax.device_put(x, dev)
+
+    # ---------------------------------------------------------------- tensors
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, jax.Array)  # tracers are jax.Array instances too
+
+    def from_numpy(self, array: np.ndarray, dtype: str | None, device: DeviceTuple | None) -> Any:
+        arr = np.asarray(array)
+        if dtype is not None:
+            target = _np_dtype(dtype)
+            if arr.dtype != target:
+                # Cast on the host: exact for the values NumPy/ml_dtypes round the same way
+                # XLA does, and it avoids putting the wider array on the device first.
+                arr = arr.astype(target)
+        elif arr.dtype not in _NAMES:
+            raise DTypeError(f"d2lcompat has no dtype for NumPy {arr.dtype}.")
+        # device_put copies host memory (a later change to `array` is not seen);
+        # device None keeps jax's default placement (an uncommitted array).
+        return jax.device_put(arr, None if device is None else self.native_device(device))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        # np.array copies: np.asarray would give a read-only view of the jax buffer.
+        return np.array(x)
+
+    def shape(self, x: Any) -> tuple[int, ...]:
+        return tuple(x.shape)
+
+    def dtype(self, x: Any) -> str:
+        try:
+            return _NAMES[x.dtype]
+        except KeyError:
+            raise DTypeError(f"d2lcompat has no dtype for jax {x.dtype}.") from None
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        return x.astype(_np_dtype(dtype))
+
+    def full(self, shape: tuple[int, ...], value: Any, dtype: str, device: DeviceTuple | None) -> Any:
+        return jnp.full(
+            tuple(shape),
+            value,
+            dtype=_np_dtype(dtype),
+            device=None if device is None else self.native_device(device),
+        )
+
+    def arange(
+        self, start: Any, stop: Any, step: Any, dtype: str | None, device: DeviceTuple | None
+    ) -> Any:
+        if stop is None:
+            start, stop = 0, start
+        if step is None:
+            step = 1
+        if dtype is None:
+            # Infer explicitly: under x64 jax would infer float64 for float bounds.
+            ints = all(
+                isinstance(v, numbers.Integral) or (isinstance(v, np.ndarray | jax.Array) and
+                                                     np.issubdtype(v.dtype, np.integer))
+                for v in (start, stop, step)
+            )
+            dtype = "int64" if ints else "float32"
+        return jnp.arange(
+            start,
+            stop,
+            step,
+            dtype=_np_dtype(dtype),
+            device=None if device is None else self.native_device(device),
+        )
+
+    # -------------------------------------------------------------- variables
+    def new_variable(
+        self, value: np.ndarray, dtype: str, device: DeviceTuple | None, trainable: bool
+    ) -> Any:
+        # `trainable` needs nothing here: a jax array carries no requires_grad flag; the
+        # core decides which values it hands to `value_and_grad`.
+        if isinstance(value, jax.Array):
+            value = value.astype(_np_dtype(dtype))
+            return value if device is None else jax.device_put(value, self.native_device(device))
+        return self.from_numpy(value, dtype, device)
+
+    def read(self, var: Any) -> Any:
+        return var
+
+    def assign(self, var: Any, value: Any) -> Any:
+        if not isinstance(value, jax.Array):
+            value = jnp.asarray(value)
+        if value.dtype != var.dtype:
+            raise DTypeError(
+                f"Cannot assign a {value.dtype} array to a {var.dtype} variable; cast it first."
+            )
+        if value.shape != var.shape:
+            raise ShapeError(
+                f"Cannot assign an array of shape {tuple(value.shape)} to a variable of "
+                f"shape {tuple(var.shape)}."
+            )
+        try:
+            where = var.devices()
+        except jax.errors.ConcretizationTypeError:
+            return value  # var is itself traced: nothing to place against
+        try:
+            if value.devices() == where:
+                return value
+        except jax.errors.ConcretizationTypeError:
+            pass  # a traced value: stage a transfer (a no-op when already there)
+        if len(where) != 1:
+            raise DeviceError("d2lcompat places each variable on one device.")
+        (dev,) = where
+        return jax.device_put(value, dev)
+
+    # --------------------------------------------------------------- autodiff
+    def value_and_grad(
+        self, fn: Callable[[Sequence[Any]], Any], values: Sequence[Any]
+    ) -> tuple[Any, list[Any]]:
+        value, grads = jax.value_and_grad(fn)(list(values))
+        return value, list(grads)
+
+    def stop_gradient(self, x: Any) -> Any:
+        return jax.lax.stop_gradient(x)
+
+    # ---------------------------------------------------------------- compile
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return jax.jit(fn)

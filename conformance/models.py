@@ -1,0 +1,118 @@
+"""The chapter's models, written once in d2lcompat, used by several scenarios."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import d2lcompat
+from d2lcompat import Parameter, nn, ops
+
+
+def assert_close(actual: Any, expected: Any, rtol: float = 1e-5, atol: float = 1e-6) -> None:
+    np.testing.assert_allclose(to_np(actual), to_np(expected), rtol=rtol, atol=atol)
+
+
+def to_np(x: Any) -> np.ndarray:
+    if isinstance(x, (np.ndarray, np.generic, list, tuple, float, int)):
+        return np.asarray(x)
+    return ops.to_numpy(x)
+
+
+def mlp_sequential() -> nn.Sequential:
+    return nn.Sequential(nn.Dense(256, activation="relu"), nn.Dense(10))
+
+
+class MLP(nn.Block):
+    """§5.1: a hidden layer and an output layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = nn.Dense(256, activation="relu")
+        self.out = nn.Dense(10)
+
+    def forward(self, x: Any) -> Any:
+        return self.out(ops.relu(self.hidden(x)))
+
+
+class MySequential(nn.Block):
+    """§5.1: a Sequential written by hand, registering children in a loop."""
+
+    def __init__(self, *blocks: nn.Block) -> None:
+        super().__init__()
+        for block in blocks:
+            self.register_child(block)
+
+    def forward(self, x: Any) -> Any:
+        for block in self._children.values():
+            x = block(x)
+        return x
+
+
+class FixedHiddenMLP(nn.Block):
+    """§5.1: a constant weight, one Dense used twice, Python control flow on a value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rand_weight = d2lcompat.Constant(ops.random.uniform((20, 20)))
+        self.dense = nn.Dense(20, activation="relu")
+
+    def forward(self, x: Any) -> Any:
+        x = self.dense(x)
+        x = ops.relu(ops.matmul(x, self.rand_weight.data()) + 1)
+        x = self.dense(x)
+        while ops.item(ops.sum(ops.abs(x))) > 1:
+            x = x / 2
+        return ops.sum(x)
+
+
+class NestMLP(nn.Block):
+    """§5.1: a Sequential inside a block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Dense(64, activation="relu"), nn.Dense(32, activation="relu"))
+        self.dense = nn.Dense(16, activation="relu")
+
+    def forward(self, x: Any) -> Any:
+        return self.dense(self.net(x))
+
+
+class CenteredLayer(nn.Block):
+    """§5.4: a layer without parameters."""
+
+    def forward(self, x: Any) -> Any:
+        return x - ops.mean(x)
+
+
+class MyDense(nn.Block):
+    """§5.4: a layer with parameters; ``in_units=0`` is inferred at the first call."""
+
+    def __init__(self, units: int, in_units: int = 0) -> None:
+        super().__init__()
+        self.units = units
+        self.weight = Parameter((in_units, units), init=d2lcompat.init.Normal(0.5))
+        self.bias = Parameter((units,), init=d2lcompat.init.Normal(0.5))
+
+    def infer_shape(self, x: Any) -> None:
+        self.weight.shape = (ops.shape(x)[-1], self.units)
+
+    def forward(self, x: Any) -> Any:
+        return ops.relu(ops.matmul(x, self.weight.data()) + self.bias.data())
+
+
+def block1() -> nn.Sequential:
+    return nn.Sequential(nn.Dense(32, activation="relu"), nn.Dense(16, activation="relu"))
+
+
+def block2() -> nn.Sequential:
+    """§5.2: a Sequential of four block1, registered under the names ``block0``..``block3``."""
+    net = nn.Sequential()
+    for i in range(4):
+        net.register_child(block1(), f"block{i}")
+    return net
+
+
+def rgnet() -> nn.Sequential:
+    return nn.Sequential(block2(), nn.Dense(10))

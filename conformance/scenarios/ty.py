@@ -1,0 +1,1 @@
+"""Scenarios of this group are added by their own issue."""
