@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from ._backend import DTYPES
@@ -35,11 +36,7 @@ def canonical(dtype: Any) -> str:
 
 
 def numpy_dtype(name: str) -> np.dtype[Any]:
-    """The NumPy dtype for a canonical name (bfloat16 through ml_dtypes)."""
+    """The NumPy dtype for a canonical name (bfloat16 through ml_dtypes, a dependency)."""
     if name == "bfloat16":
-        try:
-            import ml_dtypes
-        except ImportError as exc:  # pragma: no cover - ml_dtypes ships with jax and tf
-            raise DTypeError("bfloat16 on the host needs the ml_dtypes package.") from exc
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
