@@ -110,9 +110,15 @@ def grad(
     b = active()
     named = [(n, p) for n, p in _named(params) if p.grad_req != "null"]
     plist = [p for _, p in named]
-    for p in plist:
-        if p._var is None:
-            p._raise_uninitialized()
+    if any(p._var is None for p in plist):
+        # Deferred parameters are created by a first forward pass, run once outside the
+        # gradient computation (as a PyTorch user's lazy modules would be).
+        fn()
+        for p in plist:
+            if p._var is None:
+                p._raise_uninitialized()
+    if not plist:  # nothing to differentiate (every parameter has grad_req 'null')
+        return fn(), {}
     start = [b.read(p._var) for p in plist]
 
     def pure(values: Sequence[Any]) -> Any:

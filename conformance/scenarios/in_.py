@@ -109,13 +109,18 @@ def in06(ctx: Context) -> None:
         np.testing.assert_array_equal(to_np(p.data()), before[k])
 
 
-def seeded_parameters() -> dict[str, np.ndarray]:
-    """seed(42), build the chapter's MLP, run it once: the parameters every backend must share."""
+def seeded_net() -> nn.Sequential:
+    """seed(42), build the chapter's MLP, run it once on ones((2, 20)): the model of IN07 and XB02."""
     d2lcompat.seed(42)
     net = nn.Sequential(nn.Dense(256, activation="relu"), nn.Dense(10))
     net.initialize(init.Xavier())
     net(ops.ones((2, 20)))
-    return {k: to_np(p.data()) for k, p in net.collect_params().items()}
+    return net
+
+
+def seeded_parameters() -> dict[str, np.ndarray]:
+    """The parameters of `seeded_net`: every backend must produce these very bytes."""
+    return {k: to_np(p.data()) for k, p in seeded_net().collect_params().items()}
 
 
 #: SHA-256 of the float32 bytes of seeded_parameters(), in name order. Independent of the

@@ -1,0 +1,402 @@
+"""PaddlePaddle adapter: answers *how* for each primitive of `d2lcompat.Backend`.
+
+Paddle quirks this module absorbs (the core never sees them):
+
+* ``Tensor.shape`` is a ``paddle.Size`` (a *list* subclass), not a tuple.
+* Every device transfer (``_copy_to``, ``.cpu()``, ``.cuda()``, ``.to()``) returns a new
+  *leaf*: Paddle records no gradient through it. `move` wraps it in a `PyLayer` so a
+  transfer inside a forward pass stays differentiable, as in torch.
+* bfloat16 tensors come back from ``Tensor.numpy()`` as ``uint16`` bit patterns, and
+  ``paddle.to_tensor(uint16_array, dtype="bfloat16")`` reads such bit patterns.
+* Paddle's arithmetic ops (``paddle.add``...) reject Python scalars while the Tensor
+  operators accept them, and are faster (no Python decorators): the ops use the operators.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+# glog reads its level once, when libpaddle loads: INFO/WARNING lines such as "New Executor
+# is Running" or "run type promotion automatically" would otherwise go to stderr on every
+# first call. setdefault keeps a level the user chose.
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+with warnings.catch_warnings():
+    # paddle.utils.cpp_extension warns about a missing ccache at import; irrelevant here.
+    warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
+    import paddle
+    import paddle.nn.functional as F
+    from paddle.autograd import PyLayer
+
+from d2lcompat._backend import Backend, DeviceTuple, Ops
+from d2lcompat._errors import DeviceError, DTypeError
+
+_DTYPES: dict[str, Any] = {
+    "float16": paddle.float16,
+    "bfloat16": paddle.bfloat16,
+    "float32": paddle.float32,
+    "float64": paddle.float64,
+    "int8": paddle.int8,
+    "int16": paddle.int16,
+    "int32": paddle.int32,
+    "int64": paddle.int64,
+    "uint8": paddle.uint8,
+    "bool": paddle.bool,
+}
+_NAMES: dict[Any, str] = {v: k for k, v in _DTYPES.items()}
+_FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
+
+# paddle.matmul is _C_ops.matmul behind two Python decorators; the raw op saves about a
+# fifth of the Dense hot path on small layers. Fall back to the public API if it moves.
+_matmul_raw: Callable[..., Any] | None = getattr(getattr(paddle, "_C_ops", None), "matmul", None)
+
+try:  # ml_dtypes is not a paddle dependency; with it, bfloat16 host arrays keep their dtype.
+    import ml_dtypes as _ml_dtypes
+except ImportError:  # pragma: no cover - depends on the environment
+    _ml_dtypes = None
+
+
+def _axis(axis: Any) -> Any:
+    """Paddle takes lists for several axes; NumPy callers pass tuples."""
+    return list(axis) if isinstance(axis, tuple) else axis
+
+
+def _bf16_bits_to_host(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) as an ml_dtypes array, or exact float32 without it."""
+    if _ml_dtypes is not None:
+        return bits.view(_ml_dtypes.bfloat16)
+    # Every bfloat16 value is a float32 with the low 16 bits zero: lossless widening.
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+class _DifferentiableMove(PyLayer):
+    """A device transfer that gradients flow back through (Paddle's own copies are leaves)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: paddle.Tensor, place: Any) -> paddle.Tensor:  # type: ignore[override]
+        ctx.src_place = x.place
+        return x._copy_to(place, True)
+
+    @staticmethod
+    def backward(ctx: Any, grad: paddle.Tensor) -> paddle.Tensor:  # type: ignore[override]
+        return grad._copy_to(ctx.src_place, True)
+
+
+def _as_tensor_like(v: Any, like: Any) -> Any:
+    """A Python scalar as a 0-d tensor of ``like``'s dtype and place (paddle ops need tensors)."""
+    if isinstance(v, paddle.Tensor):
+        return v
+    return paddle.full([], v, dtype=like.dtype, device=like.place)
+
+
+class PaddleOps(Ops):
+    """Native PaddlePaddle ops with NumPy semantics.
+
+    Binary arithmetic and comparisons use the Tensor operators, so either side may be a
+    Python scalar. Notable differences from NumPy that Paddle keeps: integer ``divide``
+    gives float32 (not float64), ``mean`` of an integer tensor stays integer, mixing an
+    integer and a floating tensor in one op raises (Paddle promotes only among floats),
+    and ``squeeze`` on an axis whose size is not 1 leaves it in place instead of raising.
+
+    Examples
+    --------
+    >>> ops = PaddleOps()
+    >>> ops.sum(paddle.ones([2, 3]), axis=1).shape
+    paddle.Size([2])
+    """
+
+    add = staticmethod(operator.add)
+    subtract = staticmethod(operator.sub)
+    multiply = staticmethod(operator.mul)
+    divide = staticmethod(operator.truediv)
+    equal = staticmethod(operator.eq)
+    not_equal = staticmethod(operator.ne)
+    less = staticmethod(operator.lt)
+    less_equal = staticmethod(operator.le)
+    greater = staticmethod(operator.gt)
+    greater_equal = staticmethod(operator.ge)
+    matmul = staticmethod(paddle.matmul)
+    exp = staticmethod(paddle.exp)
+    log = staticmethod(paddle.log)
+    abs = staticmethod(paddle.abs)
+    sqrt = staticmethod(paddle.sqrt)
+    square = staticmethod(paddle.square)
+    where = staticmethod(paddle.where)
+    relu = staticmethod(F.relu)
+    sigmoid = staticmethod(F.sigmoid)
+    tanh = staticmethod(paddle.tanh)
+
+    @staticmethod
+    def maximum(a: Any, b: Any) -> paddle.Tensor:
+        if not isinstance(a, paddle.Tensor):
+            a = _as_tensor_like(a, b)
+        return paddle.maximum(a, _as_tensor_like(b, a))
+
+    @staticmethod
+    def minimum(a: Any, b: Any) -> paddle.Tensor:
+        if not isinstance(a, paddle.Tensor):
+            a = _as_tensor_like(a, b)
+        return paddle.minimum(a, _as_tensor_like(b, a))
+
+    @staticmethod
+    def dot(a: paddle.Tensor, b: paddle.Tensor) -> paddle.Tensor:
+        if a.ndim == 1 and b.ndim == 1:
+            return paddle.dot(a, b)
+        return paddle.matmul(a, b)
+
+    # Paddle reductions already follow NumPy for axis=None + keepdim (shape (1,)*ndim).
+    @staticmethod
+    def sum(x: paddle.Tensor, axis: Any = None, keepdims: bool = False) -> paddle.Tensor:
+        return paddle.sum(x, axis=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def mean(x: paddle.Tensor, axis: Any = None, keepdims: bool = False) -> paddle.Tensor:
+        return paddle.mean(x, axis=_axis(axis), keepdim=keepdims)
+
+    # amax/amin split the gradient evenly among ties, like torch.amax.
+    @staticmethod
+    def max(x: paddle.Tensor, axis: Any = None, keepdims: bool = False) -> paddle.Tensor:
+        return paddle.amax(x, axis=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def min(x: paddle.Tensor, axis: Any = None, keepdims: bool = False) -> paddle.Tensor:
+        return paddle.amin(x, axis=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def norm(x: paddle.Tensor, axis: Any = None, keepdims: bool = False) -> paddle.Tensor:
+        # vector_norm flattens for axis=None (the Frobenius norm of a matrix) and its
+        # gradient at 0 is 0, not NaN.
+        return paddle.linalg.vector_norm(x, p=2.0, axis=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def reshape(x: paddle.Tensor, shape: Sequence[int]) -> paddle.Tensor:
+        return paddle.reshape(x, list(shape))
+
+    @staticmethod
+    def transpose(x: paddle.Tensor, axes: Sequence[int] | None = None) -> paddle.Tensor:
+        perm = list(range(x.ndim - 1, -1, -1)) if axes is None else list(axes)
+        return paddle.transpose(x, perm)
+
+    @staticmethod
+    def concat(xs: Sequence[paddle.Tensor], axis: int = 0) -> paddle.Tensor:
+        return paddle.concat(list(xs), axis=axis)
+
+    @staticmethod
+    def stack(xs: Sequence[paddle.Tensor], axis: int = 0) -> paddle.Tensor:
+        return paddle.stack(list(xs), axis=axis)
+
+    @staticmethod
+    def expand_dims(x: paddle.Tensor, axis: Any) -> paddle.Tensor:
+        return paddle.unsqueeze(x, _axis(axis))
+
+    @staticmethod
+    def squeeze(x: paddle.Tensor, axis: Any = None) -> paddle.Tensor:
+        return paddle.squeeze(x, axis=_axis(axis))
+
+    @staticmethod
+    def softmax(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
+        return F.softmax(x, axis=axis)
+
+    @staticmethod
+    def log_softmax(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
+        return F.log_softmax(x, axis=axis)
+
+    if _matmul_raw is not None:
+
+        @staticmethod
+        def linear(
+            x: paddle.Tensor, w: paddle.Tensor, b: paddle.Tensor | None = None
+        ) -> paddle.Tensor:
+            # F.linear wants w as (in, out); transpose_y reads our (out, in) w without a copy.
+            y = _matmul_raw(x, w, False, True)
+            return y if b is None else y + b
+
+    else:  # pragma: no cover - only if paddle._C_ops.matmul disappears
+
+        @staticmethod
+        def linear(
+            x: paddle.Tensor, w: paddle.Tensor, b: paddle.Tensor | None = None
+        ) -> paddle.Tensor:
+            y = paddle.matmul(x, w, transpose_y=True)
+            return y if b is None else y + b
+
+
+class PaddleBackend(Backend):
+    """The PaddlePaddle backend (dynamic-graph mode).
+
+    Variables are ``paddle.nn.Parameter`` (``EagerParamBase``) objects, so paddle's own
+    optimizers, ``paddle.DataParallel`` and ``loss.backward()`` work on them directly.
+
+    Examples
+    --------
+    >>> be = PaddleBackend()
+    >>> be.device_of(be.from_numpy(np.zeros(3), "float32", ("cpu", 0)))
+    ('cpu', 0)
+    """
+
+    name: ClassVar[str] = "paddle"
+    SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = True
+    SUPPORTS_CPU_DEVICES: ClassVar[bool] = False  # paddle has a single CPUPlace
+    SUPPORTS_COMPILE: ClassVar[bool] = True
+
+    def __init__(self) -> None:
+        self.ops = PaddleOps()
+
+    @property
+    def version(self) -> str:
+        return str(paddle.__version__)
+
+    # ---------------------------------------------------------------- devices
+    def device_count(self, kind: str) -> int:
+        if kind == "cpu":
+            return 1
+        if not paddle.device.is_compiled_with_cuda():
+            return 0
+        return int(paddle.device.cuda.device_count())
+
+    def native_device(self, device: DeviceTuple) -> Any:
+        kind, index = device
+        return paddle.CPUPlace() if kind == "cpu" else paddle.CUDAPlace(index)
+
+    def device_of(self, x: Any) -> DeviceTuple:
+        place = x.place
+        if place.is_gpu_place():
+            return ("gpu", place.gpu_device_id())
+        if place.is_cpu_place() or place.is_cuda_pinned_place():
+            return ("cpu", 0)  # pinned memory is host memory
+        raise DeviceError(f"d2lcompat does not know the paddle place {place}.")
+
+    def move(self, x: Any, device: DeviceTuple, copy: bool) -> Any:
+        same = self.device_of(x) == device
+        if same:
+            # clone() is a recorded op, so a copy keeps the gradient path.
+            return x.clone() if copy else x
+        place = self.native_device(device)
+        if not x.stop_gradient and paddle.is_grad_enabled():
+            return _DifferentiableMove.apply(x, place)
+        return x._copy_to(place, True)
+
+    # ---------------------------------------------------------------- tensors
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, paddle.Tensor)
+
+    def _place(self, device: DeviceTuple | None) -> Any:
+        return None if device is None else self.native_device(device)
+
+    def from_numpy(self, array: np.ndarray, dtype: str | None, device: DeviceTuple | None) -> Any:
+        # np.ascontiguousarray would turn a 0-d array into shape (1,); require() keeps it.
+        arr = np.require(array, requirements="C")
+        place = self._place(device)
+        if arr.dtype.name == "bfloat16":
+            # ml_dtypes bfloat16: paddle reads uint16 bit patterns as bfloat16 when told so.
+            bits = arr.view(np.uint16)
+            t = paddle.to_tensor(bits, dtype=paddle.bfloat16, place=place)
+            return t if dtype in (None, "bfloat16") else paddle.cast(t, _DTYPES[dtype])
+        if dtype is None and arr.dtype.name not in _DTYPES:
+            raise DTypeError(f"paddle cannot hold a NumPy array of dtype {arr.dtype}.")
+        # to_tensor copies the host data, so later writes to ``array`` do not leak in.
+        return paddle.to_tensor(arr, dtype=None if dtype is None else _DTYPES[dtype], place=place)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        # Tensor.numpy() copies (also on CPU), so the caller may write to the result.
+        if x.dtype == paddle.bfloat16:
+            return _bf16_bits_to_host(x.numpy())
+        return x.numpy()
+
+    def shape(self, x: Any) -> tuple[int, ...]:
+        return tuple(x.shape)
+
+    def dtype(self, x: Any) -> str:
+        try:
+            return _NAMES[x.dtype]
+        except KeyError:
+            raise DTypeError(f"d2lcompat does not know the paddle dtype {x.dtype}.") from None
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        return paddle.cast(x, _DTYPES[dtype])
+
+    def full(
+        self, shape: tuple[int, ...], value: Any, dtype: str, device: DeviceTuple | None
+    ) -> Any:
+        return paddle.full(list(shape), value, dtype=_DTYPES[dtype], device=self._place(device))
+
+    def arange(
+        self, start: Any, stop: Any, step: Any, dtype: str | None, device: DeviceTuple | None
+    ) -> Any:
+        if stop is None:  # numpy.arange(n)
+            start, stop = 0, start
+        if dtype is None:
+            ints = all(isinstance(v, (int, np.integer)) for v in (start, stop, step))
+            dtype = "int64" if ints else "float32"
+        place = self._place(device)
+        if dtype in _FLOATS and dtype != "float64":
+            # Paddle accumulates start + i*step in the target precision; NumPy and torch
+            # round the float64 value once (arange(0, 1, 0.1)[7] is 0.7, not 0.70000005).
+            t = paddle.arange(start, stop, step, dtype=paddle.float64, device=place)
+            return paddle.cast(t, _DTYPES[dtype])
+        return paddle.arange(start, stop, step, dtype=_DTYPES[dtype], device=place)
+
+    # -------------------------------------------------------------- variables
+    def new_variable(
+        self, value: np.ndarray, dtype: str, device: DeviceTuple | None, trainable: bool
+    ) -> Any:
+        t = self.from_numpy(value, dtype, device)
+        # Parameter shares t's storage and place; only floating dtypes can carry gradients.
+        return paddle.nn.Parameter(t, requires_grad=trainable and dtype in _FLOATS)
+
+    def read(self, var: Any) -> Any:
+        return var
+
+    def assign(self, var: Any, value: Any) -> Any:
+        # assign(output=) copies into var's own buffer: var stays the same Parameter, and
+        # no_grad keeps the write out of any graph ``value`` belongs to.
+        with paddle.no_grad():
+            paddle.assign(value, output=var)
+        return var
+
+    def native_grad(self, var: Any) -> Any | None:
+        return getattr(var, "grad", None)
+
+    def clear_native_grad(self, var: Any) -> None:
+        if isinstance(var, paddle.Tensor):
+            # set_to_zero=False frees the gradient, so .grad is None again (as in torch).
+            var.clear_gradient(False)
+
+    # --------------------------------------------------------------- autodiff
+    def value_and_grad(
+        self, fn: Callable[[Sequence[Any]], Any], values: Sequence[Any]
+    ) -> tuple[Any, list[Any]]:
+        leaves = []
+        for v in values:
+            leaf = v.detach()
+            leaf.stop_gradient = not leaf.is_floating_point()
+            leaves.append(leaf)
+        with paddle.set_grad_enabled(True):
+            out = fn(leaves)
+            wanted = [leaf for leaf in leaves if not leaf.stop_gradient]
+            # paddle.grad raises when out does not depend on any input at all.
+            if wanted and not out.stop_gradient:
+                found = paddle.grad(out, wanted, allow_unused=True)
+            else:
+                found = [None] * len(wanted)
+        by_id = {id(leaf): g for leaf, g in zip(wanted, found, strict=True)}
+        grads = [
+            paddle.zeros_like(leaf) if by_id.get(id(leaf)) is None else by_id[id(leaf)]
+            for leaf in leaves
+        ]
+        return out.detach(), grads
+
+    def stop_gradient(self, x: Any) -> Any:
+        return x.detach()
+
+    # ---------------------------------------------------------------- compile
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        # The default SOT mode traces Python bytecode, takes a list of tensors as the first
+        # argument, and falls back to eager on its own where it cannot build a graph.
+        return paddle.jit.to_static(fn)
