@@ -11,4 +11,6 @@ BACKENDS = ("torch", "tensorflow", "paddle", "jax")
 _ACTIVE = os.environ.get("D2LCOMPAT_BACKEND", "")
 
 collect_ignore = [f"backends/test_{b}_adapter.py" for b in BACKENDS if b != _ACTIVE]
-collect_ignore += [f"native/test_{b}_native.py" for b in BACKENDS if b != _ACTIVE]
+collect_ignore += [
+    f"native/test_{b}_{kind}.py" for b in BACKENDS if b != _ACTIVE for kind in ("native", "optim")
+]

@@ -34,6 +34,7 @@ _DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(jnp.bfloat16) if name == "bfloat16" else np.dtype(name) for name in DTYPES
 }
 _NAMES: dict[np.dtype[Any], str] = {v: k for k, v in _DTYPES.items()}
+_FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 _LOW_PRECISION = (np.dtype(jnp.float16), np.dtype(jnp.bfloat16))
 # jax names the CUDA and ROCm platforms "gpu" (older releases: "cuda"/"rocm").
 _GPU_PLATFORMS = ("gpu", "cuda", "rocm")
@@ -95,7 +96,6 @@ class JaxOps(Ops):
     square = staticmethod(jnp.square)
     maximum = staticmethod(jnp.maximum)
     minimum = staticmethod(jnp.minimum)
-    where = staticmethod(jnp.where)
     equal = staticmethod(jnp.equal)
     not_equal = staticmethod(jnp.not_equal)
     less = staticmethod(jnp.less)
@@ -113,6 +113,11 @@ class JaxOps(Ops):
         if jnp.ndim(a) == 1 and jnp.ndim(b) == 1:
             return jnp.dot(a, b, precision=_PRECISION)
         return jnp.matmul(a, b, precision=_PRECISION)
+
+    @staticmethod
+    def where(cond: jax.Array, x: Any, y: Any) -> jax.Array:
+        # Always the three-argument form: jnp.where(cond) alone would mean nonzero().
+        return jnp.where(cond, x, y)
 
     @staticmethod
     def sum(x: jax.Array, axis: Any = None, keepdims: bool = False) -> jax.Array:
@@ -189,9 +194,9 @@ class JaxBackend(Backend):
     --------
     >>> b = JaxBackend()
     >>> b.configure(1)
-    >>> x = b.from_numpy(np.arange(3), "int64", None)
-    >>> b.dtype(x), b.device_of(x)
-    ('int64', ('cpu', 0))
+    >>> x = b.from_numpy(np.arange(3), "int64", ("cpu", 0))
+    >>> b.dtype(x), b.device_of(x), b.move(x, ("cpu", 0), copy=False) is x
+    ('int64', ('cpu', 0), True)
     """
 
     name: ClassVar[str] = "jax"
@@ -205,6 +210,8 @@ class JaxBackend(Backend):
         jax.errors.TracerIntegerConversionError,
         jax.errors.TracerArrayConversionError,
     )
+
+    ops: JaxOps
 
     def __init__(self) -> None:
         self.ops = JaxOps()
@@ -248,7 +255,9 @@ class JaxBackend(Backend):
                     continue
                 break
             self._devices = {"cpu": cpus, "gpu": gpus}
-            self._index = {d: (kind, i) for kind, ds in self._devices.items() for i, d in enumerate(ds)}
+            self._index = {
+                d: (kind, i) for kind, ds in self._devices.items() for i, d in enumerate(ds)
+            }
         return self._devices
 
     def device_count(self, kind: str) -> int:
@@ -292,8 +301,10 @@ class JaxBackend(Backend):
                 return self.device_of(value)
             inner = None
             for attr in _TRACER_VALUE_ATTRS:
-                inner = getattr(value, attr, None)
-                if inner is not None:
+                candidate = getattr(value, attr, None)
+                # A jit tracer's `val` is a jaxpr variable, not an array: skip it.
+                if isinstance(candidate, jax.Array):
+                    inner = candidate
                     break
             if inner is None:
                 break
@@ -355,7 +366,9 @@ class JaxBackend(Backend):
     def cast(self, x: Any, dtype: str) -> Any:
         return x.astype(_np_dtype(dtype))
 
-    def full(self, shape: tuple[int, ...], value: Any, dtype: str, device: DeviceTuple | None) -> Any:
+    def full(
+        self, shape: tuple[int, ...], value: Any, dtype: str, device: DeviceTuple | None
+    ) -> Any:
         return jnp.full(
             tuple(shape),
             value,
@@ -373,18 +386,21 @@ class JaxBackend(Backend):
         if dtype is None:
             # Infer explicitly: under x64 jax would infer float64 for float bounds.
             ints = all(
-                isinstance(v, numbers.Integral) or (isinstance(v, np.ndarray | jax.Array) and
-                                                     np.issubdtype(v.dtype, np.integer))
+                isinstance(v, numbers.Integral)
+                or (isinstance(v, np.ndarray | jax.Array) and np.issubdtype(v.dtype, np.integer))
                 for v in (start, stop, step)
             )
             dtype = "int64" if ints else "float32"
-        return jnp.arange(
-            start,
-            stop,
-            step,
-            dtype=_np_dtype(dtype),
-            device=None if device is None else self.native_device(device),
-        )
+        target = _np_dtype(dtype)
+        # Built on the host, like jnp.arange itself needs concrete bounds: jnp.arange adds
+        # i * step in the *target* dtype (float32 values off by ulps from NumPy's). Floats
+        # are computed in float64 and rounded once, so every adapter that does the same
+        # gives bit-identical values; creation is not on the hot path.
+        if dtype in _FLOATS:
+            host = np.arange(start, stop, step, dtype=np.float64).astype(target)
+        else:
+            host = np.arange(start, stop, step, dtype=target)
+        return jax.device_put(host, None if device is None else self.native_device(device))
 
     # -------------------------------------------------------------- variables
     def new_variable(

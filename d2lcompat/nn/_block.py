@@ -12,13 +12,12 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from .. import _device, init as _init
+from .. import _device
+from .. import init as _init
 from .._errors import D2LCompatError, D2LCompatWarning, ShapeError
 from .._parameter import Parameter
 
 __all__ = ["Block", "ParameterDict"]
-
-_SELF_SLOTS = ("_children", "_params")
 
 
 class Block:
@@ -44,6 +43,12 @@ class Block:
     >>> ops.shape(net(ops.random.uniform((2, 20))))
     (2, 10)
     """
+
+    _children: dict[str, Block]
+    _params: dict[str, Parameter]
+    _parent: weakref.ref[Block] | None
+    _key: str
+    _ready: bool
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", {})
@@ -336,6 +341,50 @@ class Block:
         chosen = [params[k] for k in values]
         with substituted(chosen, list(values.values())):
             return self(*args)
+
+    # ------------------------------------------------------------------ files
+    def save_parameters(self, path: Any) -> None:
+        """Save every parameter (constants included) to ``path``: safetensors with the
+        structural names, written atomically, loadable under every backend.
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from d2lcompat import nn
+        >>> net = nn.Dense(2, in_units=3); net.initialize()
+        >>> net.save_parameters(os.path.join(tempfile.mkdtemp(), "net.safetensors"))
+        """
+        from .._io import save_parameters
+
+        save_parameters(self, path)
+
+    def load_parameters(
+        self,
+        path: Any,
+        device: Any = None,
+        allow_missing: bool = False,
+        ignore_extra: bool = False,
+        trusted: bool = False,
+    ) -> None:
+        """Load parameters from ``path`` (written by ``save_parameters`` on any backend,
+        or the running framework's own checkpoint), all or nothing: on any missing,
+        unexpected, mis-shaped or mis-typed tensor, or an unreadable file, raise
+        `CheckpointError` listing every problem and change nothing. Deferred parameters
+        take their shapes from the file; ``device`` puts every value there;
+        ``trusted=True`` allows pickle-based formats (Paddle ``.pdparams``).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> from d2lcompat import nn
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.safetensors")
+        >>> net = nn.Dense(2, in_units=3); net.initialize(); net.save_parameters(path)
+        >>> clone = nn.Dense(2); clone.load_parameters(path); clone.weight.shape
+        (2, 3)
+        """
+        from .._io import load_parameters
+
+        load_parameters(self, path, device, allow_missing, ignore_extra, trusted)
 
     # ---------------------------------------------------------------- devices
     def to(self, device: Any) -> Block:

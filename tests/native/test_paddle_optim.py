@@ -1,0 +1,29 @@
+"""API §11 / issue 3: paddle.optimizer trains a d2lcompat net through param.native()."""
+
+from __future__ import annotations
+
+import paddle
+
+import d2lcompat
+from d2lcompat import init, nn, ops
+
+
+def test_paddle_optimizer_trains_a_tied_net() -> None:
+    d2lcompat.seed(0)
+    shared = nn.Dense(8, activation="relu")
+    net = nn.Sequential(nn.Dense(8, activation="relu"), shared, shared, nn.Dense(1))
+    net.initialize(init.Xavier())
+    X = ops.random.normal((32, 4))
+    y = ops.sum(X, axis=1, keepdims=True)
+    net(X)
+    natives = [p.native() for p in net.collect_params().values()]
+    opt = paddle.optimizer.SGD(learning_rate=0.05, parameters=natives)
+    losses = []
+    for _ in range(20):
+        loss = ops.mean(ops.square(net(X) - y))
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0] * 0.5
+    assert net[1].weight.native() is net[2].weight.native()

@@ -1,0 +1,31 @@
+"""API §11 / issue 3: a Keras optimizer trains a d2lcompat net through param.native()."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+import d2lcompat
+from d2lcompat import init, nn, ops
+
+
+def test_keras_optimizer_trains_a_tied_net() -> None:
+    d2lcompat.seed(0)
+    shared = nn.Dense(8, activation="relu")
+    net = nn.Sequential(nn.Dense(8, activation="relu"), shared, shared, nn.Dense(1))
+    net.initialize(init.Xavier())
+    X = ops.random.normal((32, 4))
+    y = ops.sum(X, axis=1, keepdims=True)
+    net(X)
+    natives = [p.native() for p in net.collect_params().values()]
+    assert all(isinstance(v, tf.Variable) for v in natives)
+    opt = keras.optimizers.SGD(learning_rate=0.05)
+    losses = []
+    for _ in range(20):
+        with tf.GradientTape() as tape:
+            loss = ops.mean(ops.square(net(X) - y))
+        grads = tape.gradient(loss, natives)
+        opt.apply_gradients(zip(grads, natives))
+        losses.append(float(loss))
+    assert losses[-1] < losses[0] * 0.5
+    assert net[1].weight.native() is net[2].weight.native()
