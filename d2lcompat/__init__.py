@@ -52,6 +52,7 @@ from ._device import (  # noqa: E402
 _init_default()
 
 from . import autograd, init, nn, ops, optim  # noqa: E402
+from ._io import convert, load, native_formats, save  # noqa: E402
 from ._parameter import Constant, Parameter  # noqa: E402
 from ._random import seed  # noqa: E402
 from .nn import ParameterDict  # noqa: E402
@@ -79,16 +80,20 @@ __all__ = [
     "autograd",
     "backend",
     "backends",
+    "convert",
     "copy_to",
     "cpu",
     "default_device",
     "device_of",
     "gpu",
     "init",
+    "load",
+    "native_formats",
     "nn",
     "num_gpus",
     "ops",
     "optim",
+    "save",
     "seed",
     "to_device",
     "try_all_gpus",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -133,6 +134,13 @@ class Backend(abc.ABC):
     SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = True
     #: ``D2LCOMPAT_CPU_DEVICES=N`` gives N distinct CPU devices.
     SUPPORTS_CPU_DEVICES: ClassVar[bool] = False
+    #: The exceptions the framework raises when one op gets tensors on two devices
+    #: (torch: ``RuntimeError``; JAX: ``ValueError`` for committed arrays). In a process
+    #: with more than one device the core wraps every op so that such an error becomes
+    #: a `DeviceError` naming both devices (`d2lcompat._device.guard_ops`). Leave it
+    #: empty when the adapter checks devices itself, as TensorFlow's must: it copies
+    #: across devices silently instead of raising.
+    DEVICE_MISMATCH_ERRORS: ClassVar[tuple[type[Exception], ...]] = ()
     #: The adapter can compile a forward pass (``hybridize``).
     SUPPORTS_COMPILE: ClassVar[bool] = True
     #: The dtypes this framework has.
@@ -252,8 +260,58 @@ class Backend(abc.ABC):
         return x
 
     # --------------------------------------------------------------- compile
+    #: Exceptions the compiled function raises when Python control flow depends on a
+    #: traced value (JAX's ``ConcretizationTypeError``, TensorFlow's
+    #: ``OperatorNotAllowedInGraphError``...). ``hybridize`` catches them, re-runs the
+    #: call eagerly and, when that succeeds, warns once and stays eager. Leave it empty
+    #: when the compiler falls back to Python by itself (torch.compile's graph breaks).
+    COMPILE_FALLBACK_ERRORS: ClassVar[tuple[type[BaseException], ...]] = ()
+
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """The framework's compiled version of ``fn(values, *args)``."""
+        """The framework's compiled version of ``fn(values, *args)``.
+
+        ``values`` is a list of native tensors (one per parameter, the stored variables
+        themselves for mutable frameworks) that ``fn`` substitutes for the parameters'
+        values: they must be *inputs* of the compiled function, never constants, so new
+        values need no re-tracing. ``args`` are the forward pass's inputs; a new shape
+        may re-trace, as the framework does by itself. Called once per ``hybridize()``.
+        """
         from ._errors import UnsupportedError
 
         raise UnsupportedError(f"{self.name} does not support compilation")
+
+    def forward_scope(self, args: Sequence[Any]) -> AbstractContextManager[None] | None:
+        """A context the outermost forward pass over the inputs ``args`` must run in, so
+        that every op of it, native operators included (``x + 1``), runs on the inputs'
+        device; None when the framework already runs ops where their inputs are (torch,
+        JAX, paddle: the default). TensorFlow runs eager ops on its default device
+        whatever their inputs' device, so its adapter returns a ``tf.device`` scope. The
+        core calls it only in processes with more than one device, once per outermost
+        ``block(x)``; it may raise `DeviceError` when the inputs are on two devices."""
+        return None
+
+    def is_traced(self, x: Any) -> bool:
+        """Whether ``x`` is a symbolic value of the framework's compiler (a JAX tracer),
+        which has no concrete device or values: the core skips device checks on it."""
+        return False
+
+    # ----------------------------------------------------- native checkpoints
+    #: Suffixes of the framework's own checkpoint files that `read_native_checkpoint`
+    #: reads (``(".pt", ".pth")``); empty when the framework has none d2lcompat reads.
+    NATIVE_CHECKPOINT_FORMATS: ClassVar[tuple[str, ...]] = ()
+    #: Reading them unpickles (Paddle ``.pdparams``): the core calls the reader only
+    #: when the user passed ``trusted=True``.
+    NATIVE_CHECKPOINT_NEEDS_TRUST: ClassVar[bool] = False
+
+    def read_native_checkpoint(self, path: str, trusted: bool) -> tuple[str, dict[str, Any]] | None:
+        """Read the framework's own checkpoint at ``path`` (optional hook).
+
+        Return ``(layout, {native name: value})``, values as native tensors or NumPy
+        arrays with their dtypes unchanged, names exactly as the framework wrote them;
+        ``layout`` tells the core how to map names and layouts: ``"structural"``
+        (dotted names and ``(out, in)`` weights, as torch), ``"paddle"`` (dotted
+        names, ``Linear`` weights ``(in, out)``) or ``"keras"`` (Keras 3 ``.weights.h5``
+        paths, kernels ``(in, out)``). Return None when the file is not in the
+        framework's format. Never execute code from an untrusted file.
+        """
+        return None

@@ -8,22 +8,21 @@ chosen adapter is imported, and with it exactly one framework.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from d2lcompat_spec import BackendSpec, PluginError, discover
+from d2lcompat_spec import installed_version as _version
+from d2lcompat_spec import is_installed as _is_installed
+
 from ._errors import BackendError
-from ._spec import ENTRY_POINT_GROUP, BackendSpec
 
 if TYPE_CHECKING:
     from ._backend import Backend
 
 __all__ = ["BackendInfo", "active", "available_specs", "backend", "backends"]
 
-#: Preference order when ``D2LCOMPAT_BACKEND`` is unset.
-DEFAULT_ORDER: tuple[str, ...] = ("torch", "jax", "tensorflow", "paddle")
 ENV_BACKEND = "D2LCOMPAT_BACKEND"
 ENV_CPU_DEVICES = "D2LCOMPAT_CPU_DEVICES"
 
@@ -45,40 +44,11 @@ class BackendInfo:
 
 
 def available_specs() -> dict[str, BackendSpec]:
-    """Every registered `BackendSpec`, by name, in preference order."""
-    specs: dict[str, BackendSpec] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            spec = ep.load()
-        except Exception as exc:  # a broken third-party plugin must not hide the others
-            raise BackendError(
-                f"The d2lcompat backend plugin {ep.name!r} ({ep.value}) failed to load: {exc}. "
-                "Reinstall or uninstall the package that provides it."
-            ) from exc
-        if not isinstance(spec, BackendSpec):
-            raise BackendError(
-                f"The entry point {ep.name!r} in group {ENTRY_POINT_GROUP!r} must point to a "
-                f"d2lcompat.BackendSpec, not {type(spec).__name__}."
-            )
-        specs.setdefault(spec.name, spec)
-    rank = {n: i for i, n in enumerate(DEFAULT_ORDER)}
-    return dict(sorted(specs.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
-
-
-def _is_installed(spec: BackendSpec) -> bool:
+    """Every registered `BackendSpec`, by name, in preference order (see `d2lcompat_spec`)."""
     try:
-        return importlib.util.find_spec(spec.module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def _version(spec: BackendSpec) -> str | None:
-    for dist in (spec.distribution, *spec.alt_distributions):
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
+        return discover()
+    except PluginError as exc:  # a d2lcompat error, as API §10 promises
+        raise BackendError(str(exc)) from exc
 
 
 def _choose(specs: dict[str, BackendSpec]) -> BackendSpec:
@@ -124,6 +94,9 @@ def _load(spec: BackendSpec, cpu_devices: int) -> Backend:
         raise BackendError(f"{spec.adapter} is not a d2lcompat.Backend subclass.")
     instance = cls()
     instance.configure(cpu_devices)
+    from ._device import guard_ops  # imports this module: only once it is loaded
+
+    guard_ops(instance)  # mixing devices raises DeviceError (a no-op with one device)
     return instance
 
 

@@ -243,6 +243,10 @@ class PaddleBackend(Backend):
     name: ClassVar[str] = "paddle"
     SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = True
     SUPPORTS_CPU_DEVICES: ClassVar[bool] = False  # paddle has a single CPUPlace
+    #: Paddle's C++ checks surface as ValueError (InvalidArgument) or RuntimeError
+    #: (PreconditionNotMet...); the core turns one into DeviceError only when the op's
+    #: tensors really are on two places (a GPU build; not verified on a GPU yet).
+    DEVICE_MISMATCH_ERRORS: ClassVar[tuple[type[Exception], ...]] = (ValueError, RuntimeError)
     SUPPORTS_COMPILE: ClassVar[bool] = True
 
     def __init__(self) -> None:
@@ -398,5 +402,25 @@ class PaddleBackend(Backend):
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # The default SOT mode traces Python bytecode, takes a list of tensors as the first
-        # argument, and falls back to eager on its own where it cannot build a graph.
-        return paddle.jit.to_static(fn)
+        # argument, and falls back to eager on its own where it cannot build a graph (so
+        # COMPILE_FALLBACK_ERRORS stays empty). to_static rejects ``*args`` signatures:
+        # the inputs travel as one tuple.
+        def packed(values: Sequence[Any], args: tuple[Any, ...]) -> Any:
+            return fn(values, *args)
+
+        packed.__name__ = packed.__qualname__ = getattr(fn, "__name__", "packed")
+        static = paddle.jit.to_static(packed)
+
+        def call(values: Sequence[Any], *args: Any) -> Any:
+            return static(values, args)
+
+        return call
+
+    # ----------------------------------------------------- native checkpoints
+    NATIVE_CHECKPOINT_FORMATS: ClassVar[tuple[str, ...]] = (".pdparams",)
+    NATIVE_CHECKPOINT_NEEDS_TRUST: ClassVar[bool] = True
+
+    def read_native_checkpoint(self, path: str, trusted: bool) -> tuple[str, dict[str, Any]] | None:
+        from ._native_io import read_pdparams
+
+        return read_pdparams(path)

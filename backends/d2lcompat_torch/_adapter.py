@@ -138,6 +138,9 @@ class TorchBackend(Backend):
     name: ClassVar[str] = "torch"
     SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = True
     SUPPORTS_CPU_DEVICES: ClassVar[bool] = False  # torch has one CPU device
+    #: What torch raises for an op on two devices ("Expected all tensors to be on the same
+    #: device"); the core turns it into DeviceError (only where a GPU makes two devices).
+    DEVICE_MISMATCH_ERRORS: ClassVar[tuple[type[Exception], ...]] = (RuntimeError,)
     SUPPORTS_COMPILE: ClassVar[bool] = True
 
     def __init__(self) -> None:
@@ -251,3 +254,11 @@ class TorchBackend(Backend):
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return torch.compile(fn)
+
+    # ----------------------------------------------------- native checkpoints
+    NATIVE_CHECKPOINT_FORMATS: ClassVar[tuple[str, ...]] = (".pt", ".pth")
+
+    def read_native_checkpoint(self, path: str, trusted: bool) -> tuple[str, dict[str, Any]] | None:
+        from ._native_io import read_state_dict
+
+        return read_state_dict(path)

@@ -7,6 +7,7 @@ Where is deferred initialization decided? `Block._prepare` (first call) and
 from __future__ import annotations
 
 import re
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -16,6 +17,13 @@ from .. import _device
 from .. import init as _init
 from .._errors import D2LCompatError, D2LCompatWarning, ShapeError
 from .._parameter import Parameter
+from .._registry import active as _active
+
+# True only where the backend needs the outermost forward pass run inside a device scope
+# (TensorFlow with several devices, see Backend.forward_scope): fixed once the backend is
+# loaded, so every other process pays one global read per call.
+_SCOPED = _device.needs_forward_scope(_active())
+_FORWARD = threading.local()  # .inside: a forward pass of this thread is already scoped
 
 __all__ = ["Block", "ParameterDict"]
 
@@ -150,6 +158,8 @@ class Block:
     def __call__(self, *args: Any) -> Any:
         if not self._ready:
             self._prepare(*args)
+        if _SCOPED:
+            return _scoped_forward(self, args)
         return self.forward(*args)
 
     def infer_shape(self, *args: Any) -> None:
@@ -316,6 +326,34 @@ class Block:
         for key, child in self._children.items():
             child._param_owners(f"{prefix}{key}.", out, seen)
 
+    def hybridize(self, active: bool = True) -> Block:
+        """Compile this block's forward pass with the framework's own compiler
+        (``torch.compile``, ``tf.function``, ``paddle.jit.to_static``, ``jax.jit``);
+        ``hybridize(False)`` returns to eager. Returns self.
+
+        The results equal eager ones. The first call after ``hybridize()`` runs eagerly
+        (it finishes deferred initialization); later calls run compiled, with the
+        parameters passed as inputs, so changed values need no re-tracing. New input
+        shapes re-trace as the framework does. In training mode (``autograd.record()``)
+        the block runs eagerly. Python control flow that depends on tensor values and
+        that the compiler cannot handle falls back to eager with one
+        `D2LCompatWarning` naming the block. Compile the outermost block only: after
+        changing the tree (adding blocks, sharing parameters) call ``hybridize()``
+        again.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn, ops
+        >>> net = nn.Sequential(nn.Dense(4, activation="relu"), nn.Dense(2)).hybridize()
+        >>> net.initialize(); ops.shape(net(ops.ones((3, 5))))
+        (3, 2)
+        >>> _ = net.hybridize(False)
+        """
+        from ._hybrid import hybridize
+
+        hybridize(self, active)
+        return self
+
     def functional_call(self, values: Mapping[str, Any], *args: Any) -> Any:
         """Run the forward pass with ``values`` ({structural name: native tensor}) in place
         of the stored parameter values, without changing them. Names not given keep their
@@ -414,6 +452,23 @@ class Block:
         if not lines:
             return head + ")"
         return head + "\n" + "\n".join("  " + line for line in lines) + "\n)"
+
+
+def _scoped_forward(block: Block, args: tuple[Any, ...]) -> Any:
+    """``block.forward(*args)``, the outermost call of a thread inside the backend's
+    `forward_scope` for the inputs, so native operators run on the inputs' device too."""
+    state = _FORWARD
+    if getattr(state, "inside", False):
+        return block.forward(*args)
+    scope = _active().forward_scope(args)
+    state.inside = True
+    try:
+        if scope is None:
+            return block.forward(*args)
+        with scope:
+            return block.forward(*args)
+    finally:
+        state.inside = False
 
 
 def _indent(text: str) -> str:
