@@ -4,6 +4,12 @@ Every scenario is written once, against the public API, and runs on every backen
 
 Examples
 --------
+Run the whole catalogue against a backend in a fresh process (what an adapter author
+calls last; raises `ConformanceError` listing the failures)::
+
+    from d2lcompat_conformance import check_backend
+    results = check_backend("mybackend")
+
 Run the whole catalogue against the backend of this process (what an adapter author
 calls last)::
 
@@ -23,13 +29,16 @@ from ._registry import (
     run_scenario,
     scenario,
 )
+from .runner import ConformanceError, check_backend
 
 __all__ = [
     "SCENARIOS",
+    "ConformanceError",
     "Context",
     "Result",
     "Scenario",
     "Unsupported",
+    "check_backend",
     "known_unsupported",
     "load_all",
     "run_all",

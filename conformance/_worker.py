@@ -12,8 +12,9 @@ so it can never corrupt the protocol. Messages, in order:
 ``{"type": "start", "id": ...}`` / ``{"type": "result", ...}``
     around every scenario, so that when the process dies the runner knows which
     scenario killed it (``start`` without ``result``).
-``{"type": "xb-written"}`` / ``{"type": "xb-start", "writer": ...}`` / ``{"type": "xb", ...}``
-    the cross-backend phase.
+``{"type": "xb-written"}``; ``xb-start``, ``xb`` (one per record) or ``xb-error``, ``xb-done``
+    the cross-backend phase; ``xb-start`` without ``xb-done`` names the writer whose
+    files crashed the reader.
 ``{"type": "note", "message": ...}``
     something the report should show that is not a scenario result.
 ``{"type": "done"}``
@@ -162,9 +163,10 @@ def _xb_check(chan: _Channel, root: Path, writers: Sequence[str], backend: str) 
                 writer=writer,
                 message=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=6)}",
             )
-            continue
-        for rec in records:
-            chan.send("xb", **{"writer": writer, "reader": backend, **rec})
+        else:
+            for rec in records:
+                chan.send("xb", **{"writer": writer, "reader": backend, **rec})
+        chan.send("xb-done", writer=writer)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,8 +8,8 @@ from __future__ import annotations  # noqa: I001 - d2lcompat must be imported fi
 
 from typing import Any
 
-# `import d2lcompat` must come first: importing d2lcompat_paddle (or any d2lcompat submodule)
-# first re-enters that package while the core loads the plugin SPECs.
+# `import d2lcompat` must come first: importing d2lcompat_paddle._adapter first would re-enter
+# d2lcompat/__init__ (via d2lcompat._backend), which activates this very adapter half-loaded.
 import d2lcompat  # noqa: F401
 import numpy as np
 import paddle  # noqa: TID251 - this file tests the paddle adapter
