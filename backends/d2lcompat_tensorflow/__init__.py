@@ -1,6 +1,6 @@
 """The TensorFlow adapter of d2lcompat. Importing this package does not import tensorflow."""
 
-from d2lcompat._spec import BackendSpec
+from d2lcompat_spec import BackendSpec  # not d2lcompat: that would choose a backend
 
 SPEC = BackendSpec(
     name="tensorflow",

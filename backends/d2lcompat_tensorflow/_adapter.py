@@ -1,0 +1,812 @@
+"""TensorFlow adapter: answers *how* for each primitive of `d2lcompat.Backend`.
+
+Most ops call ``tf.raw_ops`` (the public, stable op-level API) rather than the
+``tf.math`` / ``tf.nn`` wrappers: in eager mode the wrappers' dispatch layers cost
+two to three times the op itself on the small tensors of a d2l-sized network, and
+raw ops give a Python scalar the dtype of the tensor it meets whichever side it is
+on (``tf.add(1.5, half_tensor)`` fails, ``AddV2(x=1.5, y=half_tensor)`` does not).
+Shape, axis and permutation arguments go in as cached int32 constants, because
+converting a Python tuple on every call costs more than the op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar
+
+# Must be set before TensorFlow's C++ runtime loads, or its startup chatter reaches users.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from d2lcompat._backend import OP_NAMES, Backend, DeviceTuple, Ops  # noqa: E402
+from d2lcompat._device import mixed_devices_error  # noqa: E402
+from d2lcompat._errors import DeviceError, DTypeError  # noqa: E402
+
+__all__ = ["TensorFlowBackend", "TensorFlowOps"]
+
+_DTYPES: dict[str, tf.DType] = {
+    "float16": tf.float16,
+    "bfloat16": tf.bfloat16,
+    "float32": tf.float32,
+    "float64": tf.float64,
+    "int8": tf.int8,
+    "int16": tf.int16,
+    "int32": tf.int32,
+    "int64": tf.int64,
+    "uint8": tf.uint8,
+    "bool": tf.bool,
+}
+_NAMES: dict[tf.DType, str] = {v: k for k, v in _DTYPES.items()}
+# TF's own NumPy types; bfloat16 is ml_dtypes.bfloat16, which TF ships.
+_NP_DTYPES: dict[str, np.dtype[Any]] = {k: np.dtype(v.as_numpy_dtype) for k, v in _DTYPES.items()}
+
+# Anything the raw ops accept as a tensor without a conversion step worth avoiding.
+_TENSORS: tuple[type[tf.Tensor], type[tf.Variable]] = (tf.Tensor, tf.Variable)
+
+_raw = tf.raw_ops
+_AddV2 = _raw.AddV2
+_Sub = _raw.Sub
+_Mul = _raw.Mul
+_RealDiv = _raw.RealDiv
+_Exp = _raw.Exp
+_Log = _raw.Log
+_Abs = _raw.Abs
+_Sqrt = _raw.Sqrt
+_Square = _raw.Square
+_Maximum = _raw.Maximum
+_Minimum = _raw.Minimum
+_SelectV2 = _raw.SelectV2
+_Equal = _raw.Equal
+_NotEqual = _raw.NotEqual
+_Less = _raw.Less
+_LessEqual = _raw.LessEqual
+_Greater = _raw.Greater
+_GreaterEqual = _raw.GreaterEqual
+_Sum = _raw.Sum
+_Mean = _raw.Mean
+_Max = _raw.Max
+_Min = _raw.Min
+_Any = _raw.Any
+_All = _raw.All
+_Reshape = _raw.Reshape
+_Transpose = _raw.Transpose
+_ConcatV2 = _raw.ConcatV2
+_Pack = _raw.Pack
+_ExpandDims = _raw.ExpandDims
+_Squeeze = _raw.Squeeze
+_Relu = _raw.Relu
+_Sigmoid = _raw.Sigmoid
+_Tanh = _raw.Tanh
+_Softmax = _raw.Softmax
+_LogSoftmax = _raw.LogSoftmax
+_MatMul = _raw.MatMul
+_BatchMatMulV3 = _raw.BatchMatMulV3
+_BiasAdd = _raw.BiasAdd
+
+
+@functools.lru_cache(maxsize=4096)
+def _i32(value: int | tuple[int, ...]) -> tf.Tensor:
+    """An int32 constant for a shape, axis or permutation, made once per value.
+
+    ``init_scope`` makes it an eager tensor even when first asked for while
+    ``tf.function`` traces, so the cache never holds a graph tensor that a later
+    eager call could not use. It lives on ``/CPU:0``: shape inputs are host memory
+    on every TF device, so ops on other devices read it without a transfer.
+    """
+    with tf.init_scope(), tf.device("/CPU:0"):
+        return tf.constant(value, dtype=tf.int32)
+
+
+def _axes(axis: Any) -> tf.Tensor:
+    """``axis`` (int, tuple or list) as a cached int32 constant."""
+    if isinstance(axis, int):
+        return _i32(axis)
+    return _i32(tuple(int(a) for a in axis))
+
+
+def _tensor(x: Any) -> Any:
+    """``x`` itself when it is a tensor or variable, else ``x`` converted (lists, scalars)."""
+    return x if isinstance(x, _TENSORS) else tf.convert_to_tensor(x)
+
+
+def _all_axes(rank: int) -> tf.Tensor:
+    return _i32(tuple(range(rank)))
+
+
+def _reduce(
+    op: Callable[..., Any], public: Callable[..., Any], x: Any, axis: Any, keepdims: bool
+) -> Any:
+    """Run the raw reduction ``op``; ``axis=None`` reduces over every axis."""
+    if axis is None:
+        rank = x.shape.rank
+        if rank is None:  # unknown rank while tracing: let TF compute the axes
+            return public(x, axis=None, keepdims=keepdims)
+        axis_t = _all_axes(rank)
+    else:
+        axis_t = _axes(axis)
+    return op(input=x, axis=axis_t, keep_dims=keepdims)
+
+
+def _matmul_last(x: Any, w: Any, transpose_w: bool) -> Any:
+    """``x @ w`` (or ``x @ w.T``) for ``x`` of rank > 2 and a 2-D ``w``, as one 2-D GEMM.
+
+    TF's broadcasting BatchMatMul runs one small GEMM per leading index and is
+    several times slower on CPU than flattening the leading axes into one GEMM.
+    """
+    in_dim = w.shape[-1] if transpose_w else w.shape[0]
+    out_dim = w.shape[0] if transpose_w else w.shape[-1]
+    lead = x.shape[:-1]
+    if lead.is_fully_defined() and in_dim is not None and out_dim is not None:
+        flat = _Reshape(tensor=x, shape=_i32((-1, in_dim)))
+        y = _MatMul(a=flat, b=w, transpose_b=transpose_w)
+        return _Reshape(tensor=y, shape=_i32((*lead.as_list(), out_dim)))
+    # Traced with relaxed (unknown) dimensions: compute the shapes at run time.
+    xs = tf.shape(x)
+    flat = _Reshape(tensor=x, shape=tf.stack([-1, xs[-1]]))
+    y = _MatMul(a=flat, b=w, transpose_b=transpose_w)
+    return _Reshape(tensor=y, shape=tf.concat([xs[:-1], tf.shape(y)[-1:]], 0))
+
+
+def _floating(x: Any) -> Any:
+    """``x`` as a floating tensor: NumPy gives float64 for the mean or norm of integers."""
+    return x if x.dtype.is_floating else tf.cast(x, tf.float64)
+
+
+class TensorFlowOps(Ops):
+    """Native TensorFlow ops with NumPy semantics.
+
+    Every name of `d2lcompat._backend.OP_NAMES` is a static method here;
+    ``d2lcompat.ops`` binds them directly.
+
+    Notes
+    -----
+    Type promotion is TensorFlow's, not NumPy's: a Python scalar takes the dtype of
+    the tensor it meets, but two tensors of different dtypes (``int32 + float32``,
+    ``float32 + float64``) raise ``InvalidArgumentError``.
+    """
+
+    # ------------------------------------------------------------------ math
+    @staticmethod
+    def matmul(a: Any, b: Any) -> Any:
+        a = _tensor(a)
+        b = _tensor(b)
+        ra, rb = a.shape.rank, b.shape.rank
+        if ra == 2 and rb == 2:
+            return _MatMul(a=a, b=b)
+        if ra is None or rb is None:
+            return tf.linalg.matmul(a, b)
+        if ra == 1 and rb == 1:  # NumPy: the inner product, a 0-d result
+            return _Sum(input=_Mul(x=a, y=b), axis=_i32(0), keep_dims=False)
+        if ra == 1:  # NumPy promotes a to (1, k) and drops that axis again
+            a2 = _ExpandDims(input=a, axis=_i32(0))
+            y = TensorFlowOps.matmul(a2, b)
+            return _Squeeze(input=y, axis=[-2])
+        if rb == 1:
+            return tf.linalg.matvec(a, b)
+        if rb == 2:
+            return _matmul_last(a, b, transpose_w=False)
+        return _BatchMatMulV3(x=a, y=b, Tout=a.dtype)
+
+    @staticmethod
+    def dot(a: Any, b: Any) -> Any:
+        a = _tensor(a)
+        b = _tensor(b)
+        if a.shape.rank == 1 and b.shape.rank == 1:
+            return _Sum(input=_Mul(x=a, y=b), axis=_i32(0), keep_dims=False)
+        return TensorFlowOps.matmul(a, b)
+
+    @staticmethod
+    def add(a: Any, b: Any) -> Any:
+        return _AddV2(x=a, y=b)
+
+    @staticmethod
+    def subtract(a: Any, b: Any) -> Any:
+        return _Sub(x=a, y=b)
+
+    @staticmethod
+    def multiply(a: Any, b: Any) -> Any:
+        return _Mul(x=a, y=b)
+
+    @staticmethod
+    def divide(a: Any, b: Any) -> Any:
+        t = a if isinstance(a, _TENSORS) else b
+        if isinstance(t, _TENSORS) and t.dtype.is_floating:
+            return _RealDiv(x=a, y=b)
+        # Integers: true division to float64, as NumPy does (tf.math.truediv casts).
+        return tf.math.truediv(a, b)
+
+    @staticmethod
+    def exp(x: Any) -> Any:
+        return _Exp(x=x)
+
+    @staticmethod
+    def log(x: Any) -> Any:
+        return _Log(x=x)
+
+    @staticmethod
+    def abs(x: Any) -> Any:
+        return _Abs(x=x)
+
+    @staticmethod
+    def sqrt(x: Any) -> Any:
+        return _Sqrt(x=x)
+
+    @staticmethod
+    def square(x: Any) -> Any:
+        return _Square(x=x)
+
+    @staticmethod
+    def maximum(a: Any, b: Any) -> Any:
+        return _Maximum(x=a, y=b)
+
+    @staticmethod
+    def minimum(a: Any, b: Any) -> Any:
+        return _Minimum(x=a, y=b)
+
+    @staticmethod
+    def where(cond: Any, x: Any, y: Any) -> Any:
+        if isinstance(cond, _TENSORS) and cond.dtype != tf.bool:
+            cond = _NotEqual(x=cond, y=0)  # NumPy takes any truthy condition
+        return _SelectV2(condition=cond, t=x, e=y)
+
+    @staticmethod
+    def equal(a: Any, b: Any) -> Any:
+        return _Equal(x=a, y=b)
+
+    @staticmethod
+    def not_equal(a: Any, b: Any) -> Any:
+        return _NotEqual(x=a, y=b)
+
+    @staticmethod
+    def less(a: Any, b: Any) -> Any:
+        return _Less(x=a, y=b)
+
+    @staticmethod
+    def less_equal(a: Any, b: Any) -> Any:
+        return _LessEqual(x=a, y=b)
+
+    @staticmethod
+    def greater(a: Any, b: Any) -> Any:
+        return _Greater(x=a, y=b)
+
+    @staticmethod
+    def greater_equal(a: Any, b: Any) -> Any:
+        return _GreaterEqual(x=a, y=b)
+
+    # ------------------------------------------------------------ reductions
+    @staticmethod
+    def sum(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        x = _tensor(x)
+        if x.dtype == tf.bool:  # TF cannot sum bools; NumPy counts them as int64
+            x = tf.cast(x, tf.int64)
+        return _reduce(_Sum, tf.reduce_sum, x, axis, keepdims)
+
+    @staticmethod
+    def mean(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        # TF's integer mean divides as integers; NumPy's is float64.
+        return _reduce(_Mean, tf.reduce_mean, _floating(_tensor(x)), axis, keepdims)
+
+    @staticmethod
+    def max(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        x = _tensor(x)
+        if x.dtype == tf.bool:
+            return _reduce(_Any, tf.reduce_any, x, axis, keepdims)
+        return _reduce(_Max, tf.reduce_max, x, axis, keepdims)
+
+    @staticmethod
+    def min(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        x = _tensor(x)
+        if x.dtype == tf.bool:
+            return _reduce(_All, tf.reduce_all, x, axis, keepdims)
+        return _reduce(_Min, tf.reduce_min, x, axis, keepdims)
+
+    @staticmethod
+    def norm(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
+        x = _floating(_tensor(x))
+        s = _reduce(_Sum, tf.reduce_sum, _Square(x=x), axis, keepdims)
+        # The double `where` keeps the gradient at a zero norm 0 (as torch's) instead
+        # of the NaN that sqrt'(0) = inf times 0 gives with tf.norm.
+        positive = _Greater(x=s, y=0)
+        safe = _SelectV2(condition=positive, t=s, e=tf.ones_like(s))
+        return _SelectV2(condition=positive, t=_Sqrt(x=safe), e=tf.zeros_like(s))
+
+    # ----------------------------------------------------------------- shape
+    @staticmethod
+    def reshape(x: Any, shape: Sequence[int]) -> Any:
+        if isinstance(shape, int):
+            shape = (shape,)
+        shape_t = shape if isinstance(shape, _TENSORS) else _axes(shape)
+        return _Reshape(tensor=x, shape=shape_t)
+
+    @staticmethod
+    def transpose(x: Any, axes: Sequence[int] | None = None) -> Any:
+        x = _tensor(x)
+        rank = x.shape.rank
+        if rank is None:
+            return tf.transpose(x, perm=None if axes is None else list(axes))
+        if axes is None:
+            perm = tuple(range(rank - 1, -1, -1))
+        else:  # the Transpose op refuses negative axes; NumPy takes them
+            perm = tuple(int(a) % rank for a in axes)
+        return _Transpose(x=x, perm=_i32(perm))
+
+    @staticmethod
+    def concat(xs: Sequence[Any], axis: int = 0) -> Any:
+        return _ConcatV2(values=list(xs), axis=_i32(int(axis)))
+
+    @staticmethod
+    def stack(xs: Sequence[Any], axis: int = 0) -> Any:
+        return _Pack(values=list(xs), axis=int(axis))
+
+    @staticmethod
+    def expand_dims(x: Any, axis: Any) -> Any:
+        if isinstance(axis, int):
+            return _ExpandDims(input=x, axis=_i32(axis))
+        # NumPy also takes a tuple: positions refer to the output's axes.
+        x = _tensor(x)
+        out_rank = x.shape.rank + len(axis)
+        for a in sorted(int(a) % out_rank for a in axis):
+            x = _ExpandDims(input=x, axis=_i32(a))
+        return x
+
+    @staticmethod
+    def squeeze(x: Any, axis: Any = None) -> Any:
+        if axis is None:
+            dims: list[int] = []
+        elif isinstance(axis, int):
+            dims = [axis]
+        else:
+            dims = [int(a) for a in axis]
+            if not dims:  # NumPy: an empty tuple squeezes nothing, TF's [] squeezes all
+                return _tensor(x)
+        return _Squeeze(input=x, axis=dims)
+
+    # -------------------------------------------------------------------- nn
+    @staticmethod
+    def relu(x: Any) -> Any:
+        return _Relu(features=x)
+
+    @staticmethod
+    def sigmoid(x: Any) -> Any:
+        return _Sigmoid(x=x)
+
+    @staticmethod
+    def tanh(x: Any) -> Any:
+        return _Tanh(x=x)
+
+    @staticmethod
+    def softmax(x: Any, axis: int = -1) -> Any:
+        x = _tensor(x)
+        rank = x.shape.rank
+        if axis == -1 or (rank is not None and axis == rank - 1):
+            return _Softmax(logits=x)  # the kernel works on the last axis only
+        return tf.nn.softmax(x, axis=axis)
+
+    @staticmethod
+    def log_softmax(x: Any, axis: int = -1) -> Any:
+        x = _tensor(x)
+        rank = x.shape.rank
+        if axis == -1 or (rank is not None and axis == rank - 1):
+            return _LogSoftmax(logits=x)
+        return tf.nn.log_softmax(x, axis=axis)
+
+    @staticmethod
+    def linear(x: Any, w: Any, b: Any = None) -> Any:
+        rank = x.shape.rank
+        if rank == 2:  # the common case: one GEMM with w read transposed, no copy
+            y = _MatMul(a=x, b=w, transpose_b=True)
+        elif rank == 1:
+            y = tf.linalg.matvec(w, x)
+            return y if b is None else _AddV2(x=y, y=b)
+        elif rank is None:
+            y = tf.tensordot(x, w, [[-1], [1]])
+        else:
+            y = _matmul_last(x, w, transpose_w=True)
+        if b is None:
+            return y
+        # BiasAdd has a fused gradient (BiasAddGrad), cheaper than a broadcast add's.
+        return _BiasAdd(value=y, bias=b)
+
+
+# ------------------------------------------------------------------ placement
+# TensorFlow runs an eager op on the default device (the first GPU, else /CPU:0)
+# whatever device its inputs are on, copying them there silently; torch and JAX run
+# it where the inputs are and refuse to mix devices. In a process with more than one
+# device the backend therefore wraps every op (see `_follow`) so it runs on its
+# inputs' device and raises `DeviceError` when they disagree. With one device (the
+# usual CPU-only case) nothing is wrapped and ops cost exactly one raw op.
+
+
+def _describe(name: str) -> str:
+    parsed = _parse_device(name)
+    return f"{parsed[0]}({parsed[1]})" if parsed else name
+
+
+def _placement(op_name: str, args: tuple[Any, ...], default: str) -> str | None:
+    """The device the op must run on, or None when TF's default placement is right.
+
+    Raises `DeviceError` when tensor arguments (also inside a list such as concat's)
+    live on different devices. Symbolic tensors without a device are ignored.
+    """
+    first = ""
+    for arg in args:
+        items = arg if isinstance(arg, (list, tuple)) else (arg,)
+        for item in items:
+            if isinstance(item, _TENSORS):
+                dev = item.device
+                if not dev or dev == first:
+                    continue
+                if not first:
+                    first = dev
+                elif _parse_device(dev) != _parse_device(first):
+                    what = op_name if " " in op_name else f"ops.{op_name}"
+                    raise mixed_devices_error(_describe(first), _describe(dev), what)
+    return None if not first or first == default else first
+
+
+def _follow(fn: Callable[..., Any], op_name: str, default: str) -> Callable[..., Any]:
+    """``fn`` run on the device of its tensor arguments (multi-device processes only)."""
+
+    @functools.wraps(fn)
+    def on_inputs_device(*args: Any, **kwargs: Any) -> Any:
+        dev = _placement(op_name, args + tuple(kwargs.values()), default)
+        if dev is None:
+            return fn(*args, **kwargs)
+        with tf.device(dev):
+            return fn(*args, **kwargs)
+
+    return on_inputs_device
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_device(name: str) -> DeviceTuple | None:
+    """``('cpu', 1)`` for ``'/job:localhost/replica:0/task:0/device:CPU:1'`` (or ``'/CPU:1'``)."""
+    spec = tf.DeviceSpec.from_string(name)
+    kind = (spec.device_type or "").lower()
+    if kind not in ("cpu", "gpu"):
+        return None
+    return (kind, spec.device_index or 0)
+
+
+class _CapturingFunction:
+    """``tf.function`` of ``fn(values, *args)`` that captures the variables in ``values``.
+
+    Passing tf.Variables as arguments costs about 20 % of a small compiled forward
+    (each call binds and flattens them); a variable captured by the graph is read at run
+    time all the same, so it is no constant. While ``values`` are the very variables of
+    the last call, the capturing function runs; other values (the watched tensors of
+    ``autograd.grad``) go through the general function. ``reduce_retracing``: a new
+    input shape relaxes to unknown dimensions instead of tracing a graph per batch size.
+    """
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self._fn = fn
+        self._general = tf.function(fn, reduce_retracing=True)
+        self._bound: tuple[Any, ...] = ()
+        self._fast: Callable[..., Any] | None = None
+
+    def __call__(self, values: Sequence[Any], *args: Any) -> Any:
+        bound, fast = self._bound, self._fast
+        if fast is not None and len(values) == len(bound):
+            if all(a is b for a, b in zip(values, bound)):
+                return fast(*args)
+        if values and all(isinstance(v, tf.Variable) for v in values):
+            captured = list(values)
+            fn = self._fn
+
+            def with_captured(*inputs: Any) -> Any:
+                return fn(captured, *inputs)
+
+            self._bound = tuple(captured)
+            self._fast = tf.function(with_captured, reduce_retracing=True)
+            return self._fast(*args)
+        return self._general(values, *args)
+
+
+class TensorFlowBackend(Backend):
+    """The TensorFlow backend.
+
+    Parameters are `tf.Variable` objects; gradients come from `tf.GradientTape`;
+    ``hybridize`` compiles with `tf.function`. ``D2LCOMPAT_CPU_DEVICES=N`` splits
+    the physical CPU into N logical devices (``/CPU:0`` ... ``/CPU:N-1``).
+
+    Examples
+    --------
+    >>> b = TensorFlowBackend()  # doctest: +SKIP
+    >>> b.native_device(("gpu", 1))  # doctest: +SKIP
+    '/GPU:1'
+    """
+
+    name: ClassVar[str] = "tensorflow"
+    SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = True
+    SUPPORTS_CPU_DEVICES: ClassVar[bool] = True  # logical CPU devices
+    SUPPORTS_COMPILE: ClassVar[bool] = True
+    #: What tf.function raises when Python code needs a traced tensor's value that
+    #: AutoGraph could not convert (``bool(t)``, ``t.numpy()``, ``np.asarray(t)``).
+    COMPILE_FALLBACK_ERRORS: ClassVar[tuple[type[BaseException], ...]] = (
+        tf.errors.OperatorNotAllowedInGraphError,
+        NotImplementedError,
+        AttributeError,
+    )
+
+    def __init__(self) -> None:
+        self.ops = TensorFlowOps()
+        # Device strings are few and parsed on every device check: parse each once.
+        self._parsed: dict[str, DeviceTuple] = {}
+        self._counts: dict[str, int] = {}
+        # Set by `configure` when the process has more than one device (see `_follow`).
+        self._multi = False
+        self._default = ""
+
+    @property
+    def version(self) -> str:
+        return str(tf.__version__)
+
+    def configure(self, cpu_devices: int) -> None:
+        """Split the physical CPU into ``cpu_devices`` logical devices when it is > 1.
+
+        TensorFlow fixes its devices when its runtime starts (the first tensor), so
+        this must run before anything else touches TF in the process.
+        """
+        if cpu_devices > 1:
+            physical = tf.config.list_physical_devices("CPU")
+            try:
+                tf.config.set_logical_device_configuration(
+                    physical[0], [tf.config.LogicalDeviceConfiguration()] * cpu_devices
+                )
+            except RuntimeError as exc:
+                have = len(tf.config.list_logical_devices("CPU"))
+                if have != cpu_devices:
+                    raise DeviceError(
+                        f"D2LCOMPAT_CPU_DEVICES={cpu_devices} but TensorFlow was already "
+                        f"initialized with {have} CPU device(s). Set the variable before the "
+                        "first `import d2lcompat` and before any TensorFlow tensor is created."
+                    ) from exc
+        if self.device_count("cpu") + self.device_count("gpu") > 1:
+            self._multi = True
+            # The full name TF gives a tensor placed by default, e.g.
+            # '/job:localhost/replica:0/task:0/device:GPU:0': ops whose inputs are
+            # there need no device scope.
+            with tf.init_scope():
+                self._default = tf.constant(0.0).device
+            ops = TensorFlowOps()
+            for op_name in OP_NAMES:
+                setattr(ops, op_name, _follow(getattr(ops, op_name), op_name, self._default))
+            self.ops = ops
+
+    # ---------------------------------------------------------------- devices
+    def device_count(self, kind: str) -> int:
+        n = self._counts.get(kind)
+        if n is None:
+            # Logical devices are fixed once TF's runtime is up, so one query is enough.
+            n = len(tf.config.list_logical_devices(kind.upper()))
+            self._counts[kind] = n
+        return n
+
+    def native_device(self, device: DeviceTuple) -> str:
+        kind, index = device
+        # TF's soft placement would silently run on /CPU:0 for a device that does not
+        # exist, so an unknown one is refused here even though the core checks first.
+        if kind not in ("cpu", "gpu") or not 0 <= index < self.device_count(kind):
+            raise DeviceError(
+                f"TensorFlow has no device {kind}({index}): it has "
+                f"{self.device_count('cpu')} CPU and {self.device_count('gpu')} GPU device(s)."
+            )
+        return f"/{kind.upper()}:{index}"
+
+    def device_of(self, x: Any) -> DeviceTuple:
+        name = x.device
+        dev = self._parsed.get(name)
+        if dev is not None:
+            return dev
+        if not name:
+            # A symbolic tensor inside tf.function with no device constraint: it runs
+            # where TF places it by default, the first GPU if any, else the CPU.
+            return ("gpu", 0) if self.device_count("gpu") else ("cpu", 0)
+        parsed = _parse_device(name)
+        if parsed is None:
+            raise DeviceError(f"d2lcompat does not know the TensorFlow device {name!r}.")
+        self._parsed[name] = parsed
+        return parsed
+
+    def move(self, x: Any, device: DeviceTuple, copy: bool) -> Any:
+        if not copy and self.device_of(x) == device:
+            return x
+        # Running identity on the target device copies the input there; in eager mode
+        # it always returns a new tensor (and reads a variable into a plain tensor).
+        with tf.device(self.native_device(device)):
+            return tf.identity(x)
+
+    # ---------------------------------------------------------------- tensors
+    def is_tensor(self, x: Any) -> bool:
+        return isinstance(x, _TENSORS)
+
+    @contextlib.contextmanager
+    def _on(self, device: DeviceTuple | None) -> Iterator[None]:
+        """Place new tensors on ``device``; ``None`` keeps the caller's placement."""
+        if device is None:
+            yield
+        else:
+            with tf.device(self.native_device(device)):
+                yield
+
+    @staticmethod
+    def _host(array: Any, dtype: str | None) -> np.ndarray:
+        """``array`` as a NumPy array of ``dtype`` (cast on the host, NumPy's rules)."""
+        arr = np.asarray(array)
+        if dtype is not None:
+            target = _NP_DTYPES.get(dtype)
+            if target is None:
+                raise DTypeError(f"TensorFlow has no dtype {dtype!r}.")
+            if arr.dtype != target:
+                arr = arr.astype(target)
+        elif np.dtype(arr.dtype).name not in _NP_DTYPES:
+            raise DTypeError(
+                f"d2lcompat cannot make a TensorFlow tensor from a NumPy array of dtype "
+                f"{arr.dtype}; use one of {', '.join(_DTYPES)}."
+            )
+        return arr
+
+    def from_numpy(self, array: np.ndarray, dtype: str | None, device: DeviceTuple | None) -> Any:
+        arr = self._host(array, dtype)
+        # tf.constant copies the host buffer and, in eager mode, lands on the device of
+        # the enclosing tf.device scope, so later changes to `array` do not leak in.
+        with self._on(device):
+            return tf.constant(arr)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        # .numpy() already copies (bfloat16 comes back as ml_dtypes.bfloat16); asarray
+        # turns the NumPy scalar a 0-d tensor gives into a 0-d array.
+        return np.asarray(x.numpy())
+
+    def shape(self, x: Any) -> tuple[int, ...]:
+        return tuple(x.shape)
+
+    def dtype(self, x: Any) -> str:
+        name = _NAMES.get(x.dtype)
+        if name is None:
+            raise DTypeError(f"d2lcompat does not know the TensorFlow dtype {x.dtype!r}.")
+        return name
+
+    def cast(self, x: Any, dtype: str) -> Any:
+        if self._multi:
+            dev = _placement("cast", (x,), self._default)
+            if dev is not None:
+                with tf.device(dev):
+                    return tf.cast(x, _DTYPES[dtype])
+        return tf.cast(x, _DTYPES[dtype])
+
+    def full(
+        self, shape: tuple[int, ...], value: Any, dtype: str, device: DeviceTuple | None
+    ) -> Any:
+        tf_dtype = _DTYPES[dtype]
+        with self._on(device):
+            if isinstance(value, _TENSORS):
+                fill = tf.cast(value, tf_dtype)
+            else:  # NumPy's conversion rules for the fill value (np.full(..., 1.5, int32) == 1)
+                fill = tf.constant(self._host(value, dtype))
+            return tf.fill(_i32(tuple(int(d) for d in shape)), fill)
+
+    def arange(
+        self, start: Any, stop: Any, step: Any, dtype: str | None, device: DeviceTuple | None
+    ) -> Any:
+        ints = all(isinstance(v, (int, np.integer)) for v in (start, stop, step))
+        if dtype is None:
+            dtype = "int64" if ints else "float32"
+        if step == 0:
+            raise ValueError("arange: step must not be zero.")
+        tf_dtype = _DTYPES[dtype]
+        with self._on(device):
+            if ints:
+                out = tf.range(int(start), int(stop), int(step), dtype=tf.int64)
+                return out if tf_dtype == tf.int64 else tf.cast(out, tf_dtype)
+            # NumPy's length (ceil in float64) and values computed in float64 then
+            # rounded once, so float16/bfloat16/float32 agree with NumPy's.
+            n = max(0, math.ceil((float(stop) - float(start)) / float(step)))
+            out = tf.range(n, dtype=tf.float64) * float(step) + float(start)
+            return tf.cast(out, tf_dtype)
+
+    # -------------------------------------------------------------- variables
+    def new_variable(
+        self, value: np.ndarray, dtype: str, device: DeviceTuple | None, trainable: bool
+    ) -> Any:
+        arr = self._host(value, dtype)
+        tf_dtype = _DTYPES[dtype]
+        with self._on(device):
+            # Only floating variables can carry gradients; TF would warn when a tape
+            # watches an integer one.
+            return tf.Variable(arr, dtype=tf_dtype, trainable=trainable and tf_dtype.is_floating)
+
+    def read(self, var: Any) -> Any:
+        return var
+
+    def assign(self, var: Any, value: Any) -> Any:
+        if isinstance(var, tf.Variable):
+            # read_value=False: no read op, and the variable object (its identity in
+            # captured tf.function graphs) stays the one the core keeps.
+            var.assign(value, read_value=False)
+            return var
+        return value
+
+    # --------------------------------------------------------------- autodiff
+    def value_and_grad(
+        self, fn: Callable[[Sequence[Any]], Any], values: Sequence[Any]
+    ) -> tuple[Any, list[Any]]:
+        # A variable converts to a read of its current value: a plain tensor the tape
+        # can watch, so gradients do not depend on the variables' trainable flags.
+        tensors = [tf.convert_to_tensor(v) for v in values]
+        # watch_accessed_variables=False: record only what depends on `values`, not
+        # every variable the forward pass happens to read.
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            for t in tensors:
+                if t.dtype.is_floating:
+                    tape.watch(t)
+            out = fn(tensors)
+        grads = tape.gradient(out, tensors, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        result = []
+        for t, g in zip(tensors, grads):
+            if g is None:
+                g = tf.zeros_like(t)
+            elif isinstance(g, tf.IndexedSlices):  # from gather/embedding lookups
+                g = tf.convert_to_tensor(g)
+            if self._multi and g.device != t.device and t.device:
+                # Gradient ops run on TF's default device: bring each gradient to
+                # where its value lives, as the other frameworks do.
+                with tf.device(t.device):
+                    g = tf.identity(g)
+            result.append(g)
+        return out, result
+
+    def stop_gradient(self, x: Any) -> Any:
+        if self._multi:
+            dev = _placement("stop_gradient", (x,), self._default)
+            if dev is not None:
+                with tf.device(dev):
+                    return tf.stop_gradient(x)
+        return tf.stop_gradient(x)
+
+    def forward_scope(self, args: Sequence[Any]) -> contextlib.AbstractContextManager[None] | None:
+        """``tf.device`` of the inputs when they are not on TF's default device, so that
+        native operators in a forward pass (``x + 1``) run there too, not on ``/CPU:0``.
+
+        None with one device, for inputs on the default device, or for symbolic inputs
+        (a ``tf.function`` trace, placed by the caller's scope); `DeviceError` when the
+        inputs themselves are on two devices.
+        """
+        if not self._multi:
+            return None
+        dev = _placement("the forward pass", tuple(args), self._default)
+        return None if dev is None else tf.device(dev)
+
+    # ---------------------------------------------------------------- compile
+    def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        compiled: Callable[..., Any] = _CapturingFunction(fn)
+        if not self._multi:
+            return compiled
+        default = self._default
+
+        # A tf.function runs its body on the caller's device scope: enter the device of
+        # the inputs, as the eager ops do, so one trace serves every device.
+        @functools.wraps(fn)
+        def on_inputs_device(*args: Any) -> Any:
+            dev = _placement("hybridized forward", tuple(tf.nest.flatten(args)), default)
+            if dev is None:
+                return compiled(*args)
+            with tf.device(dev):
+                return compiled(*args)
+
+        return on_inputs_device
+
+    # ----------------------------------------------------- native checkpoints
+    NATIVE_CHECKPOINT_FORMATS: ClassVar[tuple[str, ...]] = (".weights.h5",)
+
+    def read_native_checkpoint(self, path: str, trusted: bool) -> tuple[str, dict[str, Any]] | None:
+        from ._native_io import read_keras_weights
+
+        return read_keras_weights(path)
