@@ -280,6 +280,14 @@ class Backend(abc.ABC):
 
         raise UnsupportedError(f"{self.name} does not support compilation")
 
+    def may_mix_devices(self) -> bool:
+        """Whether this process can have more than one device, so that an op could mix
+        them (asked once, right after `configure`). True turns on the core's device
+        checks (`DEVICE_MISMATCH_ERRORS`, `forward_scope`); False keeps ops free of them.
+        An adapter whose device count is costly to ask at import (JAX initializes its
+        runtime) overrides it with a cheap, conservative answer."""
+        return self.device_count("cpu") + self.device_count("gpu") > 1
+
     def forward_scope(self, args: Sequence[Any]) -> AbstractContextManager[None] | None:
         """A context the outermost forward pass over the inputs ``args`` must run in, so
         that every op of it, native operators included (``x + 1``), runs on the inputs'

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ._errors import DeviceError
 from ._registry import active
+
+if TYPE_CHECKING:
+    from ._backend import Backend
 
 __all__ = [
     "Device",
@@ -16,6 +21,7 @@ __all__ = [
     "default_device",
     "device_of",
     "gpu",
+    "mixed_devices_error",
     "num_gpus",
     "to_device",
     "try_all_gpus",
@@ -59,21 +65,37 @@ class Device:
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Device is immutable")
 
+    def __reduce__(self) -> tuple[type[Device], tuple[str, int]]:
+        # Immutable slots defeat pickle's default (setattr on a blank object): rebuild it.
+        return (Device, (self.kind, self.index))
+
     @classmethod
     def parse(cls, spec: str | Device | tuple[str, int]) -> Device:
-        """``"gpu:1"``, ``"cuda:0"``, ``"cpu"``, ``("gpu", 1)`` or a Device -> Device."""
+        """``"gpu:1"``, ``"cuda:0"``, ``"cpu"``, ``"gpu(1)"`` (the repr), ``("gpu", 1)`` or a
+        Device -> Device.
+
+        Examples
+        --------
+        >>> from d2lcompat import Device
+        >>> Device.parse("cuda:1"), Device.parse("cpu"), Device.parse(repr(Device("gpu", 2)))
+        (gpu(1), cpu(0), gpu(2))
+        """
         if isinstance(spec, Device):
             return spec
         if isinstance(spec, tuple):
             return cls(spec[0], spec[1])
         if isinstance(spec, str):
-            kind, _, idx = spec.strip().partition(":")
+            text = spec.strip()
+            if text.endswith(")") and "(" in text:  # the repr form, 'gpu(1)'
+                text = text[:-1].replace("(", ":", 1)
+            kind, _, idx = text.partition(":")
             try:
                 return cls(kind, int(idx) if idx else 0)
-            except ValueError:
+            except ValueError:  # a non-integer index
                 pass
         raise DeviceError(
-            f"Cannot read {spec!r} as a device; use d2lcompat.cpu(i), d2lcompat.gpu(i) or 'gpu:1'."
+            f"Cannot read {spec!r} as a device: expected d2lcompat.cpu(i), d2lcompat.gpu(i), "
+            "'cpu', 'gpu:1', 'cuda:0' or 'gpu(1)'."
         )
 
     def _tuple(self) -> tuple[str, int]:
@@ -260,3 +282,120 @@ def default_device() -> Device:
     if _DEFAULT is not None:
         return _DEFAULT
     return device_of(active().full((1,), 0, "float32", None))
+
+
+# --------------------------------------------------------------- mixed devices
+# The rule, written once: one operation needs all its tensors on one device; mixing
+# devices raises `DeviceError` naming both, on every backend. Adapters only *detect*
+# a mix (torch and JAX raise their own error, which `guard_ops` translates; TensorFlow
+# would copy silently, so its adapter compares devices itself) and call these helpers
+# for the message.
+
+
+def _show(device: Device | tuple[str, int] | str) -> str:
+    """``'gpu(1)'`` for any device spelling; an unknown native name is shown as it is."""
+    try:
+        return repr(Device.parse(device))
+    except DeviceError:
+        return str(device)
+
+
+def mixed_devices_error(
+    first: Device | tuple[str, int] | str, second: Device | tuple[str, int] | str, what: str
+) -> DeviceError:
+    """The `DeviceError` for one operation, ``what`` (``"ops.add"``), that got tensors on two
+    devices. Adapters raise it; the message is the same on every backend.
+
+    Examples
+    --------
+    >>> from d2lcompat import cpu, gpu
+    >>> print(mixed_devices_error(cpu(0), ("gpu", 1), "ops.add"))  # doctest: +NORMALIZE_WHITESPACE
+    ops.add expects all its tensors on one device; received tensors on cpu(0) and gpu(1).
+    Move them to one device first, e.g. d2lcompat.to_device(x, cpu(0)).
+    """
+    a, b = _show(first), _show(second)
+    return DeviceError(
+        f"{what} expects all its tensors on one device; received tensors on {a} and {b}. "
+        f"Move them to one device first, e.g. d2lcompat.to_device(x, {a})."
+    )
+
+
+def block_input_device_error(block: str, params: Device, inputs: Device) -> DeviceError:
+    """The `DeviceError` for a block whose parameters live on ``params`` called on an input
+    on ``inputs`` (``block`` is its description, e.g. ``"Dense '0'"``).
+
+    Examples
+    --------
+    >>> from d2lcompat import cpu
+    >>> print(block_input_device_error("Dense '0'", cpu(1), cpu(0)))  # doctest: +NORMALIZE_WHITESPACE
+    Dense '0' has its parameters on cpu(1) but received an input on cpu(0). Move the input
+    with d2lcompat.to_device(x, cpu(1)), or the network with net.to(cpu(0)).
+    """
+    return DeviceError(
+        f"{block} has its parameters on {params!r} but received an input on {inputs!r}. "
+        f"Move the input with d2lcompat.to_device(x, {params!r}), or the network with "
+        f"net.to({inputs!r})."
+    )
+
+
+def devices_among(backend: Backend, args: Iterable[Any]) -> list[Device]:
+    """The distinct devices of the native tensors in ``args`` (and in lists or tuples among
+    them, as ``concat`` takes), in order of appearance. Values without a device (Python
+    scalars, tensors traced by a compiler) are skipped. Only called on error paths."""
+    found: list[Device] = []
+    for arg in args:
+        for item in arg if isinstance(arg, (list, tuple)) else (arg,):
+            if not backend.is_tensor(item):
+                continue
+            try:
+                dev = Device(*backend.device_of(item))
+            except Exception:  # noqa: BLE001 - e.g. a jit tracer: it has no device yet
+                continue
+            if dev not in found:
+                found.append(dev)
+    return found
+
+
+def _guarded(
+    fn: Callable[..., Any], name: str, errors: tuple[type[BaseException], ...], backend: Backend
+) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def op(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except errors as exc:
+            devices = devices_among(backend, (*args, *kwargs.values()))
+            if len(devices) < 2:
+                raise  # not a device mix: the framework's own error stands
+            raise mixed_devices_error(devices[0], devices[1], f"ops.{name}") from exc
+
+    return op
+
+
+def guard_ops(backend: Backend) -> None:
+    """Make ``backend``'s ops raise `DeviceError` when they mix devices (called once, at load).
+
+    Wraps every op of ``backend.ops`` so that an exception of the adapter's
+    ``DEVICE_MISMATCH_ERRORS`` raised while the op's tensors span two devices becomes
+    `mixed_devices_error`. Does nothing in a process with a single device (nothing can
+    mix there, so ops stay exactly the adapter's functions) or for an adapter that
+    declares no such errors (it checks devices itself, as TensorFlow's does). On the
+    happy path the wrapper costs one Python call; ``try`` itself is free.
+    """
+    from ._backend import OP_NAMES
+
+    errors = tuple(getattr(backend, "DEVICE_MISMATCH_ERRORS", ()))
+    if not errors or not backend.may_mix_devices():
+        return
+    ops = backend.ops
+    for name in OP_NAMES:
+        setattr(ops, name, _guarded(getattr(ops, name), name, errors, backend))
+
+
+def needs_forward_scope(backend: Backend) -> bool:
+    """Whether `Block.__call__` must run outermost forward passes in the backend's
+    ``forward_scope`` (it overrides the hook and the process has several devices)."""
+    from ._backend import Backend as _Base
+
+    overridden = type(backend).forward_scope is not _Base.forward_scope
+    return overridden and backend.may_mix_devices()

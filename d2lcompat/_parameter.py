@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _device, init as _init
+from . import _device
+from . import init as _init
 from ._dtypes import canonical, numpy_dtype
 from ._errors import DeferredInitializationError, DeviceError, DTypeError, ShapeError
 from ._registry import active
@@ -190,7 +191,10 @@ class Parameter:
                 "inference. Give the layer its input size (e.g. in_units=...), or implement "
                 "infer_shape(self, *args) on the block that owns it."
             )
-        init, dev = self._deferred if self._deferred is not None else (self.init, None)
+        # Never initialized: the defaults, on the default device (D2LCOMPAT_DEVICE).
+        init, dev = (
+            self._deferred if self._deferred is not None else (self.init, _device.resolve(None))
+        )
         self._create(
             _init.fill(init or _DEFAULT_INIT, self.name, self._shape, numpy_dtype(self._dtype)),
             dev,
@@ -210,7 +214,8 @@ class Parameter:
         var = self._var
         if var is None:
             self._raise_uninitialized()
-        if device is not None:
+        # A traced value (inside a hybridized forward under jax.jit) has no device yet.
+        if device is not None and not active().is_traced(var):
             want = _device.Device.parse(device)
             have = _device.device_of(var)
             if want != have:
@@ -270,7 +275,7 @@ class Parameter:
                 raise ShapeError(
                     f"Parameter '{self.name}' has shape {self._shape}; set_data got {vshape}."
                 )
-            dev = self._deferred[1] if self._deferred is not None else None
+            dev = self._deferred[1] if self._deferred is not None else _device.resolve(None)
             self._var = b.new_variable(b.to_numpy(tensor), self._dtype, dev, self._grad_req != "null")
             self._deferred = None
             return

@@ -68,6 +68,16 @@ def _linear(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
     return y if b is None else y + b
 
 
+def _gpu_plugin_installed() -> bool:
+    """Whether a CUDA or ROCm PJRT plugin for jax is installed (``jax_cuda12_plugin``...),
+    found without importing it or starting jax's runtime."""
+    import pkgutil
+
+    return any(
+        m.name.startswith(("jax_cuda", "jax_rocm", "jaxlib_cuda")) for m in pkgutil.iter_modules()
+    )
+
+
 def _l2(x: jax.Array, axis: Any, keepdims: bool) -> jax.Array:
     sq = jnp.sum(jnp.square(x), axis=axis, keepdims=keepdims)
     pos = sq > 0
@@ -203,8 +213,11 @@ class JaxBackend(Backend):
     SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = False
     SUPPORTS_CPU_DEVICES: ClassVar[bool] = True
     SUPPORTS_COMPILE: ClassVar[bool] = True
+    #: What jax raises for an op on committed arrays of two devices ("Received
+    #: incompatible devices for jitted computation"); the core turns it into DeviceError.
+    DEVICE_MISMATCH_ERRORS: ClassVar[tuple[type[Exception], ...]] = (ValueError,)
     #: The errors `jax.jit` raises when Python control flow depends on traced values:
-    #: the core can catch these to fall back to eager (not part of the base contract).
+    #: ``hybridize`` catches them and falls back to eager (`Backend.COMPILE_FALLBACK_ERRORS`).
     COMPILE_FALLBACK_ERRORS: ClassVar[tuple[type[Exception], ...]] = (
         jax.errors.ConcretizationTypeError,
         jax.errors.TracerIntegerConversionError,
@@ -219,12 +232,15 @@ class JaxBackend(Backend):
         # the CPU device count can no longer change (see `configure`).
         self._devices: dict[str, tuple[Any, ...]] | None = None
         self._index: dict[Any, DeviceTuple] = {}
+        self._default_device: Any = None  # jax's default device, once asked (see `_place`)
+        self._cpu_devices = 1  # D2LCOMPAT_CPU_DEVICES, from `configure`
 
     @property
     def version(self) -> str:
         return str(jax.__version__)
 
     def configure(self, cpu_devices: int) -> None:
+        self._cpu_devices = cpu_devices
         if cpu_devices > 1:
             try:
                 # Overrides XLA_FLAGS (which the core also sets) and works even when
@@ -240,6 +256,13 @@ class JaxBackend(Backend):
                     "d2lcompat first, or set XLA_FLAGS=--xla_force_host_platform_device_count="
                     f"{cpu_devices} before starting Python."
                 )
+
+    def may_mix_devices(self) -> bool:
+        # Counting devices would initialize jax's runtime at `import d2lcompat` (and a
+        # GPU client with it); answer from what is known without doing so.
+        if self._cpu_devices > 1 or self._devices is not None:
+            return self.device_count("cpu") + self.device_count("gpu") > 1
+        return _gpu_plugin_installed()
 
     # ---------------------------------------------------------------- devices
     def _device_table(self) -> dict[str, tuple[Any, ...]]:
@@ -315,7 +338,7 @@ class JaxBackend(Backend):
         )
 
     def is_traced(self, x: Any) -> bool:
-        """Whether ``x`` is a JAX tracer (not part of the base contract; see `device_of`)."""
+        """Whether ``x`` is a JAX tracer (`Backend.is_traced`; see `device_of`)."""
         return isinstance(x, jax.core.Tracer)
 
     def move(self, x: Any, device: DeviceTuple, copy: bool) -> Any:
@@ -332,6 +355,26 @@ class JaxBackend(Backend):
             return x
         return jax.device_put(x, dev)
 
+    def _place(self, device: DeviceTuple | None) -> Any:
+        """The jax device for a new array; None -> jax's default device, *committed*.
+
+        jax leaves an array created without a device uncommitted, and silently moves it
+        to the device of any committed array it meets. d2lcompat commits every array it
+        creates, so that an op mixing two devices raises on jax as it does on torch
+        (DeviceError, see `DEVICE_MISMATCH_ERRORS`). Native arrays the user creates keep
+        jax's own behaviour.
+        """
+        if device is not None:
+            return self.native_device(device)
+        chosen = jax.config.jax_default_device  # `with jax.default_device(...)` is honoured
+        if isinstance(chosen, jax.Device):
+            return chosen
+        if isinstance(chosen, str):  # a platform name
+            return jax.local_devices(backend=chosen)[0]
+        if self._default_device is None:
+            self._default_device = jax.local_devices()[0]
+        return self._default_device
+
     # ---------------------------------------------------------------- tensors
     def is_tensor(self, x: Any) -> bool:
         return isinstance(x, jax.Array)  # tracers are jax.Array instances too
@@ -346,9 +389,8 @@ class JaxBackend(Backend):
                 arr = arr.astype(target)
         elif arr.dtype not in _NAMES:
             raise DTypeError(f"d2lcompat has no dtype for NumPy {arr.dtype}.")
-        # device_put copies host memory (a later change to `array` is not seen);
-        # device None keeps jax's default placement (an uncommitted array).
-        return jax.device_put(arr, None if device is None else self.native_device(device))
+        # device_put copies host memory (a later change to `array` is not seen).
+        return jax.device_put(arr, self._place(device))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         # np.array copies: np.asarray would give a read-only view of the jax buffer.
@@ -373,7 +415,7 @@ class JaxBackend(Backend):
             tuple(shape),
             value,
             dtype=_np_dtype(dtype),
-            device=None if device is None else self.native_device(device),
+            device=self._place(device),
         )
 
     def arange(
@@ -400,7 +442,7 @@ class JaxBackend(Backend):
             host = np.arange(start, stop, step, dtype=np.float64).astype(target)
         else:
             host = np.arange(start, stop, step, dtype=target)
-        return jax.device_put(host, None if device is None else self.native_device(device))
+        return jax.device_put(host, self._place(device))
 
     # -------------------------------------------------------------- variables
     def new_variable(

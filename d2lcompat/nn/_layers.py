@@ -7,8 +7,10 @@ from typing import Any, overload
 
 import numpy as np
 
-from .. import autograd as _autograd, ops as _ops
-from .._errors import D2LCompatError, ShapeError
+from .. import _device
+from .. import autograd as _autograd
+from .. import ops as _ops
+from .._errors import D2LCompatError, DeviceError, ShapeError
 from .._parameter import Parameter
 from .._random import generator
 from .._registry import active
@@ -141,9 +143,28 @@ class Dense(Block):
         if n != weight._shape[1] and n is not None:
             self._wrong_features(x)
         bias = self.bias
-        y = _ops.linear(x, weight.data(), None if bias is None else bias.data())
+        try:  # free on the happy path (zero-cost exceptions); see _devices_differ
+            y = _ops.linear(x, weight.data(), None if bias is None else bias.data())
+        except DeviceError as exc:
+            named = self._devices_differ(x)
+            if named is None:
+                raise
+            raise named from exc
         act = self._act
         return y if act is None else act(y)
+
+    def _devices_differ(self, x: Any) -> DeviceError | None:
+        """The error naming this block's parameter device and the input's device, after
+        ``ops.linear`` raised `DeviceError`; None when those two agree (then the op's own
+        message, e.g. weight and bias apart, is the right one)."""
+        try:
+            params = _device.device_of(self.weight.native())
+            inputs = _device.device_of(x)
+        except D2LCompatError:
+            return None
+        if params == inputs:
+            return None
+        return _device.block_input_device_error(f"Dense '{self.name or 'net'}'", params, inputs)
 
     def _wrong_features(self, x: Any) -> None:
         want = self.weight.shape[1]
