@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
 from ._backend import DTYPES
@@ -38,5 +37,9 @@ def canonical(dtype: Any) -> str:
 def numpy_dtype(name: str) -> np.dtype[Any]:
     """The NumPy dtype for a canonical name (bfloat16 through ml_dtypes, a dependency)."""
     if name == "bfloat16":
+        # Imported here: ml_dtypes costs ~0.05-0.1 s at start-up and torch/paddle users
+        # rarely need it (benchmarks/, import time).
+        import ml_dtypes
+
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)

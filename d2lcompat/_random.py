@@ -10,7 +10,8 @@ import numpy as np
 
 __all__ = ["generator", "seed"]
 
-_GENERATOR: np.random.Generator = np.random.default_rng()
+# Created at the first draw, not at import: numpy.random costs start-up time.
+_GENERATOR: np.random.Generator | None = None
 
 
 def seed(n: int) -> None:
@@ -31,4 +32,7 @@ def seed(n: int) -> None:
 
 def generator() -> np.random.Generator:
     """The generator in use (private to the core and to initializers)."""
+    global _GENERATOR
+    if _GENERATOR is None:
+        _GENERATOR = np.random.default_rng()
     return _GENERATOR

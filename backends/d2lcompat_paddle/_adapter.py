@@ -33,8 +33,9 @@ with warnings.catch_warnings():
     import paddle
     import paddle.nn.functional as F
     from paddle.autograd import PyLayer
+    from paddle.base.framework import EagerParamBase
 
-from d2lcompat._backend import Backend, DeviceTuple, Ops
+from d2lcompat._backend import Backend, CapturedVariables, DeviceTuple, Ops
 from d2lcompat._errors import DeviceError, DTypeError
 
 _DTYPES: dict[str, Any] = {
@@ -227,6 +228,37 @@ class PaddleOps(Ops):
             return y if b is None else y + b
 
 
+def _to_static(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``paddle.jit.to_static(fn)`` for ``fn(*args)``. to_static rejects ``*args``
+    signatures: one or two arguments get a function of exactly that many (a packed tuple
+    costs SOT's guards a tenth of a small forward), more travel as one tuple."""
+    name = getattr(fn, "__name__", "static")
+
+    def one(a: Any) -> Any:
+        return fn(a)
+
+    def two(a: Any, b: Any) -> Any:
+        return fn(a, b)
+
+    def packed(args: tuple[Any, ...]) -> Any:
+        return fn(*args)
+
+    for f in (one, two, packed):
+        f.__name__ = f.__qualname__ = name
+    static_one, static_two = paddle.jit.to_static(one), paddle.jit.to_static(two)
+    static_packed = paddle.jit.to_static(packed)
+
+    def call(*args: Any) -> Any:
+        n = len(args)
+        if n == 1:
+            return static_one(*args)
+        if n == 2:
+            return static_two(*args)
+        return static_packed(args)
+
+    return call
+
+
 class PaddleBackend(Backend):
     """The PaddlePaddle backend (dynamic-graph mode).
 
@@ -403,18 +435,9 @@ class PaddleBackend(Backend):
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # The default SOT mode traces Python bytecode, takes a list of tensors as the first
         # argument, and falls back to eager on its own where it cannot build a graph (so
-        # COMPILE_FALLBACK_ERRORS stays empty). to_static rejects ``*args`` signatures:
-        # the inputs travel as one tuple.
-        def packed(values: Sequence[Any], args: tuple[Any, ...]) -> Any:
-            return fn(values, *args)
-
-        packed.__name__ = packed.__qualname__ = getattr(fn, "__name__", "packed")
-        static = paddle.jit.to_static(packed)
-
-        def call(values: Sequence[Any], *args: Any) -> Any:
-            return static(values, args)
-
-        return call
+        # COMPILE_FALLBACK_ERRORS stays empty). Parameters are captured while they are the
+        # net's own (see CapturedVariables).
+        return CapturedVariables(fn, _to_static, lambda v: isinstance(v, EagerParamBase))
 
     # ----------------------------------------------------- native checkpoints
     NATIVE_CHECKPOINT_FORMATS: ClassVar[tuple[str, ...]] = (".pdparams",)

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from d2lcompat._backend import OP_NAMES, Backend, DeviceTuple, Ops  # noqa: E402
+from d2lcompat._backend import OP_NAMES, Backend, CapturedVariables, DeviceTuple, Ops  # noqa: E402
 from d2lcompat._device import mixed_devices_error  # noqa: E402
 from d2lcompat._errors import DeviceError, DTypeError  # noqa: E402
 
@@ -151,6 +151,25 @@ def _matmul_last(x: Any, w: Any, transpose_w: bool) -> Any:
     flat = _Reshape(tensor=x, shape=tf.stack([-1, xs[-1]]))
     y = _MatMul(a=flat, b=w, transpose_b=transpose_w)
     return _Reshape(tensor=y, shape=tf.concat([xs[:-1], tf.shape(y)[-1:]], 0))
+
+
+#: From this many weight entries on, `TensorFlowOps.linear` computes ``(w · xᵀ)ᵀ``.
+_LARGE_WEIGHT = 1 << 16
+
+
+def _transposed_input_is_cheaper(x: Any, w: Any) -> bool:
+    """Whether ``x @ w.T`` is faster as ``(w @ x.T).T`` for a 2-D ``x``.
+
+    TF's CPU MatMul reads a large transposed right operand slowly: ``x @ w.T`` with a
+    1024 x 1024 ``w`` takes 1.4-8x as long as ``x @ w_t`` with the same values stored
+    transposed (measured with ``benchmarks/``, 2 cores). ``(w @ x.T).T`` transposes the
+    input instead, which pays off when the weight is large and the input is not larger.
+    """
+    n_w = w.shape.num_elements()
+    if n_w is None or n_w < _LARGE_WEIGHT:
+        return False
+    n_x = x.shape.num_elements()
+    return n_x is None or n_x <= n_w  # unknown batch while tracing: assume a small one
 
 
 def _floating(x: Any) -> Any:
@@ -400,7 +419,10 @@ class TensorFlowOps(Ops):
     def linear(x: Any, w: Any, b: Any = None) -> Any:
         rank = x.shape.rank
         if rank == 2:  # the common case: one GEMM with w read transposed, no copy
-            y = _MatMul(a=x, b=w, transpose_b=True)
+            if _transposed_input_is_cheaper(x, w):
+                y = _Transpose(x=_MatMul(a=w, b=x, transpose_b=True), perm=_i32((1, 0)))
+            else:
+                y = _MatMul(a=x, b=w, transpose_b=True)
         elif rank == 1:
             y = tf.linalg.matvec(w, x)
             return y if b is None else _AddV2(x=y, y=b)
@@ -472,41 +494,6 @@ def _parse_device(name: str) -> DeviceTuple | None:
     if kind not in ("cpu", "gpu"):
         return None
     return (kind, spec.device_index or 0)
-
-
-class _CapturingFunction:
-    """``tf.function`` of ``fn(values, *args)`` that captures the variables in ``values``.
-
-    Passing tf.Variables as arguments costs about 20 % of a small compiled forward
-    (each call binds and flattens them); a variable captured by the graph is read at run
-    time all the same, so it is no constant. While ``values`` are the very variables of
-    the last call, the capturing function runs; other values (the watched tensors of
-    ``autograd.grad``) go through the general function. ``reduce_retracing``: a new
-    input shape relaxes to unknown dimensions instead of tracing a graph per batch size.
-    """
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        self._fn = fn
-        self._general = tf.function(fn, reduce_retracing=True)
-        self._bound: tuple[Any, ...] = ()
-        self._fast: Callable[..., Any] | None = None
-
-    def __call__(self, values: Sequence[Any], *args: Any) -> Any:
-        bound, fast = self._bound, self._fast
-        if fast is not None and len(values) == len(bound):
-            if all(a is b for a, b in zip(values, bound)):
-                return fast(*args)
-        if values and all(isinstance(v, tf.Variable) for v in values):
-            captured = list(values)
-            fn = self._fn
-
-            def with_captured(*inputs: Any) -> Any:
-                return fn(captured, *inputs)
-
-            self._bound = tuple(captured)
-            self._fast = tf.function(with_captured, reduce_retracing=True)
-            return self._fast(*args)
-        return self._general(values, *args)
 
 
 class TensorFlowBackend(Backend):
@@ -786,7 +773,13 @@ class TensorFlowBackend(Backend):
 
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        compiled: Callable[..., Any] = _CapturingFunction(fn)
+        # Captured variables (see CapturedVariables); reduce_retracing: a new input shape
+        # relaxes to unknown dimensions instead of tracing a graph per batch size.
+        compiled: Callable[..., Any] = CapturedVariables(
+            fn,
+            lambda f: tf.function(f, reduce_retracing=True),
+            lambda v: isinstance(v, tf.Variable),
+        )
         if not self._multi:
             return compiled
         default = self._default

@@ -1,0 +1,1 @@
+"""Benchmarks: d2lcompat against the native framework (``python -m benchmarks.run``)."""
