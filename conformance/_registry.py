@@ -13,14 +13,13 @@ from __future__ import annotations
 import importlib
 import tempfile
 import time
+import tomllib
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 __all__ = [
     "SCENARIOS",

@@ -648,7 +648,7 @@ def build_report(
     failed = sum(c["fail"] for c in summary_backends.values()) + xb_counts["fail"]
     return {
         "schema": SCHEMA,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command,
         "duration": round(seconds, 3),
         "ok": failed == 0 and not missing,
