@@ -29,7 +29,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -165,28 +165,51 @@ def _to_native(e: _Entry, device: tuple[str, int] | None) -> Any:
 
 
 # ------------------------------------------------------------------ safetensors
-def _serialize(entries: Mapping[str, _Entry], metadata: dict[str, str]) -> bytes:
+def _specs(entries: Mapping[str, _Entry]) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """What ``safetensors.serialize_file`` takes, and the arrays its raw pointers point
+    into (the caller keeps them alive until the file is written)."""
     import safetensors
 
-    arrays = {k: np.asarray(e.array, order="C") for k, e in entries.items()}
+    arrays = [np.asarray(e.array, order="C") for e in entries.values()]
     spec_cls = getattr(safetensors, "TensorSpec", None)
     specs: dict[str, Any]
-    if spec_cls is not None:  # safetensors >= 0.8: raw pointers, kept alive by ``arrays``
+    if spec_cls is not None:  # safetensors >= 0.8: raw pointers, no copy of the data
         specs = {
             k: spec_cls(
-                dtype=entries[k].dtype,
-                shape=list(a.shape),
-                data_ptr=a.ctypes.data,
-                data_len=a.nbytes,
+                dtype=e.dtype, shape=list(a.shape), data_ptr=a.ctypes.data, data_len=a.nbytes
             )
-            for k, a in arrays.items()
+            for (k, e), a in zip(entries.items(), arrays)
         }
     else:  # safetensors < 0.8 takes the bytes themselves
         specs = {
-            k: {"dtype": entries[k].dtype, "shape": list(a.shape), "data": a.tobytes()}
-            for k, a in arrays.items()
+            k: {"dtype": e.dtype, "shape": list(a.shape), "data": a.tobytes()}
+            for (k, e), a in zip(entries.items(), arrays)
         }
-    return bytes(safetensors.serialize(specs, metadata=metadata))
+    return specs, arrays
+
+
+def _write_safetensors(
+    path: PathLike, entries: Mapping[str, _Entry], metadata: dict[str, str]
+) -> None:
+    """Write ``entries`` as a safetensors file, atomically.
+
+    ``safetensors.serialize_file`` writes the tensors straight from their buffers into
+    the temporary file (no file-sized bytes object in between); `_atomic_write` then
+    fsyncs it and moves it into place."""
+    import safetensors
+
+    specs, arrays = _specs(entries)
+
+    def write(tmp: str) -> None:
+        try:
+            safetensors.serialize_file(specs, tmp, metadata=metadata)
+        except (OSError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SafetensorError wraps I/O errors
+            raise OSError(f"safetensors could not write it ({exc})") from exc
+
+    _atomic_write(path, write)
+    del arrays  # alive until here: ``specs`` points into them
 
 
 def _sniff(data: bytes) -> str | None:
@@ -198,42 +221,97 @@ def _sniff(data: bytes) -> str | None:
     return None
 
 
-def _parse_safetensors(data: bytes) -> tuple[dict[str, _Entry], dict[str, str]]:
-    """Parse and check every tensor; raise ValueError with the reason when the bytes are
-    not a valid safetensors file."""
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _read_into(f: Any, size: int) -> np.ndarray:
+    """The ``size`` bytes of the open file ``f``, read straight into one NumPy buffer;
+    ValueError when the file does not hold exactly ``size`` bytes."""
+    buf = np.empty(size, dtype=np.uint8)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = f.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    if got != size or f.read(1):
+        raise ValueError("it changed size while it was being read")
+    return buf
+
+
+def _load_safetensors(path: PathLike) -> tuple[dict[str, _Entry], dict[str, str]]:
+    """Read, parse and check every tensor of a safetensors file.
+
+    ``safetensors.safe_open`` validates the file (header, dtypes, shapes, offsets, exact
+    length) without copying any tensor; the file is then read once into one buffer, and
+    every tensor is a view into it (checked against what safe_open reported, and the file
+    must be the same, unchanged, one). Raises ValueError with the reason when the file is
+    not a valid safetensors file, CheckpointError when it cannot be opened."""
     import safetensors
 
+    name = os.fspath(path)
     try:
-        flat = safetensors.deserialize(data)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # noqa: BLE001 - a Rust panic is a BaseException
-        raise ValueError(f"not a valid safetensors file ({exc})") from None
-    # deserialize validated the header, so its length prefix and JSON are sound here.
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8 : 8 + n])
-    raw_meta = header.get("__metadata__") or {}
-    if not isinstance(raw_meta, dict):
+        f = open(name, "rb", buffering=0)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise CheckpointError(f"Cannot read '{name}': {exc.strerror or exc}. Check the path.") from exc
+    with f:
+        before = os.fstat(f.fileno())
+        try:
+            with safetensors.safe_open(name, framework="numpy") as sf:
+                raw_meta = sf.metadata()
+                spec = {}
+                for k in sf.keys():
+                    s = sf.get_slice(k)
+                    spec[k] = (str(s.get_dtype()), tuple(int(d) for d in s.get_shape()))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - a Rust panic is a BaseException
+            raise ValueError(f"not a valid safetensors file ({exc})") from None
+        # safe_open opened the file by name: it must be the one ``f`` reads, unchanged.
+        if _identity(os.stat(name)) != _identity(before):
+            raise ValueError("it changed while it was being read")
+        buf = _read_into(f, before.st_size)
+        if _identity(os.fstat(f.fileno())) != _identity(before):
+            raise ValueError("it changed while it was being read")
+    # safe_open validated these very bytes: the header is sound JSON, every tensor's
+    # offsets lie inside the data, back to back, and match its dtype and shape.
+    n = int.from_bytes(buf[:8].tobytes(), "little")
+    header = json.loads(buf[8 : 8 + n].tobytes())
+    data = buf[8 + n :]
+    if not isinstance(raw_meta, dict) and raw_meta is not None:
         raise ValueError("its __metadata__ is not a mapping of strings")
-    metadata = {str(k): str(v) for k, v in raw_meta.items()}
+    metadata = {str(k): str(v) for k, v in (raw_meta or {}).items()}
+    names = [k for k in header if k != "__metadata__"]
+    if sorted(names) != sorted(spec):
+        raise ValueError("it changed while it was being read")
     entries: dict[str, _Entry] = {}
     problems: list[str] = []
-    order = {k: i for i, k in enumerate(header) if k != "__metadata__"}
-    for name, view in sorted(flat, key=lambda kv: order.get(kv[0], 0)):
-        code = view["dtype"]
+    for key in names:
+        info = header[key]
+        code = info["dtype"]
+        shape = tuple(int(d) for d in info["shape"])
+        if spec[key] != (code, shape):
+            raise ValueError("it changed while it was being read")
         dtype = _CODES.get(code)
         if dtype is None:
             problems.append(
-                f"'{name}' has dtype {code}, which d2lcompat does not support "
+                f"'{key}' has dtype {code}, which d2lcompat does not support "
                 f"(it supports {', '.join(_CODES)})"
             )
             continue
-        shape = tuple(int(s) for s in view["shape"])
-        arr = np.frombuffer(bytes(view["data"]), dtype=_storage_dtype(dtype)).reshape(shape)
+        begin, end = (int(o) for o in info["data_offsets"])
+        storage = _storage_dtype(dtype)
+        if not 0 <= begin <= end <= data.size or end - begin != storage.itemsize * int(
+            np.prod(shape, dtype=np.int64)
+        ):
+            raise ValueError(f"the offsets of '{key}' do not match its shape")
+        arr = data[begin:end].view(storage).reshape(shape)
         if dtype == "bool" and arr.size and arr.view(np.uint8).max() > 1:
-            problems.append(f"'{name}' is bool but holds bytes other than 0 and 1")
+            problems.append(f"'{key}' is bool but holds bytes other than 0 and 1")
             continue
-        entries[name] = _Entry(dtype, arr)
+        entries[key] = _Entry(dtype, arr)
     if problems:
         raise ValueError("; ".join(problems))
     with contextlib.suppress(ValueError):  # the order the writer meant (header is sorted)
@@ -281,10 +359,11 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def _atomic_write(path: PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash at any moment leaves either the old file
-    or the new one, never a mix: temporary file in the same folder, write, flush, fsync,
-    ``os.replace``, fsync of the folder. The temporary file is removed on failure."""
+def _atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
+    """Write ``path`` so that a crash at any moment leaves either the old file or the new
+    one, never a mix: ``write(tmp)`` fills a temporary file in the same folder (created
+    here, private), which is then fsynced, ``os.replace``d over ``path``, and the folder
+    is fsynced. The temporary file is removed on failure."""
     target = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(target)
     try:
@@ -294,11 +373,16 @@ def _atomic_write(path: PathLike, data: bytes) -> None:
             f"Cannot write '{target}': {exc.strerror or exc}. Check that the folder "
             f"'{folder}' exists and is writable."
         ) from exc
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
+        # ``write`` works by name (safetensors itself may write a file of its own and
+        # rename it to ``tmp``): fsync whatever file ``tmp`` is now.
+        fd = os.open(tmp, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, _new_file_mode(target))
         os.replace(tmp, target)
     except BaseException as exc:
@@ -313,10 +397,11 @@ def _atomic_write(path: PathLike, data: bytes) -> None:
     _fsync_dir(folder)
 
 
-def _read_bytes(path: PathLike) -> bytes:
+def _read_head(path: PathLike) -> bytes:
+    """The first bytes of ``path`` (enough to tell what kind of file it is)."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            return f.read(16)
     except OSError as exc:
         raise CheckpointError(
             f"Cannot read '{os.fspath(path)}': {exc.strerror or exc}. Check the path."
@@ -352,15 +437,15 @@ def _read_any(
 
     Returns ``(entries, metadata, layout)`` where ``layout`` is ``"portable"`` or the
     native convention that was mapped."""
-    data = _read_bytes(path)
     try:
-        entries, metadata = _parse_safetensors(data)
+        entries, metadata = _load_safetensors(path)
     except ValueError as exc:
         portable_error = str(exc)
     else:
         if mapping:
             entries = _rename({k: (k, e) for k, e in entries.items()}, mapping, path)
         return entries, metadata, "portable"
+    data = _read_head(path)
     native = _read_native(path, data, trusted)
     if native is None:
         raise _not_readable(path, data, portable_error)
@@ -591,7 +676,7 @@ def save(path: PathLike, obj: Any) -> None:
         structure = {"type": "tensor"}
         entries["tensor"] = _entry_from_native(obj, "the tensor")
     meta = _metadata("object", entries, **{META_STRUCTURE: json.dumps(structure)})
-    _atomic_write(path, _serialize(entries, meta))
+    _write_safetensors(path, entries, meta)
 
 
 def load(path: PathLike, device: Any = None) -> Any:
@@ -622,12 +707,11 @@ def load(path: PathLike, device: Any = None) -> Any:
     [(2,), (3,)]
     """
     dev = _device.resolve(device)
-    data = _read_bytes(path)
     try:
-        entries, metadata = _parse_safetensors(data)
+        entries, metadata = _load_safetensors(path)
         structure = _structure(metadata, entries)
     except ValueError as exc:
-        raise _not_readable(path, data, str(exc)) from None
+        raise _not_readable(path, _read_head(path), str(exc)) from None
     kind = structure["type"]
     if kind == "tensor":
         return _to_native(entries["tensor"], dev)
@@ -697,7 +781,7 @@ def save_parameters(block: Block, path: PathLike) -> None:
             "net.initialize() and run one forward pass (net(X)) first."
         )
     entries = {name: _entry_from_native(p._var, f"parameter '{name}'") for name, p in params.items()}
-    _atomic_write(path, _serialize(entries, _metadata("parameters", entries)))
+    _write_safetensors(path, entries, _metadata("parameters", entries))
 
 
 def _shape_fits(p: Parameter, shape: tuple[int, ...]) -> bool:
@@ -889,7 +973,7 @@ def convert(
     """
     entries, metadata, layout = _read_any(src, trusted, mapping)
     source = os.path.basename(os.fspath(src)) + ("" if layout == "portable" else f" ({layout})")
-    _atomic_write(dst, _serialize(entries, _metadata("parameters", entries, **{META_SOURCE: source})))
+    _write_safetensors(dst, entries, _metadata("parameters", entries, **{META_SOURCE: source}))
     return list(entries)
 
 
