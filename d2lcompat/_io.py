@@ -229,7 +229,7 @@ def _read_into(f: Any, size: int) -> np.ndarray:
     """The ``size`` bytes of the open file ``f``, read straight into one NumPy buffer;
     ValueError when the file does not hold exactly ``size`` bytes."""
     buf = np.empty(size, dtype=np.uint8)
-    view = memoryview(buf)
+    view = memoryview(buf.data)
     got = 0
     while got < size:
         n = f.readinto(view[got:])
