@@ -303,7 +303,7 @@ class Parameter:
                 value = b.cast(value, self._dtype)
             return value
         arr = np.asarray(value)
-        if arr.dtype != object and not _same_kind(canonical_np(arr.dtype), self._dtype):
+        if arr.dtype != object and not _same_kind(_dtype_name(arr.dtype), self._dtype):
             raise DTypeError(
                 f"Parameter '{self.name}' is {self._dtype}; set_data got {arr.dtype} values."
             )
@@ -368,7 +368,7 @@ class Parameter:
         return f"{label}(shape={self._shape}, dtype={self._dtype})"
 
 
-def canonical_np(dt: np.dtype[Any]) -> str:
+def _dtype_name(dt: np.dtype[Any]) -> str:
     try:
         return canonical(dt)
     except DTypeError:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from d2lcompat_spec import BackendSpec, PluginError, discover
 from d2lcompat_spec import installed_version as _version
@@ -179,11 +179,3 @@ def backends() -> list[BackendInfo]:
         )
     return out
 
-
-def spec_of(name: str) -> BackendSpec | None:
-    """The spec of a registered backend (for the CLI and the conformance runner)."""
-    return _SPECS.get(name)
-
-
-def _describe(obj: Any) -> str:
-    return type(obj).__name__

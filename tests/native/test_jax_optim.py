@@ -5,19 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
-
-import d2lcompat
-from d2lcompat import init, nn, ops
+from _tied import tied_regression
 
 
 def test_optax_trains_a_tied_net_with_jit() -> None:
-    d2lcompat.seed(0)
-    shared = nn.Dense(8, activation="relu")
-    net = nn.Sequential(nn.Dense(8, activation="relu"), shared, shared, nn.Dense(1))
-    net.initialize(init.Xavier())
-    X = ops.random.normal((32, 4))
-    y = ops.sum(X, axis=1, keepdims=True)
-    net(X)
+    net, X, y = tied_regression()
     params = net.collect_params()
     values = {k: p.native() for k, p in params.items()}
     assert all(isinstance(v, jax.Array) for v in values.values())

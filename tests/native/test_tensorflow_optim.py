@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from _tied import tied_regression
 
-import d2lcompat
-from d2lcompat import init, nn, ops
+from d2lcompat import ops
 
 
 def test_keras_optimizer_trains_a_tied_net() -> None:
-    d2lcompat.seed(0)
-    shared = nn.Dense(8, activation="relu")
-    net = nn.Sequential(nn.Dense(8, activation="relu"), shared, shared, nn.Dense(1))
-    net.initialize(init.Xavier())
-    X = ops.random.normal((32, 4))
-    y = ops.sum(X, axis=1, keepdims=True)
-    net(X)
+    net, X, y = tied_regression()
     natives = [p.native() for p in net.collect_params().values()]
     assert all(isinstance(v, tf.Variable) for v in natives)
     opt = keras.optimizers.SGD(learning_rate=0.05)
