@@ -309,6 +309,26 @@ class Backend(abc.ABC):
         ``values``. ``fn`` is pure in ``values``: the core substitutes them for the
         parameters' stored values while ``fn`` runs."""
 
+    def value_and_grad_aux(
+        self, fn: Callable[[Sequence[Any]], tuple[Any, Any]], values: Sequence[Any]
+    ) -> tuple[Any, list[Any], Any]:
+        """Like `value_and_grad` for ``fn(values) -> (scalar, aux)``; returns
+        ``(scalar, grads, aux)`` with ``aux`` concrete (not traced). ``aux`` carries
+        the running statistics a forward pass updated (`d2lcompat._state`).
+
+        The default suits frameworks whose autodiff runs ``fn`` eagerly (torch,
+        TensorFlow, Paddle): ``aux`` is already concrete. JAX overrides it with
+        ``has_aux=True``."""
+        box: list[Any] = []
+
+        def scalar(vs: Sequence[Any]) -> Any:
+            out, aux = fn(vs)
+            box.append(aux)
+            return out
+
+        value, grads = self.value_and_grad(scalar, values)
+        return value, grads, box[-1]
+
     def stop_gradient(self, x: Any) -> Any:
         """``x`` cut out of the gradient graph."""
         return x

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from . import _state
 from ._parameter import Parameter
 from ._registry import active
 
@@ -121,11 +122,18 @@ def grad(
         return fn(), {}
     start = [b.read(p._var) for p in plist]
 
-    def pure(values: Sequence[Any]) -> Any:
-        with substituted(plist, values):
-            return fn()
+    def pure(values: Sequence[Any]) -> tuple[Any, list[Any]]:
+        # Running statistics written by the forward pass (BatchNorm) are collected and
+        # returned as aux, then written after the gradient: inside the differentiated
+        # function they are traced values (JAX) or part of the graph.
+        with substituted(plist, values), _state.collecting() as updates:
+            out = fn()
+        changed.extend(p for p, _ in updates.values())
+        return out, [v for _, v in updates.values()]
 
-    value, grads = b.value_and_grad(pure, start)
+    changed: list[Parameter] = []
+    value, grads, new_state = b.value_and_grad_aux(pure, start)
+    _state.apply_updates({id(p): (p, v) for p, v in zip(changed, new_state)})
     out: dict[str, Any] = {}
     for (name, p), g in zip(named, grads):
         if p.grad_req == "add" and p._grad is not None:

@@ -491,6 +491,12 @@ class JaxBackend(Backend):
         value, grads = jax.value_and_grad(fn)(list(values))
         return value, list(grads)
 
+    def value_and_grad_aux(
+        self, fn: Callable[[Sequence[Any]], tuple[Any, Any]], values: Sequence[Any]
+    ) -> tuple[Any, list[Any], Any]:
+        (value, aux), grads = jax.value_and_grad(fn, has_aux=True)(list(values))
+        return value, list(grads), aux
+
     def stop_gradient(self, x: Any) -> Any:
         return jax.lax.stop_gradient(x)
 
