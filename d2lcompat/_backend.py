@@ -397,3 +397,65 @@ class Backend(abc.ABC):
         framework's format. Never execute code from an untrusted file.
         """
         return None
+
+    # ----------------------------------------------------------- distributed
+    # Data parallelism belongs to the framework's engine (STYLE lesson 13): the core
+    # (`d2lcompat.parallel`) says what is split and what is reduced; these hooks move
+    # the bytes with the framework's own collectives.
+
+    #: The engine that all-reduces across processes, as the user should read it
+    #: (``"torch.distributed (gloo on CPU, NCCL on GPU)"``); empty when there is none.
+    DISTRIBUTED_ENGINE: ClassVar[str] = ""
+    #: The engine that splits one training step over the devices of one process
+    #: (``"jax.sharding"``); empty when the framework does that one process per device.
+    DEVICE_PARALLEL_ENGINE: ClassVar[str] = ""
+    #: Argument list after ``python`` that starts N workers with the framework's own
+    #: launcher, ``{nproc}`` replaced (``("-m", "torch.distributed.run", ...)``); empty
+    #: when `d2lcompat launch` starts the processes itself with `Cluster` variables.
+    LAUNCHER: ClassVar[tuple[str, ...]] = ()
+
+    def dist_init(self, cluster: Any) -> tuple[int, int, int]:
+        """Join the process group and return ``(rank, world_size, local_rank)``.
+
+        ``cluster`` is the `d2lcompat._cluster.Cluster` that ``d2lcompat launch``
+        described, or None: then read the framework's own launcher's variables, and
+        return ``(0, 1, 0)`` when there are none (a single process). Idempotent."""
+        from ._errors import UnsupportedError
+
+        if cluster is None or cluster.world_size == 1:
+            return (0, 1, 0)
+        raise UnsupportedError(f"{self.name} has no multi-process engine in d2lcompat")
+
+    def dist_all_reduce_mean(self, tensors: Sequence[Any]) -> list[Any]:
+        """The element-wise mean of each tensor over every process, with the framework's
+        collective; each result on the device of its input."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} has no multi-process engine in d2lcompat")
+
+    def dist_broadcast(self, tensors: Sequence[Any], root: int) -> list[Any]:
+        """Process ``root``'s values of ``tensors``, on every process."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} has no multi-process engine in d2lcompat")
+
+    def dist_shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Leave the process group (after the last collective)."""
+
+    def device_parallel(
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
+    ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:
+        """One training step's gradient spread over ``devices`` of this process.
+
+        ``fn(values, *batch)`` is a scalar: the *sum* of the per-sample losses of
+        ``batch``, pure in ``values`` (as in `value_and_grad`). Return
+        ``run(values, shards)``: ``shards[i]`` is the tuple of batch tensors already on
+        ``devices[i]``; ``run`` gives ``(loss sum, [gradient sum])`` over the whole
+        batch, reduced by the framework's engine, each gradient on the device of its
+        value. Called once per model; ``run`` is called every step."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(
+            f"{self.name} runs data parallelism one process per device: start the script "
+            "with `d2lcompat launch --nproc N script.py` and pass one device per process"
+        )

@@ -262,3 +262,76 @@ class TorchBackend(Backend):
         from ._native_io import read_state_dict
 
         return read_state_dict(path)
+
+    # ------------------------------------------------------------ distributed
+    DISTRIBUTED_ENGINE: ClassVar[str] = "torch.distributed (gloo on CPU, NCCL on GPU)"
+    LAUNCHER: ClassVar[tuple[str, ...]] = (
+        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node={nproc}",
+    )
+
+    def dist_init(self, cluster: Any) -> tuple[int, int, int]:
+        import datetime
+        import os
+
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+        if cluster is not None:
+            rank, world, local = cluster.rank, cluster.world_size, cluster.rank
+            init_method, timeout = f"tcp://{cluster.coordinator}", cluster.timeout
+        elif "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # torchrun
+            rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+            local = int(os.environ.get("LOCAL_RANK", rank))
+            init_method, timeout = "env://", 300.0
+        else:
+            return (0, 1, 0)
+        if world == 1:
+            return (0, 1, 0)
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        engine = "nccl" if gpus and dist.is_nccl_available() else "gloo"
+        if engine == "nccl":
+            torch.cuda.set_device(local % gpus)
+        dist.init_process_group(
+            engine, init_method=init_method, rank=rank, world_size=world,
+            timeout=datetime.timedelta(seconds=timeout),
+        )
+        return rank, world, local
+
+    def dist_all_reduce_mean(self, tensors: Sequence[Any]) -> list[Any]:
+        import torch.distributed as dist
+
+        world = dist.get_world_size()
+        out: list[Any] = [None] * len(tensors)
+        # One collective per dtype over a flat buffer, as DDP's gradient buckets do.
+        groups: dict[Any, list[int]] = {}
+        for i, t in enumerate(tensors):
+            groups.setdefault((t.dtype, t.device), []).append(i)
+        with torch.no_grad():
+            for idx in groups.values():
+                flat = torch.cat([tensors[i].detach().reshape(-1) for i in idx])
+                dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+                flat.div_(world)
+                start = 0
+                for i in idx:
+                    n = tensors[i].numel()
+                    out[i] = flat[start:start + n].view_as(tensors[i])
+                    start += n
+        return out
+
+    def dist_broadcast(self, tensors: Sequence[Any], root: int) -> list[Any]:
+        import torch.distributed as dist
+
+        out = []
+        with torch.no_grad():
+            for t in tensors:
+                c = t.detach().clone()
+                dist.broadcast(c, src=root)
+                out.append(c)
+        return out
+
+    def dist_shutdown(self) -> None:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
