@@ -503,3 +503,118 @@ class JaxBackend(Backend):
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return jax.jit(fn)
+
+    # ------------------------------------------------------------ distributed
+    DISTRIBUTED_ENGINE: ClassVar[str] = (
+        "jax.distributed + XLA collectives (gloo on CPU, NCCL on GPU)"
+    )
+    DEVICE_PARALLEL_ENGINE: ClassVar[str] = (
+        "jax.sharding (Mesh + NamedSharding: batch sharded, parameters replicated, "
+        "XLA inserts the all-reduce)"
+    )
+
+    def dist_init(self, cluster: Any) -> tuple[int, int, int]:
+        if self._devices is not None and jax.process_count() > 1:  # joined already
+            return jax.process_index(), jax.process_count(), 0
+        if cluster is None or cluster.world_size == 1:
+            return (0, 1, 0)
+        try:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            timeout = max(1, int(cluster.timeout))
+            jax.distributed.initialize(
+                cluster.coordinator, cluster.world_size, cluster.rank,
+                initialization_timeout=timeout, heartbeat_timeout_seconds=timeout,
+                shutdown_timeout_seconds=timeout,
+            )
+        except RuntimeError as exc:
+            raise BackendError(
+                f"jax could not join the process group ({exc}). Call "
+                "d2lcompat.parallel.init() first, before creating any tensor."
+            ) from exc
+        self._devices = None  # this process's devices, now that jax knows the group
+        return cluster.rank, cluster.world_size, 0
+
+    def _process_mean(self) -> tuple[Any, Any, Any]:
+        """A mesh of one device per process, and a compiled mean over it (cached)."""
+        cached = getattr(self, "_proc", None)
+        if cached is None:
+            from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+            first: dict[int, Any] = {}
+            for d in jax.devices():
+                first.setdefault(d.process_index, d)
+            mesh = Mesh(np.array([first[i] for i in sorted(first)]), ("processes",))
+            split = NamedSharding(mesh, PartitionSpec("processes"))
+            mean = jax.jit(
+                lambda xs: [jnp.mean(x, axis=0) for x in xs],
+                out_shardings=NamedSharding(mesh, PartitionSpec()),
+            )
+            cached = self._proc = (first[jax.process_index()], split, mean)
+        return cached
+
+    @staticmethod
+    def _local_copy(x: Any, device: Any) -> Any:
+        """``x`` (replicated) on ``device``: its shard there when it has one, else a copy."""
+        for s in x.addressable_shards:
+            if s.device == device:
+                return s.data
+        return jax.device_put(x, device)
+
+    def dist_all_reduce_mean(self, tensors: Sequence[Any]) -> list[Any]:
+        mine, split, mean = self._process_mean()
+        world = jax.process_count()
+        stacked = [
+            jax.make_array_from_single_device_arrays(
+                (world, *t.shape), split, [jax.device_put(t[None], mine)]
+            )
+            for t in tensors
+        ]
+        out = mean(stacked)
+        return [self._local_copy(o, next(iter(t.devices()))) for o, t in zip(out, tensors)]
+
+    def dist_broadcast(self, tensors: Sequence[Any], root: int) -> list[Any]:
+        from jax.experimental import multihost_utils
+
+        host = multihost_utils.broadcast_one_to_all(
+            [np.asarray(t) for t in tensors], is_source=jax.process_index() == root
+        )
+        return [
+            jax.device_put(jnp.asarray(h), next(iter(t.devices()))) for h, t in zip(host, tensors)
+        ]
+
+    def dist_shutdown(self) -> None:
+        jax.distributed.shutdown()
+
+    def device_parallel(
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
+    ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        devs = [self.native_device(d) for d in devices]
+        mesh = Mesh(np.array(devs), ("batch",))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        split = NamedSharding(mesh, PartitionSpec("batch"))
+        # Parameters replicated, batch sharded: the gradient of the whole batch's loss
+        # needs an all-reduce, which XLA's SPMD partitioner inserts by itself.
+        step = jax.jit(jax.value_and_grad(fn), out_shardings=replicated)
+
+        def run(values: Sequence[Any], shards: Sequence[Sequence[Any]]) -> tuple[Any, list[Any]]:
+            batch = []
+            for k in range(len(shards[0])):
+                parts = [s[k] for s in shards]
+                if len({p.shape for p in parts}) != 1:
+                    raise ShapeError(
+                        "jax shards a batch evenly over the devices; got slices of shapes "
+                        f"{[tuple(p.shape) for p in parts]}. Use a batch size divisible by "
+                        f"{len(devs)}."
+                    )
+                shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
+                batch.append(jax.make_array_from_single_device_arrays(shape, split, parts))
+            value, grads = step(jax.device_put(list(values), replicated), *batch)
+            homes = [next(iter(v.devices())) for v in values]
+            return (
+                self._local_copy(value, devs[0]),
+                [self._local_copy(g, h) for g, h in zip(grads, homes)],
+            )
+
+        return run
