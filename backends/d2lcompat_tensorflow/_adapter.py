@@ -486,6 +486,35 @@ def _follow(fn: Callable[..., Any], op_name: str, default: str) -> Callable[...,
     return on_inputs_device
 
 
+def _join_cluster() -> Any:
+    """A ``MultiWorkerMirroredStrategy`` when this process is one of several workers
+    (``d2lcompat launch``'s variables, or ``TF_CONFIG``), else None.
+
+    TensorFlow configures collective ops only before its runtime starts, so the
+    worker joins at ``import d2lcompat``, not at `d2lcompat.parallel.init`.
+    """
+    import json
+
+    from d2lcompat._cluster import Cluster
+
+    cluster = Cluster.from_env()
+    if cluster is not None and cluster.world_size > 1:
+        os.environ["TF_CONFIG"] = json.dumps(
+            {"cluster": {"worker": list(cluster.addresses)},
+             "task": {"type": "worker", "index": cluster.rank}}
+        )
+        timeout: float | None = cluster.timeout
+    elif "TF_CONFIG" in os.environ:
+        workers = json.loads(os.environ["TF_CONFIG"]).get("cluster", {}).get("worker", [])
+        if len(workers) < 2:
+            return None
+        timeout = None
+    else:
+        return None
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
 @functools.lru_cache(maxsize=64)
 def _parse_device(name: str) -> DeviceTuple | None:
     """``('cpu', 1)`` for ``'/job:localhost/replica:0/task:0/device:CPU:1'`` (or ``'/CPU:1'``)."""
@@ -541,6 +570,7 @@ class TensorFlowBackend(Backend):
         TensorFlow fixes its devices when its runtime starts (the first tensor), so
         this must run before anything else touches TF in the process.
         """
+        self._mwms = _join_cluster()  # collectives, too, are configured at startup only
         if cpu_devices > 1:
             physical = tf.config.list_physical_devices("CPU")
             try:
@@ -803,3 +833,89 @@ class TensorFlowBackend(Backend):
         from ._native_io import read_keras_weights
 
         return read_keras_weights(path)
+
+    # ------------------------------------------------------------ distributed
+    DISTRIBUTED_ENGINE: ClassVar[str] = (
+        "tf.distribute.MultiWorkerMirroredStrategy (collective ops: ring on CPU, NCCL on GPU)"
+    )
+    DEVICE_PARALLEL_ENGINE: ClassVar[str] = "tf.distribute.MirroredStrategy"
+
+    def dist_init(self, cluster: Any) -> tuple[int, int, int]:
+        strategy = getattr(self, "_mwms", None)
+        if strategy is None:
+            if cluster is not None and cluster.world_size > 1:
+                raise DeviceError(
+                    "TensorFlow joins its workers at `import d2lcompat` (collective ops are "
+                    "configured before its runtime starts), but this process imported "
+                    "d2lcompat before D2LCOMPAT_WORLD_SIZE was set. Start it with "
+                    "`d2lcompat launch`."
+                )
+            return (0, 1, 0)
+        resolver = strategy.cluster_resolver
+        return int(resolver.task_id), int(strategy.num_replicas_in_sync), int(resolver.task_id)
+
+    def dist_all_reduce_mean(self, tensors: Sequence[Any]) -> list[Any]:
+        return self._collective(list(tensors), "mean")
+
+    def dist_broadcast(self, tensors: Sequence[Any], root: int) -> list[Any]:
+        rank = int(self._mwms.cluster_resolver.task_id)
+        # A sum in which only the root contributes: the collective every engine has.
+        masked = [t if rank == root else tf.zeros_like(t) for t in tensors]
+        return self._collective(masked, "sum")
+
+    def _collective(self, tensors: list[Any], how: str) -> list[Any]:
+        strategy = self._mwms
+        op = tf.distribute.ReduceOp.MEAN if how == "mean" else tf.distribute.ReduceOp.SUM
+        values = [tf.convert_to_tensor(t) for t in tensors]
+
+        # The values are captured, not passed: MWMS finds no destination for an
+        # all-reduce of a tensor handed to strategy.run as an argument.
+        def reduce() -> Any:
+            return tf.distribute.get_replica_context().all_reduce(op, values)
+
+        out = strategy.run(reduce)
+        return [strategy.experimental_local_results(o)[0] for o in out]
+
+    def device_parallel(
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
+    ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:
+        names = [self.native_device(d) for d in devices]
+        strategy = tf.distribute.MirroredStrategy(names)
+        SUM = tf.distribute.ReduceOp.SUM
+
+        def replica(values: list[Any], *shard: Any) -> Any:
+            # Each replica: its shard's loss and gradient, then the strategy's all-reduce.
+            tensors = [tf.convert_to_tensor(v) for v in values]
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                for t in tensors:
+                    if t.dtype.is_floating:
+                        tape.watch(t)
+                out = fn(tensors, *shard)
+            grads = tape.gradient(
+                out, tensors, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
+            return tf.distribute.get_replica_context().all_reduce(SUM, [out, *grads])
+
+        @tf.function(reduce_retracing=True)
+        def step(values: list[Any], batch: list[Any]) -> Any:
+            return strategy.run(replica, args=(values, *batch))
+
+        def run(values: Sequence[Any], shards: Sequence[Sequence[Any]]) -> tuple[Any, list[Any]]:
+            batch = [
+                strategy.experimental_distribute_values_from_function(
+                    lambda ctx, k=k: shards[ctx.replica_id_in_sync_group][k]
+                )
+                for k in range(len(shards[0]))
+            ]
+            reduced = step(list(values), batch)
+            first = [strategy.experimental_local_results(r)[0] for r in reduced]
+            grads = []
+            for v, g in zip(values, first[1:]):
+                home = v.device
+                if home and g.device != home:
+                    with tf.device(home):
+                        g = tf.identity(g)
+                grads.append(g)
+            return first[0], grads
+
+        return run
