@@ -55,6 +55,7 @@ from . import autograd, init, loss, nn, ops, optim, parallel  # noqa: E402
 from ._io import convert, load, native_formats, save  # noqa: E402
 from ._parameter import Constant, Parameter  # noqa: E402
 from ._random import seed  # noqa: E402
+from ._fit import History, fit  # noqa: E402
 from ._trainer import TrainStep, Trainer, train_step  # noqa: E402
 from .nn import ParameterDict  # noqa: E402
 
@@ -73,6 +74,7 @@ __all__ = [
     "DeferredInitializationError",
     "Device",
     "DeviceError",
+    "History",
     "Parameter",
     "TrainStep",
     "Trainer",
@@ -88,6 +90,7 @@ __all__ = [
     "cpu",
     "default_device",
     "device_of",
+    "fit",
     "gpu",
     "init",
     "load",

@@ -237,13 +237,16 @@ class TrainStep:
         b = active()
 
         def objective() -> tuple[Any, Any]:
-            value = loss(net(X), y)
-            return _ops.sum(value), value
+            pred = net(X)
+            value = loss(pred, y)
+            return _ops.sum(value), (value, pred)
 
         with _autograd.train_mode():
-            _, per_sample, _ = _autograd.grad_with_aux(objective, dict(trainer.optimizer.trainable()))
+            _, (per_sample, pred), _ = _autograd.grad_with_aux(
+                objective, dict(trainer.optimizer.trainable())
+            )
         trainer.step(int(b.shape(X)[0]))
-        return _ops.mean(per_sample)
+        return _ops.mean(per_sample), pred
 
     # --------------------------------------------------------------- compiled
     def _build(self, X: Any, y: Any) -> None:
@@ -271,15 +274,16 @@ class TrainStep:
             def objective(weights: Sequence[Any]) -> tuple[Any, tuple[Any, list[Any]]]:
                 with _autograd.substituted(params, list(weights) + fixed), \
                         _state.collecting() as updates, _autograd.train_mode():
-                    value = loss(net(X), y)
+                    pred = net(X)
+                    value = loss(pred, y)
                 new_state: list[Any] = [None] * (n_all - n_train)
                 for p, v in updates.values():
                     i = index.get(id(p))
                     if i is not None and i >= n_train:
                         new_state[i - n_train] = v
-                return _ops.sum(value), (_ops.mean(value), new_state)
+                return _ops.sum(value), (_ops.mean(value), new_state, b.stop_gradient(pred))
 
-            _, grads, (mean, new_state) = b.value_and_grad_aux(objective, values[:n_train])
+            _, grads, (mean, new_state, pred) = b.value_and_grad_aux(objective, values[:n_train])
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
             new_w: list[Any] = []
@@ -292,7 +296,7 @@ class TrainStep:
                 new_w.append(nw)
                 new_slots.extend(ns)
                 k += n
-            return mean, new_w + new_state + new_slots
+            return (mean, pred), new_w + new_state + new_slots
 
         step.__name__ = step.__qualname__ = f"train_step_{type(net).__name__}"
         self._params = params
@@ -325,7 +329,7 @@ class TrainStep:
         for slots in slot_lists:
             values.extend(slots)
         assert self._compiled is not None
-        mean, new = self._compiled(values, scalars, X, y)
+        out, new = self._compiled(values, scalars, X, y)
         n_all = len(params)
         for p, v in zip(params, new[:n_all]):
             p._var = v
@@ -334,9 +338,14 @@ class TrainStep:
             for i in range(len(slots)):
                 slots[i] = new[k]
                 k += 1
-        return mean
+        return out  # type: ignore[no-any-return]
 
     def __call__(self, X: Any, y: Any) -> Any:
+        return self.with_outputs(X, y)[0]
+
+    def with_outputs(self, X: Any, y: Any) -> tuple[Any, Any]:
+        """One step, returning ``(mean loss, predictions)``: the network's outputs on
+        ``X`` before the update, cut from the graph (what `fit` measures accuracy on)."""
         forward = self._net.__dict__.get("forward")
         if forward is None or not active().SUPPORTS_COMPILE:
             return self._eager(X, y)
