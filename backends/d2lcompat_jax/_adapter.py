@@ -504,6 +504,22 @@ class JaxBackend(Backend):
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return jax.jit(fn)
 
+    def compile_train_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        # One jax.jit of forward, backward and update. The state (parameters, running
+        # statistics, optimizer slots) is donated: XLA writes the new values into the
+        # old buffers instead of allocating a second copy of the model every step.
+        # Unchanged values are returned as they are, which aliases them for free.
+        def full(values: list[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
+            loss, new = fn(values, scalars, X, y)
+            return loss, [v if n is None else n for v, n in zip(values, new)]
+
+        jitted = jax.jit(full, donate_argnums=(0,))
+
+        def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
+            return jitted(list(values), np.asarray(scalars, dtype=np.float32), X, y)
+
+        return run
+
     # ------------------------------------------------------------ distributed
     DISTRIBUTED_ENGINE: ClassVar[str] = (
         "jax.distributed + XLA collectives (gloo on CPU, NCCL on GPU)"
