@@ -24,7 +24,7 @@ import numpy as np
 
 __all__ = ["BATCH", "LR", "STEPS", "batches", "main", "make_net", "train"]
 
-LR, STEPS, BATCH, FEATURES, SEED = 0.1, 5, 8, 4, 3
+LR, STEPS, BATCH, FEATURES, SEED = 0.5, 5, 8, 4, 3
 
 
 def batches() -> tuple[np.ndarray, np.ndarray]:
@@ -50,40 +50,33 @@ def make_net() -> Any:
 
 
 def train(mode: str) -> Any:
-    """Train `make_net` for `STEPS` SGD steps in ``mode``; return the net."""
-    from d2lcompat import autograd, ops, optim, parallel
+    """Train `make_net` for `STEPS` SGD steps in ``mode`` with ``d2lcompat.train_step``;
+    return the net. The same few lines serve every mode: only the data each worker
+    sees and the ``devices`` differ."""
+    import d2lcompat
+    from d2lcompat import loss, ops, parallel
 
     if mode == "processes":
         parallel.init()
     net = make_net()
     params = net.collect_params()
-    X, y = batches()
     workers, rank = parallel.world_size(), parallel.rank()
     if mode == "processes":
         if workers < 2:
             raise RuntimeError("mode 'processes' needs D2LCOMPAT_WORLD_SIZE >= 2")
         parallel.sync_parameters(params)  # as DDP does; equal already (same seed)
+    devices = parallel.local_devices()[:2] if mode == "devices" else None
+    if devices is not None and len(devices) < 2:
+        raise RuntimeError(f"mode 'devices' needs two devices; this process has {devices}")
+    trainer = d2lcompat.Trainer(params, "sgd", {"learning_rate": LR})
+    # train_step: the eager step (autograd.grad + Trainer.step, which all-reduces over
+    # the workers) or, with devices, the step split over them by the framework.
+    step = d2lcompat.train_step(net, loss.L2Loss(), trainer, devices=devices)
+    X, y = batches()
     local = BATCH // workers if mode == "processes" else BATCH
-    # Gradients of the *sum* of the losses, divided by the samples the step saw, as
-    # Trainer.step(batch_size) does: lr / local batch after the mean over workers.
-    sgd = optim.SGD(params, lr=LR / local)
-
-    def loss_sum(Xb: Any, yb: Any) -> Any:
-        return ops.sum(ops.square(ops.subtract(net(Xb), yb)))
-
-    step = parallel.DeviceParallel(loss_sum, params, parallel.local_devices()[:2])
+    rows = slice(rank * local, (rank + 1) * local)
     for s in range(STEPS):
-        if mode == "processes":
-            rows = slice(rank * local, (rank + 1) * local)
-            Xb, yb = ops.tensor(X[s, rows]), ops.tensor(y[s, rows])
-            _, grads = autograd.grad(lambda: loss_sum(Xb, yb), params)
-            grads = parallel.all_reduce_mean(grads)
-        elif mode == "devices":
-            _, grads = step(ops.tensor(X[s]), ops.tensor(y[s]))
-        else:
-            Xb, yb = ops.tensor(X[s]), ops.tensor(y[s])
-            _, grads = autograd.grad(lambda: loss_sum(Xb, yb), params)
-        sgd.step(grads)
+        step(ops.tensor(X[s, rows]), ops.tensor(y[s, rows]))
     return net
 
 

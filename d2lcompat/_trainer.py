@@ -347,7 +347,9 @@ class TrainStep:
         """One step, returning ``(mean loss, predictions)``: the network's outputs on
         ``X`` before the update, cut from the graph (what `fit` measures accuracy on)."""
         forward = self._net.__dict__.get("forward")
-        if forward is None or not active().SUPPORTS_COMPILE:
+        # Several workers: the eager step, whose Trainer.step all-reduces the gradients
+        # (the compiled step applies them inside the compiled function).
+        if forward is None or not active().SUPPORTS_COMPILE or _parallel.world_size() > 1:
             return self._eager(X, y)
         try:
             return self._run_compiled(X, y)

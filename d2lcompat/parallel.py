@@ -29,17 +29,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, overload
 
+from . import _state
 from ._cluster import Cluster
-from ._device import Device, cpu, gpu, resolve, to_device
+from ._device import Device, cpu, device_of, gpu, resolve, to_device
 from ._errors import D2LCompatError, ShapeError, UnsupportedError
 from ._parameter import Parameter
 from ._registry import active
 from .autograd import substituted
 
 __all__ = [
+    "DataParallelStep",
     "DeviceParallel",
     "all_reduce_mean",
     "broadcast",
+    "data_parallel_step",
     "engines",
     "init",
     "is_initialized",
@@ -341,8 +344,16 @@ class DeviceParallel:
         self._run: Callable[..., tuple[Any, list[Any]]] | None = None
 
     def _pure(self, values: Sequence[Any], *batch: Any) -> Any:
-        with substituted(self._params, values):
-            return self._fn(*batch)
+        with substituted(self._params, values), _state.collecting() as updates:
+            out = self._fn(*batch)
+        if updates:
+            raise UnsupportedError(
+                "DeviceParallel: the forward pass updates running statistics (BatchNorm), "
+                "which d2lcompat does not yet combine over the devices of one process. "
+                "Train this net with `d2lcompat launch` (one device per process) or on one "
+                "device."
+            )
+        return out
 
     def __call__(self, *batch: Any) -> tuple[Any, dict[str, Any]]:
         from . import autograd
@@ -367,3 +378,66 @@ class DeviceParallel:
             out[name] = p._grad
         return value, out
 
+
+
+class DataParallelStep:
+    """`d2lcompat.train_step` over several devices of one process (what
+    ``train_step(net, loss, trainer, devices=[...])`` returns).
+
+    ``step(X, y)``: each batch is split over the devices (`split_and_load`), the
+    gradient of the summed loss is computed and reduced by the framework's engine
+    (`DeviceParallel`), then ``trainer.step(batch_size)`` updates the parameters
+    once (all-reducing over processes too, when ``world_size() > 1``). The result
+    equals one device with the whole batch. Returns the batch's mean loss.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> from d2lcompat import nn, ops, loss, init, parallel
+    >>> net = nn.Dense(1, in_units=2); net.initialize(init.Constant(0.0))
+    >>> trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    >>> step = parallel.data_parallel_step(net, loss.L2Loss(), trainer, [d2lcompat.cpu()])
+    >>> round(float(ops.item(step(ops.ones((4, 2)), ops.ones((4, 1))))), 4)
+    0.5
+    """
+
+    def __init__(
+        self, net: Any, loss: Callable[..., Any], trainer: Any, devices: Sequence[Device | str]
+    ) -> None:
+        from . import ops
+
+        self._net, self._loss, self._trainer = net, loss, trainer
+
+        def loss_sum(X: Any, y: Any) -> Any:
+            return ops.sum(loss(net(X), y))
+
+        self._grad = DeviceParallel(loss_sum, dict(trainer.optimizer.trainable()), devices)
+        self.devices = self._grad.devices
+
+    def __call__(self, X: Any, y: Any) -> Any:
+        from . import autograd, ops
+
+        with autograd.train_mode():
+            total, _ = self._grad(X, y)
+        n = int(active().shape(X)[0])
+        self._trainer.step(n)
+        count = ops.full((), float(n), dtype=ops.dtype(total), device=device_of(total))
+        return ops.divide(total, count)
+
+    def with_outputs(self, X: Any, y: Any) -> tuple[Any, Any]:
+        """One step, returning ``(mean loss, predictions)``; the predictions come from a
+        forward pass on the first device before the update (one more forward)."""
+        from . import autograd
+
+        b = active()
+        with autograd.predict_mode():
+            pred = b.stop_gradient(self._net(split_and_load(X, self.devices[:1])[0]))
+        return self(X, y), pred
+
+
+def data_parallel_step(
+    net: Any, loss: Callable[..., Any], trainer: Any, devices: Sequence[Device | str]
+) -> DataParallelStep:
+    """The training step of ``net`` with each batch split over ``devices`` of this
+    process (`DataParallelStep`); ``train_step(..., devices=devices)`` calls it."""
+    return DataParallelStep(net, loss, trainer, devices)
