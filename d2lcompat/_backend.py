@@ -430,10 +430,6 @@ class Backend(abc.ABC):
     #: The engine that splits one training step over the devices of one process
     #: (``"jax.sharding"``); empty when the framework does that one process per device.
     DEVICE_PARALLEL_ENGINE: ClassVar[str] = ""
-    #: Argument list after ``python`` that starts N workers with the framework's own
-    #: launcher, ``{nproc}`` replaced (``("-m", "torch.distributed.run", ...)``); empty
-    #: when `d2lcompat launch` starts the processes itself with `Cluster` variables.
-    LAUNCHER: ClassVar[tuple[str, ...]] = ()
 
     def dist_init(self, cluster: Any) -> tuple[int, int, int]:
         """Join the process group and return ``(rank, world_size, local_rank)``.

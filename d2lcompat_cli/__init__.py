@@ -1,10 +1,11 @@
-"""The ``d2lcompat`` command: ``info``, ``conformance``, ``convert``.
+"""The ``d2lcompat`` command: ``info``, ``conformance``, ``convert``, ``launch``.
 
 This launcher lives outside the ``d2lcompat`` package on purpose: importing
 anything inside ``d2lcompat`` chooses a backend and imports its framework.
 ``conformance`` orchestrates one subprocess per backend and never imports a
 framework itself, so it works even where the default backend is broken;
-``info`` and ``convert`` import ``d2lcompat`` (one backend) when they run.
+``info`` and ``convert`` import ``d2lcompat`` (one backend) when they run;
+``launch`` imports no framework either: it starts the workers (see `_launch`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ def _convert(args: argparse.Namespace) -> int:
     return convert_cli(args)
 
 
+def _launch(args: argparse.Namespace) -> int:
+    from ._launch import launch
+
+    return launch(
+        args.script, args.args, nproc=args.nproc, backend=args.backend,
+        processes=args.processes, timeout=args.timeout,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="d2lcompat",
@@ -75,6 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map", action="append", default=[], help="explicit name mapping NATIVE=PORTABLE")
     p.add_argument("--trusted", action="store_true", help="allow pickle-based formats (.pdparams)")
     p.set_defaults(func=_convert)
+    p = sub.add_parser(
+        "launch",
+        help="run a training script on N workers with the framework's own launcher",
+        description="torch: torchrun; paddle: python -m paddle.distributed.launch; jax and "
+        "tensorflow: one process with N devices (D2LCOMPAT_CPU_DEVICES=N on CPU), or N "
+        "processes with --processes. The script calls d2lcompat.parallel.init().",
+    )
+    p.add_argument("--nproc", type=int, required=True, help="number of workers (or devices)")
+    p.add_argument("--backend", default=None, help="the backend (default: D2LCOMPAT_BACKEND, else the first installed)")
+    p.add_argument("--processes", action="store_true",
+                   help="start N processes on loopback with d2lcompat's own group variables "
+                        "(for jax and tensorflow; torch and paddle accept it too)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds before every worker is stopped")
+    p.add_argument("script")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_launch)
     return parser
 
 

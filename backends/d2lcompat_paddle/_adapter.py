@@ -450,9 +450,6 @@ class PaddleBackend(Backend):
 
     # ------------------------------------------------------------ distributed
     DISTRIBUTED_ENGINE: ClassVar[str] = "paddle.distributed (gloo on CPU, NCCL on GPU)"
-    LAUNCHER: ClassVar[tuple[str, ...]] = (
-        "-m", "paddle.distributed.launch", "--nproc_per_node={nproc}",
-    )
 
     def dist_init(self, cluster: Any) -> tuple[int, int, int]:
         import paddle.distributed as dist

@@ -62,6 +62,10 @@ class BackendSpec:
         ``"package.module:Class"`` of the `d2lcompat.Backend` subclass.
     alt_distributions : tuple of str, optional
         Other distributions that provide the same module (``"paddlepaddle-gpu"``).
+    launcher : tuple of str, optional
+        The arguments after ``python`` that start ``{nproc}`` workers with the
+        framework's own launcher (``("-m", "torch.distributed.run", ...)``), used by
+        ``d2lcompat launch``; empty when d2lcompat starts the workers itself.
 
     Examples
     --------
@@ -75,6 +79,7 @@ class BackendSpec:
     extra: str
     adapter: str
     alt_distributions: tuple[str, ...] = ()
+    launcher: tuple[str, ...] = ()
 
 
 class PluginError(ImportError):

@@ -889,15 +889,25 @@ class TensorFlowBackend(Backend):
 
     def _collective(self, tensors: list[Any], how: str) -> list[Any]:
         strategy = self._mwms
-        op = tf.distribute.ReduceOp.MEAN if how == "mean" else tf.distribute.ReduceOp.SUM
-        values = [tf.convert_to_tensor(t) for t in tensors]
+        cache = self.__dict__.setdefault("_collectives", {})
+        fn = cache.get(how)
+        if fn is None:
+            op = tf.distribute.ReduceOp.MEAN if how == "mean" else tf.distribute.ReduceOp.SUM
+            device = strategy.extended.worker_devices[0]
 
-        # The values are captured, not passed: MWMS finds no destination for an
-        # all-reduce of a tensor handed to strategy.run as an argument.
-        def reduce() -> Any:
-            return tf.distribute.get_replica_context().all_reduce(op, values)
+            @tf.function(reduce_retracing=True)
+            def fn(values: list[Any]) -> Any:
+                def reduce() -> Any:
+                    # Pinned to this worker's device: MWMS derives the all-reduce's
+                    # destination from it, and a graph tensor has none of its own.
+                    with tf.device(device):
+                        pinned = [tf.identity(v) for v in values]
+                    return tf.distribute.get_replica_context().all_reduce(op, pinned)
 
-        out = strategy.run(reduce)
+                return strategy.run(reduce)
+
+            cache[how] = fn
+        out = fn([tf.convert_to_tensor(t) for t in tensors])
         return [strategy.experimental_local_results(o)[0] for o in out]
 
     def device_parallel(

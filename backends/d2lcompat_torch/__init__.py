@@ -8,4 +8,5 @@ SPEC = BackendSpec(
     distribution="torch",
     extra="torch",
     adapter="d2lcompat_torch._adapter:TorchBackend",
+    launcher=("-m", "torch.distributed.run", "--standalone", "--nproc-per-node={nproc}"),
 )

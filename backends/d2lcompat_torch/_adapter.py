@@ -265,9 +265,6 @@ class TorchBackend(Backend):
 
     # ------------------------------------------------------------ distributed
     DISTRIBUTED_ENGINE: ClassVar[str] = "torch.distributed (gloo on CPU, NCCL on GPU)"
-    LAUNCHER: ClassVar[tuple[str, ...]] = (
-        "-m", "torch.distributed.run", "--standalone", "--nproc-per-node={nproc}",
-    )
 
     def dist_init(self, cluster: Any) -> tuple[int, int, int]:
         import datetime
