@@ -54,7 +54,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from ._launch import launch
+    from ._launcher import launch
 
     return launch(
         args.script, args.args, nproc=args.nproc, backend=args.backend,

@@ -37,6 +37,7 @@ def _env(**extra: str) -> dict[str, str]:
         "D2LCOMPAT_BACKEND",
     )}
     env["D2LCOMPAT_BACKEND"] = d2lcompat.backend()
+    env.pop("XLA_FLAGS", None)  # the core derives it from D2LCOMPAT_CPU_DEVICES
     env.update(extra)
     return env
 

@@ -1,0 +1,273 @@
+"""d2lcompat.parallel and ``d2lcompat launch`` (API §17), on this process's backend.
+
+The multi-worker runs start subprocesses on loopback, with ports the OS chose and
+bounded timeouts; DP01-DP03 (tests/test_conformance.py) check the numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import d2lcompat
+from d2lcompat import ShapeError, UnsupportedError, init, loss, nn, ops, parallel
+from d2lcompat._cluster import Cluster, free_ports
+from d2lcompat._errors import D2LCompatError
+from d2lcompat_cli import main as cli_main
+from d2lcompat_cli._launcher import command
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "docs" / "examples" / "train_parallel.py"
+
+
+# ------------------------------------------------------------------ process group
+def test_cluster_from_env() -> None:
+    assert Cluster.from_env({}) is None
+    c = Cluster.from_env({"D2LCOMPAT_WORLD_SIZE": "2", "D2LCOMPAT_RANK": "1",
+                          "D2LCOMPAT_ADDRESSES": "127.0.0.1:1, 127.0.0.1:2"})
+    assert c == Cluster(1, 2, ("127.0.0.1:1", "127.0.0.1:2"))
+    assert Cluster.from_env(c.env()) == c
+    assert Cluster.from_env({"D2LCOMPAT_WORLD_SIZE": "1"}) == Cluster(0, 1, ())
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"D2LCOMPAT_WORLD_SIZE": "two"}, "must be numbers"),
+        ({"D2LCOMPAT_WORLD_SIZE": "2", "D2LCOMPAT_RANK": "2",
+          "D2LCOMPAT_ADDRESSES": "a:1,b:2"}, "D2LCOMPAT_RANK=2"),
+        ({"D2LCOMPAT_WORLD_SIZE": "2", "D2LCOMPAT_ADDRESSES": "a:1"}, "must list 2"),
+    ],
+)
+def test_cluster_from_env_errors(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(D2LCompatError, match=fragment) as info:
+        Cluster.from_env(env)
+    assert "d2lcompat launch" in str(info.value)
+
+
+def test_free_ports_distinct() -> None:
+    ports = free_ports(4)
+    assert len(set(ports)) == 4 and all(p > 0 for p in ports)
+
+
+def test_single_worker_is_identity() -> None:
+    parallel.init()  # no launcher variables here: one worker
+    assert (parallel.world_size(), parallel.rank(), parallel.local_rank()) == (1, 0, 0)
+    assert parallel.is_initialized()
+    x, y = ops.ones((2, 3)), ops.zeros((4,))
+    assert parallel.all_reduce_mean([x, y])[0] is x
+    got = parallel.all_reduce_mean({"a": x, "b": y})
+    assert list(got) == ["a", "b"] and got["b"] is y
+    assert parallel.broadcast([x])[0] is x
+    parallel.shutdown()
+    assert not parallel.is_initialized()
+
+
+def test_engines_name_the_framework() -> None:
+    eng = parallel.engines()
+    assert set(eng) == {"processes", "devices"}
+    assert eng["processes"], "every shipped backend has a multi-process engine"
+    assert all(isinstance(v, str) for v in eng.values())
+
+
+def test_local_devices() -> None:
+    devs = parallel.local_devices()
+    assert devs and all(isinstance(d, d2lcompat.Device) for d in devs)
+    assert devs[0] in (d2lcompat.cpu(), d2lcompat.gpu())
+
+
+# ------------------------------------------------------------------ one process
+def test_split_and_load_errors() -> None:
+    x = ops.ones((4, 2))
+    with pytest.raises(D2LCompatError, match="at least one device"):
+        parallel.split_and_load(x, [])
+    with pytest.raises(ShapeError, match="batch_axis=2"):
+        parallel.split_and_load(x, [d2lcompat.cpu()], batch_axis=2)
+    with pytest.raises(ShapeError, match="divisible by 3"):
+        parallel.split_and_load(x, [d2lcompat.cpu()] * 3)
+    parts = parallel.split_and_load(x, ["cpu:0", "cpu:0"], batch_axis=-1)
+    assert [ops.shape(p) for p in parts] == [(4, 1), (4, 1)]
+    parts = parallel.split_and_load(ops.arange(10), [d2lcompat.cpu()] * 4, even_split=False)
+    assert [ops.shape(p)[0] for p in parts] == [2, 2, 2, 4]
+
+
+def _net() -> nn.Sequential:
+    d2lcompat.seed(1)
+    net = nn.Sequential(nn.Dense(5, activation="relu", in_units=3), nn.Dense(2, in_units=5))
+    net.initialize()
+    return net
+
+
+def test_device_parallel_one_device_equals_autograd() -> None:
+    net = _net()
+    X, y = ops.random.uniform((6, 3)), ops.random.uniform((6, 2))
+    fn = lambda X, y: ops.sum(loss.L2Loss()(net(X), y))  # noqa: E731
+    value, grads = parallel.DeviceParallel(fn, net.collect_params(), [d2lcompat.cpu()])(X, y)
+    want_value, want = d2lcompat.autograd.grad(lambda: fn(X, y), net.collect_params())
+    np.testing.assert_allclose(ops.to_numpy(value), ops.to_numpy(want_value), rtol=1e-6)
+    for k in want:
+        np.testing.assert_allclose(ops.to_numpy(grads[k]), ops.to_numpy(want[k]), rtol=1e-6)
+
+
+def test_data_parallel_step_one_device_equals_train_step() -> None:
+    X, y = ops.random.uniform((8, 3)), ops.random.uniform((8, 2))
+    results = []
+    for make in (
+        lambda n, t: parallel.data_parallel_step(n, loss.L2Loss(), t, [d2lcompat.cpu()]),
+        lambda n, t: d2lcompat.train_step(n, loss.L2Loss(), t),
+    ):
+        net = _net()
+        trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.3})
+        step = make(net, trainer)
+        losses = [float(ops.item(step(X, y))) for _ in range(3)]
+        results.append((losses, ops.to_numpy(net[0].weight.data())))
+    np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], rtol=1e-6, atol=1e-7)
+
+
+_TWO_DEVICES = """
+import numpy as np, d2lcompat
+from d2lcompat import nn, ops, parallel, loss, UnsupportedError
+from d2lcompat._state import set_state
+devs = parallel.local_devices()
+assert len(devs) == 2, devs
+d2lcompat.seed(1)
+net = nn.Sequential(nn.Dense(5, activation="relu", in_units=3), nn.Dense(2, in_units=5))
+net.initialize()
+trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.3})
+step = d2lcompat.train_step(net, loss.L2Loss(), trainer, devices=devs)
+X, y = ops.random.uniform((8, 3)), ops.random.uniform((8, 2))
+mean, pred = step.with_outputs(X, y)
+assert ops.shape(pred) == (8, 2) and ops.shape(mean) == ()
+try:
+    step(ops.random.uniform((7, 3)), ops.random.uniform((7, 2)))
+except d2lcompat.ShapeError as exc:
+    assert "divisible by 2" in str(exc), exc
+else:
+    raise AssertionError("an uneven batch must raise ShapeError")
+
+class Counting(nn.Block):  # a forward pass that updates state, as BatchNorm does
+    def __init__(self):
+        super().__init__()
+        self.dense = nn.Dense(1, in_units=3)
+        self.seen = d2lcompat.Parameter((1,), init="zeros", grad_req="null")
+    def forward(self, x):
+        set_state(self.seen, ops.add(self.seen.data(), ops.ones((1,))))
+        return self.dense(x)
+
+c = Counting(); c.initialize()
+dp = parallel.DeviceParallel(lambda X: ops.sum(c(X)), c.collect_params(), devs)
+try:
+    dp(ops.ones((4, 3)))
+except UnsupportedError as exc:
+    assert "running statistics" in str(exc), exc
+else:
+    raise AssertionError("state updates over several devices must be refused")
+print("OK")
+"""
+
+
+def test_train_step_over_two_devices_of_one_process() -> None:
+    if not parallel.engines()["devices"]:
+        # torch and paddle: one process per device; the error says what to do instead.
+        net = _net()
+        trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.3})
+        step = d2lcompat.train_step(net, loss.L2Loss(), trainer, devices=["cpu", "cpu"])
+        with pytest.raises(UnsupportedError, match="d2lcompat launch"):
+            step(ops.ones((4, 3)), ops.ones((4, 2)))
+        return
+    env = {**os.environ, "D2LCOMPAT_BACKEND": d2lcompat.backend(), "D2LCOMPAT_CPU_DEVICES": "2"}
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run([sys.executable, "-c", _TWO_DEVICES], env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-3000:]
+
+
+# ------------------------------------------------------------------ launch
+def test_launch_command_per_backend() -> None:
+    (argv, env), = command("s.py", ["--x"], 3, backend="torch")
+    assert argv[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=3",
+                        "s.py", "--x"]
+    assert env["D2LCOMPAT_BACKEND"] == "torch"
+    (argv, env), = command("s.py", [], 2, backend="paddle")
+    assert argv[1:4] == ["-m", "paddle.distributed.launch", "--nproc_per_node=2"]
+    for name in ("jax", "tensorflow"):
+        (argv, env), = command("s.py", [], 4, backend=name)
+        assert argv[1:] == ["s.py"] and env["D2LCOMPAT_CPU_DEVICES"] == "4"
+    plan = command("s.py", [], 2, backend="jax", processes=True)
+    clusters = [Cluster.from_env(env) for _, env in plan]
+    assert [c.rank for c in clusters if c] == [0, 1]
+    addresses = clusters[0].addresses if clusters[0] else ()
+    assert len(set(addresses)) == 2 and all(a.startswith("127.0.0.1:") for a in addresses)
+    with pytest.raises(SystemExit, match="unknown backend"):
+        command("s.py", [], 2, backend="nope")
+    with pytest.raises(SystemExit, match="--nproc"):
+        command("s.py", [], 0, backend="jax")
+
+
+def _script(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "worker.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def test_launch_stops_the_others_when_one_worker_fails(tmp_path: Path) -> None:
+    script = _script(tmp_path, """
+        import os, sys, time
+        if os.environ["D2LCOMPAT_RANK"] == "1":
+            sys.exit(3)
+        time.sleep(60)
+    """)
+    start = time.monotonic()
+    rc = cli_main(["launch", "--nproc", "2", "--processes", "--timeout", "50", str(script)])
+    assert rc == 3 and time.monotonic() - start < 30
+
+
+def test_launch_timeout(tmp_path: Path) -> None:
+    script = _script(tmp_path, "import time\ntime.sleep(60)\n")
+    start = time.monotonic()
+    rc = cli_main(["launch", "--nproc", "2", "--processes", "--timeout", "1", str(script)])
+    assert rc == 124 and time.monotonic() - start < 20
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    out = d2lcompat.load(path)
+    assert isinstance(out, dict)
+    return {k: ops.to_numpy(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["own-launcher", "processes"])
+def test_launch_example_script_matches_one_process(tmp_path: Path, processes: bool) -> None:
+    """docs/examples/train_parallel.py under `d2lcompat launch --nproc 2` ends where the
+    same script in one process ends (the checkpoint of worker 0)."""
+    env = {**os.environ, "D2LCOMPAT_BACKEND": d2lcompat.backend()}
+    env = {k: v for k, v in env.items() if k not in ("XLA_FLAGS", "D2LCOMPAT_CPU_DEVICES")}
+    single = tmp_path / "single.safetensors"
+    subprocess.run([sys.executable, str(EXAMPLE), str(single)], env=env, check=True,
+                   capture_output=True, timeout=180)
+    many = tmp_path / "many.safetensors"
+    argv = [sys.executable, "-m", "d2lcompat._cli", "launch", "--nproc", "2", "--timeout", "200"]
+    proc = subprocess.run(
+        argv + (["--processes"] if processes else []) + [str(EXAMPLE), str(many)],
+        env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    want, got = _load_checkpoint(single), _load_checkpoint(many)
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5, err_msg=k)
+
+
+def test_init_outside_launcher_is_noop_on_default_params() -> None:
+    net = nn.Dense(2, in_units=3)
+    net.initialize(init.One())
+    parallel.sync_parameters(net.collect_params())
+    np.testing.assert_array_equal(ops.to_numpy(net.weight.data()), np.ones((2, 3)))
