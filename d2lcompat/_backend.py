@@ -460,16 +460,18 @@ class Backend(abc.ABC):
         """Leave the process group (after the last collective)."""
 
     def device_parallel(
-        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple], n_diff: int
     ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:
         """One training step's gradient spread over ``devices`` of this process.
 
         ``fn(values, *batch)`` is a scalar: the *sum* of the per-sample losses of
-        ``batch``, pure in ``values`` (as in `value_and_grad`). Return
-        ``run(values, shards)``: ``shards[i]`` is the tuple of batch tensors already on
-        ``devices[i]``; ``run`` gives ``(loss sum, [gradient sum])`` over the whole
-        batch, reduced by the framework's engine, each gradient on the device of its
-        value. Called once per model; ``run`` is called every step."""
+        ``batch``, pure in ``values`` (as in `value_and_grad`). Every value is
+        replicated to each device; the first ``n_diff`` are differentiated (the rest
+        are constants and running statistics). Return ``run(values, shards)``:
+        ``shards[i]`` is the tuple of batch tensors already on ``devices[i]``; ``run``
+        gives ``(loss sum, [gradient sum of each of the first n_diff values])`` over
+        the whole batch, reduced by the framework's engine, each gradient on the device
+        of its value. Called once per model; ``run`` is called every step."""
         from ._errors import UnsupportedError
 
         raise UnsupportedError(

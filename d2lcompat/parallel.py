@@ -304,7 +304,8 @@ class DeviceParallel:
         ``fn(*batch)`` returning the *sum* of the per-sample losses of ``batch`` (a
         scalar), through the blocks whose parameters are ``params``.
     params : dict or iterable of Parameter
-        What to differentiate (``net.collect_params()``).
+        Every parameter the forward pass reads (``net.collect_params()``): each is
+        replicated to every device; those with ``grad_req != 'null'`` are differentiated.
     devices : list of Device
         Where the batch is split; one device computes the plain gradient.
 
@@ -336,23 +337,22 @@ class DeviceParallel:
             else [(p.name, p) for p in params]
         )
         self._named = [(n, p) for n, p in named if p.grad_req != "null"]
-        self._params = [p for _, p in self._named]
+        # Constants and running statistics are inputs too: replicated with the weights,
+        # so that no replica reads a value that lives on another device.
+        self._params = [p for _, p in self._named] + [p for _, p in named if p.grad_req == "null"]
         self.devices = [_as_device(d) for d in devices]
         if not self.devices:
             raise D2LCompatError("DeviceParallel needs at least one device.")
         self._fn = fn
         self._run: Callable[..., tuple[Any, list[Any]]] | None = None
+        self._updates_state = False  # set when a traced forward pass wrote running statistics
 
     def _pure(self, values: Sequence[Any], *batch: Any) -> Any:
         with substituted(self._params, values), _state.collecting() as updates:
             out = self._fn(*batch)
         if updates:
-            raise UnsupportedError(
-                "DeviceParallel: the forward pass updates running statistics (BatchNorm), "
-                "which d2lcompat does not yet combine over the devices of one process. "
-                "Train this net with `d2lcompat launch` (one device per process) or on one "
-                "device."
-            )
+            # Raised by __call__ after the engine returns: a compiler would wrap the error.
+            self._updates_state = True
         return out
 
     def __call__(self, *batch: Any) -> tuple[Any, dict[str, Any]]:
@@ -368,10 +368,19 @@ class DeviceParallel:
                 return value, grads
         b = active()
         if self._run is None:
-            self._run = b.device_parallel(self._pure, [(d.kind, d.index) for d in self.devices])
+            self._run = b.device_parallel(
+                self._pure, [(d.kind, d.index) for d in self.devices], len(self._named)
+            )
         per_input = [split_and_load(x, self.devices) for x in batch]
         shards = [tuple(parts[i] for parts in per_input) for i in range(len(self.devices))]
         value, grads = self._run([b.read(p._var) for p in self._params], shards)
+        if self._updates_state:
+            raise UnsupportedError(
+                "DeviceParallel: the forward pass updates running statistics (BatchNorm), "
+                "which d2lcompat does not yet combine over the devices of one process. "
+                "Train this net with `d2lcompat launch` (one device per process) or on one "
+                "device."
+            )
         out: dict[str, Any] = {}
         for (name, p), g in zip(self._named, grads):
             p._grad = p._grad + g if (p.grad_req == "add" and p._grad is not None) else g

@@ -602,7 +602,7 @@ class JaxBackend(Backend):
         jax.distributed.shutdown()
 
     def device_parallel(
-        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple], n_diff: int
     ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -612,7 +612,10 @@ class JaxBackend(Backend):
         split = NamedSharding(mesh, PartitionSpec("batch"))
         # Parameters replicated, batch sharded: the gradient of the whole batch's loss
         # needs an all-reduce, which XLA's SPMD partitioner inserts by itself.
-        step = jax.jit(jax.value_and_grad(fn), out_shardings=replicated)
+        def split_fn(diff: list[Any], fixed: list[Any], *batch: Any) -> Any:
+            return fn(list(diff) + list(fixed), *batch)
+
+        step = jax.jit(jax.value_and_grad(split_fn), out_shardings=replicated)
 
         def run(values: Sequence[Any], shards: Sequence[Sequence[Any]]) -> tuple[Any, list[Any]]:
             batch = []
@@ -626,8 +629,9 @@ class JaxBackend(Backend):
                     )
                 shape = (sum(p.shape[0] for p in parts), *parts[0].shape[1:])
                 batch.append(jax.make_array_from_single_device_arrays(shape, split, parts))
-            value, grads = step(jax.device_put(list(values), replicated), *batch)
-            homes = [next(iter(v.devices())) for v in values]
+            everywhere = jax.device_put(list(values), replicated)
+            value, grads = step(everywhere[:n_diff], everywhere[n_diff:], *batch)
+            homes = [next(iter(v.devices())) for v in values[:n_diff]]
             return (
                 self._local_copy(value, devs[0]),
                 [self._local_copy(g, h) for g, h in zip(grads, homes)],

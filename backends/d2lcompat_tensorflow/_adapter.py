@@ -911,22 +911,28 @@ class TensorFlowBackend(Backend):
         return [strategy.experimental_local_results(o)[0] for o in out]
 
     def device_parallel(
-        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple], n_diff: int
     ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:
-        names = [self.native_device(d) for d in devices]
-        strategy = tf.distribute.MirroredStrategy(names)
+        names = tuple(self.native_device(d) for d in devices)
+        # One strategy per device set: two MirroredStrategy objects over the same devices
+        # would reuse each other's collective keys (a shape mismatch at run time).
+        strategies = self.__dict__.setdefault("_mirrored", {})
+        strategy = strategies.get(names)
+        if strategy is None:
+            strategy = strategies[names] = tf.distribute.MirroredStrategy(list(names))
         SUM = tf.distribute.ReduceOp.SUM
 
         def replica(values: list[Any], *shard: Any) -> Any:
             # Each replica: its shard's loss and gradient, then the strategy's all-reduce.
-            tensors = [tf.convert_to_tensor(v) for v in values]
+            # Read on this replica's device: every value is replicated, none is read
+            # across devices.
+            tensors = [tf.identity(v) for v in values]
             with tf.GradientTape(watch_accessed_variables=False) as tape:
-                for t in tensors:
-                    if t.dtype.is_floating:
-                        tape.watch(t)
+                for t in tensors[:n_diff]:
+                    tape.watch(t)
                 out = fn(tensors, *shard)
             grads = tape.gradient(
-                out, tensors, unconnected_gradients=tf.UnconnectedGradients.ZERO
+                out, tensors[:n_diff], unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
             return tf.distribute.get_replica_context().all_reduce(SUM, [out, *grads])
 
