@@ -364,8 +364,7 @@ class DeviceParallel:
                 self._fn(*[split_and_load(x, self.devices[:1])[0] for x in batch])
             else:
                 moved = [split_and_load(x, self.devices)[0] for x in batch]
-                value, grads = autograd.grad(lambda: self._fn(*moved), dict(self._named))
-                return value, grads
+                return autograd.grad(lambda: self._fn(*moved), dict(self._named))
         b = active()
         if self._run is None:
             self._run = b.device_parallel(
@@ -373,7 +372,7 @@ class DeviceParallel:
             )
         per_input = [split_and_load(x, self.devices) for x in batch]
         shards = [tuple(parts[i] for parts in per_input) for i in range(len(self.devices))]
-        value, grads = self._run([b.read(p._var) for p in self._params], shards)
+        value, reduced = self._run([b.read(p._var) for p in self._params], shards)
         if self._updates_state:
             raise UnsupportedError(
                 "DeviceParallel: the forward pass updates running statistics (BatchNorm), "
@@ -382,7 +381,7 @@ class DeviceParallel:
                 "device."
             )
         out: dict[str, Any] = {}
-        for (name, p), g in zip(self._named, grads):
+        for (name, p), g in zip(self._named, reduced):
             p._grad = p._grad + g if (p.grad_req == "add" and p._grad is not None) else g
             out[name] = p._grad
         return value, out
