@@ -47,7 +47,8 @@ _MODULES = {"torch": "torch", "tensorflow": "tensorflow", "paddle": "paddle", "j
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Targets: the ratio d2lcompat / native must be at most this (import: seconds added).
-TARGETS = {"eager": 1.10, "hybridized": 1.05, "save": 1.0, "load": 1.0, "import": 0.1}
+TARGETS = {"eager": 1.10, "hybridized": 1.05, "save": 1.0, "load": 1.0, "import": 0.1,
+           "train eager": 1.10, "train compiled": 1.05, "train vs keras": 1.0}
 
 # Quiet framework start-up logs in every process we start.
 _ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GLOG_minloglevel": "2", "PYTHONHASHSEED": "0"}
@@ -144,7 +145,7 @@ def _max_diff(a: Any, b: Any) -> float:
         return float(np.max(np.abs(ops.to_numpy(a) - ops.to_numpy(b))))
 
 
-def worker(backend: str, rounds: int, io: bool, io_params: int) -> dict[str, Any]:
+def worker(backend: str, rounds: int, io: bool, io_params: int, train: bool = True) -> dict[str, Any]:
     """Run every case on ``backend`` (this process's backend); the results as a dict."""
     import d2lcompat
 
@@ -186,6 +187,11 @@ def worker(backend: str, rounds: int, io: bool, io_params: int) -> dict[str, Any
             compare(lambda: sync(net(x)), lambda: sync(comp(x)), rounds),  # noqa: B023
             max_abs_diff=diff, ours_compile_s=ours_compile, native_compile_s=native_compile,
         )
+
+    if train:
+        from ._train import train_cases
+
+        train_cases(backend, rounds, compare, record)
 
     if io:
         cases.extend(_io_cases(backend, native, max(3, rounds // 3), io_params))
@@ -394,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="float32 parameters in the save/load case")
     p.add_argument("--no-io", action="store_true", help="skip save/load (400 MB files)")
     p.add_argument("--no-conformance", action="store_true", help="skip the full conformance run")
+    p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--markdown", default=None, help="write the table here")
     p.add_argument("--update-docs", default=None, metavar="MD",
@@ -403,7 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.worker:  # one backend, in this process
-        res = worker(args.worker, args.rounds, not args.no_io, args.io_params)
+        res = worker(args.worker, args.rounds, not args.no_io, args.io_params, not args.no_train)
         Path(args.out).write_text(json.dumps(res), encoding="utf-8")
         return 0
 
@@ -425,6 +432,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "--rounds", str(args.rounds), "--io-params", str(args.io_params)]
             if args.no_io:
                 cmd.append("--no-io")
+            if args.no_train:
+                cmd.append("--no-train")
             proc = subprocess.run(cmd, env=_env(backend), cwd=ROOT)
             if proc.returncode != 0:
                 print(f"{backend}: worker failed with exit code {proc.returncode}", file=sys.stderr)

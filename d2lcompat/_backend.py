@@ -112,6 +112,11 @@ class Ops:
     * ``relu, sigmoid, tanh(x)``, ``softmax, log_softmax(x, axis=-1)``
     * ``linear(x, w, b)``: ``x @ w.T + b`` over the last axis of ``x``, ``w`` of shape
       ``(out, in)``, ``b`` of shape ``(out,)`` or ``None``. The hot path of ``nn.Dense``.
+
+    Optional fused ops (absent unless an adapter defines them; the core falls back to
+    the unfused ops): ``linear_<activation>(x, w, b)``, e.g. ``linear_relu``, is
+    ``activation(linear(x, w, b))`` in one dispatch; ``nn.Dense`` uses it when present.
+    It must equal the unfused ops, gradient included (relu's gradient at 0 is 0).
     """
 
 
