@@ -75,6 +75,8 @@ def command(
     py = sys.executable
     if processes:
         addrs = ",".join(f"127.0.0.1:{p}" for p in _free_ports(nproc))
+        # As torchrun does: N workers share the cores instead of each taking all of them.
+        base.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
         return [
             ([py, script, *args], dict(base, D2LCOMPAT_RANK=str(r), D2LCOMPAT_WORLD_SIZE=str(nproc),
                                        D2LCOMPAT_ADDRESSES=addrs))

@@ -1,0 +1,145 @@
+"""Data-parallel benchmark: 2 workers against 1 on the same total batch, and d2lcompat's
+data-parallel step against the framework's own DDP/strategy loop with the same model.
+
+``python -m benchmarks.dp`` never imports a framework: it starts the workers
+(`benchmarks._dp_worker`) of each backend with its Python, on loopback with ports the
+OS chose, and prints a Markdown table (and JSON with ``--json``). Model: MLP
+20-256-10, SGD, global batch 256 (128 per worker); eager steps (``train_step``
+without ``hybridize``, which is what runs across processes) unless said otherwise.
+
+Examples
+--------
+::
+
+    python -m benchmarks.dp --python torch=/work/main/.tox/torch/bin/python --steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = ("torch", "tensorflow", "paddle", "jax")
+#: d2lcompat's data-parallel step / the native DDP or strategy step (the issue's target).
+TARGET = 1.10
+_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GLOG_minloglevel": "2", "PYTHONHASHSEED": "0"}
+#: Which runs each backend has: (impl, mode, workers, devices).
+_DEVICE_BACKENDS = ("jax", "tensorflow")
+
+
+def _ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def run(python: str, backend: str, impl: str, mode: str, steps: int, timeout: float) -> dict[str, Any]:
+    """Start the workers of one configuration; worker 0's result."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("D2LCOMPAT_") and k != "XLA_FLAGS"}
+    base.update(_ENV, D2LCOMPAT_BACKEND=backend)
+    base["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "backends"), base.get("PYTHONPATH", "")])
+    envs = [dict(base)]
+    if mode == "processes":
+        addrs = ",".join(f"127.0.0.1:{p}" for p in _ports(2))
+        # One thread per worker and core, as torchrun sets: 2 workers on 2 cores.
+        threads = str(max(1, (os.cpu_count() or 2) // 2))
+        envs = [dict(base, D2LCOMPAT_RANK=str(r), D2LCOMPAT_WORLD_SIZE="2", D2LCOMPAT_ADDRESSES=addrs,
+                     OMP_NUM_THREADS=threads) for r in range(2)]
+    elif mode == "devices" and impl == "ours":
+        envs[0]["D2LCOMPAT_CPU_DEVICES"] = "2"
+    cmd = [python, "-m", "benchmarks._dp_worker", impl, mode, str(steps)]
+    procs = [subprocess.Popen(cmd, env=e, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True) for e in envs]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=timeout)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for out in outs:
+        for line in out.splitlines():
+            if line.startswith("RESULT "):
+                return dict(json.loads(line[7:]))
+    raise RuntimeError(f"{backend} {impl} {mode}: no result (exit {[p.returncode for p in procs]})")
+
+
+def bench(python: str, backend: str, steps: int, timeout: float) -> dict[str, Any]:
+    res: dict[str, Any] = {"backend": backend}
+    res["single"] = run(python, backend, "ours", "single", steps, timeout)
+    res["processes"] = run(python, backend, "ours", "processes", steps, timeout)
+    res["native processes"] = run(python, backend, "native", "processes", steps, timeout)
+    if backend in _DEVICE_BACKENDS:
+        res["single hybridized"] = run(python, backend, "ours", "single-hybridized", steps, timeout)
+        res["devices"] = run(python, backend, "ours", "devices", steps, timeout)
+        res["native devices"] = run(python, backend, "native", "devices", steps, timeout)
+    return res
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.2f} ms"
+
+
+def markdown(results: list[dict[str, Any]]) -> str:
+    rows = [
+        "| backend | way (engine) | 1 worker, batch 256 | 2 workers, 128 each | scaling (1 / 2) "
+        "| all-reduce / step | native 2-worker step | ratio (target ≤ 1.10) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        b = r["backend"]
+        one, two, nat = r["single"]["step_s"], r["processes"]["step_s"], r["native processes"]["step_s"]
+        ratio = two / nat
+        rows.append(
+            f"| {b} | processes, eager | {_ms(one)} | {_ms(two)} | {one / two:.2f}× "
+            f"| {_ms(r['processes'].get('allreduce_s', float('nan')))} | {_ms(nat)} "
+            f"| {ratio:.2f} {'✓' if ratio <= TARGET else '✗'} |"
+        )
+        if "devices" in r:
+            one, two, nat = r["single hybridized"]["step_s"], r["devices"]["step_s"], r["native devices"]["step_s"]
+            ratio = two / nat
+            rows.append(
+                f"| {b} | 2 devices, 1 process, compiled | {_ms(one)} | {_ms(two)} | {one / two:.2f}× "
+                f"| (in the compiled step) | {_ms(nat)} | {ratio:.2f} {'✓' if ratio <= TARGET else '✗'} |"
+            )
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dp", description=__doc__.split("\n")[0])
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--python", action="append", default=[], help="BACKEND=/path/to/python")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    pythons = dict(p.split("=", 1) for p in args.python)
+    results = []
+    for b in args.backends.split(","):
+        results.append(bench(pythons.get(b, sys.executable), b, args.steps, args.timeout))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
+    print(markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
