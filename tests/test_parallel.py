@@ -252,12 +252,12 @@ def test_launch_example_script_matches_one_process(tmp_path: Path, processes: bo
     env = {k: v for k, v in env.items() if k not in ("XLA_FLAGS", "D2LCOMPAT_CPU_DEVICES")}
     single = tmp_path / "single.safetensors"
     subprocess.run([sys.executable, str(EXAMPLE), str(single)], env=env, check=True,
-                   capture_output=True, timeout=180)
+                   capture_output=True, timeout=180, cwd=tmp_path)
     many = tmp_path / "many.safetensors"
     argv = [sys.executable, "-m", "d2lcompat._cli", "launch", "--nproc", "2", "--timeout", "200"]
     proc = subprocess.run(
         argv + (["--processes"] if processes else []) + [str(EXAMPLE), str(many)],
-        env=env, capture_output=True, text=True, timeout=240,
+        env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path,  # paddle writes ./log
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     want, got = _load_checkpoint(single), _load_checkpoint(many)
