@@ -139,7 +139,7 @@ class TensorFlowTrain:
         opt.build(variables)
         X, Y = tf.constant(x), tf.constant(y)
 
-        def loss_fn() -> Any:
+        def loss_fn(X: Any, Y: Any) -> Any:
             h = X
             for w, b, r in zip(ws, bs, relus):
                 h = tf.matmul(h, w) + b
@@ -147,20 +147,25 @@ class TensorFlowTrain:
                     h = tf.nn.relu(h)
             return 0.5 * tf.reduce_mean(tf.square(h - Y))
 
-        def step() -> Any:
+        def step(X: Any, Y: Any) -> Any:
             with tf.GradientTape() as tape:
-                loss = loss_fn()
+                loss = loss_fn(X, Y)
             grads = tape.gradient(loss, variables)
             opt.apply_gradients(zip(grads, variables))
             return loss
 
-        return (step,)
+        return step, X, Y
 
     def eager(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
-        return self._setup(layers, x, y)[0]  # type: ignore[no-any-return]
+        step, X, Y = self._setup(layers, x, y)
+        return lambda: step(X, Y)
 
     def compiled(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
-        return self.tf.function(self._setup(layers, x, y)[0])  # type: ignore[no-any-return]
+        # The batch is an argument, as in a training loop (captured constants would let
+        # TensorFlow skip binding inputs that every real step binds).
+        step, X, Y = self._setup(layers, x, y)
+        compiled = self.tf.function(step)
+        return lambda: compiled(X, Y)
 
     def sync(self, v: Any) -> None:
         pass
@@ -307,8 +312,8 @@ def train_cases(backend: str, rounds: int, compare: Callable[..., dict[str, floa
         x, y = _data(n_in, widths[-1], batch)
         eager_ours, layers = ours((n_in, widths), x, y, hybrid=False)
         eager_native = native.eager(layers, x, y)
-        record("train eager", name, compare(lambda: sync(eager_ours()), lambda: sync(eager_native()),
-                                            rounds))
+        record("train eager", name, compare(lambda: sync(eager_ours()),  # noqa: B023
+                                            lambda: sync(eager_native()), rounds))  # noqa: B023
         comp_ours, layers = ours((n_in, widths), x, y, hybrid=True)
         comp_ours()  # eager first call, then the compile
         comp_ours()
@@ -317,7 +322,7 @@ def train_cases(backend: str, rounds: int, compare: Callable[..., dict[str, floa
         extra: dict[str, Any] = {}
         if backend == "torch":
             # torch.compile pays only where it is faster than the eager + foreach loop.
-            from .run import calibrate, _per_call
+            from .run import _per_call, calibrate
 
             fresh = native.eager(layers, x, y)
             n = calibrate(fresh)
@@ -326,8 +331,9 @@ def train_cases(backend: str, rounds: int, compare: Callable[..., dict[str, floa
                 extra["native"] = "eager + foreach SGD (faster than torch.compile here)"
             else:
                 extra["native"] = "torch.compile forward + foreach SGD"
-        record("train compiled", name, compare(lambda: sync(comp_ours()), lambda: sync(comp_native()),
-                                               rounds), **extra)
+        record("train compiled", name, compare(lambda: sync(comp_ours()),  # noqa: B023
+                                               lambda: sync(comp_native()), rounds),  # noqa: B023
+               **extra)
         k = keras_step(backend, layers, x, y)
         if k is not None:
-            record("train vs keras", name, compare(lambda: sync(comp_ours()), k, rounds))
+            record("train vs keras", name, compare(lambda: sync(comp_ours()), k, rounds))  # noqa: B023

@@ -195,7 +195,7 @@ class Optimizer:
     def slots_of(self, name: str, p: Parameter) -> list[Any]:
         """The slot variables of ``p``, created (zeros, on ``p``'s device) at first use."""
         slots = self._slots.get(name)
-        if slots is None:
+        if slots is None or len(slots) != len(self.slot_names):  # new, or momentum turned on
             b = active()
             var = p.native()
             dev = b.device_of(var)
