@@ -58,8 +58,8 @@ def ours(mode: str, steps: int) -> dict[str, Any]:
     d2lcompat.seed(0)
     net = nn.Sequential(nn.Dense(HIDDEN, activation="relu", in_units=IN), nn.Dense(OUT, in_units=HIDDEN))
     net.initialize()
-    if mode == "single-hybridized":
-        net.hybridize()
+    if mode in ("single-hybridized", "processes-hybridized"):
+        net.hybridize()  # across processes: the compiled forward, eager update + all-reduce
     trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": LR})
     devices = parallel.local_devices()[:2] if mode == "devices" else None
     step = d2lcompat.train_step(net, loss.L2Loss(), trainer, devices=devices)

@@ -605,14 +605,29 @@ class JaxBackend(Backend):
     def dist_all_reduce_mean(self, tensors: Sequence[Any]) -> list[Any]:
         mine, split, mean = self._process_mean()
         world = jax.process_count()
-        stacked = [
-            jax.make_array_from_single_device_arrays(
-                (world, *t.shape), split, [jax.device_put(t[None], mine)]
-            )
-            for t in tensors
+        # One collective per dtype over a flat buffer (each collective costs a round
+        # trip between the processes, whatever its size).
+        groups: dict[Any, list[int]] = {}
+        for i, t in enumerate(tensors):
+            groups.setdefault(t.dtype, []).append(i)
+        flats = [
+            jax.device_put(jnp.concatenate([jnp.ravel(tensors[i]) for i in idx]), mine)
+            for idx in groups.values()
         ]
-        out = mean(stacked)
-        return [self._local_copy(o, next(iter(t.devices()))) for o, t in zip(out, tensors)]
+        stacked = [
+            jax.make_array_from_single_device_arrays((world, *f.shape), split, [f[None]])
+            for f in flats
+        ]
+        out: list[Any] = [None] * len(tensors)
+        for idx, reduced in zip(groups.values(), mean(stacked)):
+            local = reduced.addressable_data(0)
+            start = 0
+            for i in idx:
+                t = tensors[i]
+                piece = local[start:start + t.size].reshape(t.shape)
+                out[i] = self._local_copy(piece, next(iter(t.devices())))
+                start += t.size
+        return out
 
     def dist_broadcast(self, tensors: Sequence[Any], root: int) -> list[Any]:
         from jax.experimental import multihost_utils
