@@ -83,7 +83,14 @@ def init() -> None:
 
 
 def is_initialized() -> bool:
-    """Whether `init` has run in this process."""
+    """Whether `init` has run in this process.
+
+    Examples
+    --------
+    >>> from d2lcompat import parallel
+    >>> isinstance(parallel.is_initialized(), bool)
+    True
+    """
     return bool(_STATE["initialized"])
 
 
@@ -112,12 +119,27 @@ def world_size() -> int:
 
 
 def local_rank() -> int:
-    """This worker's index among the workers of its machine (0 when not distributed)."""
+    """This worker's index among the workers of its machine (0 when not distributed).
+
+    Examples
+    --------
+    >>> from d2lcompat import parallel
+    >>> parallel.local_rank()
+    0
+    """
     return int(_STATE["local_rank"])
 
 
 def shutdown() -> None:
-    """Leave the process group (after the last collective); the process is one worker again."""
+    """Leave the process group (after the last collective); the process is one worker again.
+
+    Examples
+    --------
+    >>> from d2lcompat import parallel
+    >>> parallel.shutdown()
+    >>> parallel.world_size()
+    1
+    """
     if _STATE["initialized"] and world_size() > 1:
         active().dist_shutdown()
     _STATE.update(rank=0, world_size=1, local_rank=0, initialized=False)
@@ -447,5 +469,15 @@ def data_parallel_step(
     net: Any, loss: Callable[..., Any], trainer: Any, devices: Sequence[Device | str]
 ) -> DataParallelStep:
     """The training step of ``net`` with each batch split over ``devices`` of this
-    process (`DataParallelStep`); ``train_step(..., devices=devices)`` calls it."""
+    process (`DataParallelStep`); ``train_step(..., devices=devices)`` calls it.
+
+    Examples
+    --------
+    >>> import d2lcompat
+    >>> from d2lcompat import nn, loss, parallel
+    >>> net = nn.Dense(1, in_units=2); net.initialize()
+    >>> trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    >>> parallel.data_parallel_step(net, loss.L2Loss(), trainer, [d2lcompat.cpu()]).devices
+    [cpu(0)]
+    """
     return DataParallelStep(net, loss, trainer, devices)
