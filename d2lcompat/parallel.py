@@ -26,10 +26,11 @@ Examples
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, overload
 
-from . import _state
+from . import _device, _state
 from ._cluster import Cluster
 from ._device import Device, cpu, device_of, gpu, resolve, to_device
 from ._errors import D2LCompatError, ShapeError, UnsupportedError
@@ -67,7 +68,9 @@ def init() -> None:
     framework launcher's own variables (``torchrun``'s ``RANK``/``WORLD_SIZE``,
     ``paddle.distributed.launch``'s ``PADDLE_TRAINER_ID``...). Without any, the
     process stays a single worker. Call it first, before creating tensors: JAX must
-    join before its runtime starts. Calling it again does nothing.
+    join before its runtime starts. On a machine with GPUs each worker's default
+    device becomes its own GPU, ``gpu(local_rank())`` (unless ``D2LCOMPAT_DEVICE`` is
+    set). Calling it again does nothing.
 
     Examples
     --------
@@ -78,8 +81,14 @@ def init() -> None:
     """
     if _STATE["initialized"]:
         return
-    r, w, local = active().dist_init(Cluster.from_env())
+    b = active()
+    r, w, local = b.dist_init(Cluster.from_env())
     _STATE.update(rank=int(r), world_size=int(w), local_rank=int(local), initialized=True)
+    ngpu = b.device_count("gpu")
+    if int(w) > 1 and ngpu and not os.environ.get("D2LCOMPAT_DEVICE", "").strip():
+        # One GPU per worker (what torch.cuda.set_device(local_rank) does): new tensors
+        # and parameters of this worker go to its own GPU unless D2LCOMPAT_DEVICE says.
+        _device._DEFAULT = gpu(int(local) % ngpu)
 
 
 def is_initialized() -> bool:
