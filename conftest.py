@@ -21,8 +21,15 @@ from __future__ import annotations
 import doctest
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
+
+# pytest put this folder first on sys.path to import this file; take it off again, so
+# that the tests import the installed d2lcompat (the wheel tox built: a module missing
+# from the wheel must fail here too), not the source folder of the same name.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
 
 from sybil import Sybil
 from sybil.integration import pytest as _sybil_pytest

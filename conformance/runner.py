@@ -82,7 +82,7 @@ ENV_BACKEND = "D2LCOMPAT_BACKEND"
 #: The JSON report's format; bump the number when a field changes meaning.
 SCHEMA = "d2lcompat-conformance/1"
 
-#: The cross-backend IDs of SCENARIOS.md. XB01 and XB03 come from ``xb.check_reference``;
+#: The cross-backend IDs of docs/scenarios.md. XB01 and XB03 come from ``xb.check_reference``;
 #: XB02 is computed by the runner from the seed digests and outputs of every backend.
 XB_TITLES: dict[str, str] = {
     "XB01": "a parameters file written by A loads under B and gives A's output",
@@ -109,7 +109,7 @@ class ConformanceError(AssertionError):
 
 
 def catalogue() -> dict[str, str]:
-    """Every scenario ID of the per-backend catalogue and its title, in SCENARIOS.md order.
+    """Every scenario ID of the per-backend catalogue and its title, in docs/scenarios.md order.
 
     The scenario modules import ``d2lcompat`` (and so a framework), so this reads the
     ``@scenario("ID", "title")`` decorators from their source instead. The worker's
@@ -123,7 +123,7 @@ def catalogue() -> dict[str, str]:
     """
     base = Path(__file__).resolve().parent / "scenarios"
     found: dict[str, str] = {}
-    for group in GROUPS:  # the group order of SCENARIOS.md; IDs sorted within a group
+    for group in GROUPS:  # the group order of docs/scenarios.md; IDs sorted within a group
         in_group: dict[str, str] = {}
         path = base / f"{group}.py"
         if not path.is_file():

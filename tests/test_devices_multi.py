@@ -1,4 +1,4 @@
-"""Devices as a second axis over the same scenarios (STYLE.md lesson 8).
+"""Devices as a second axis over the same scenarios (docs/style.md lesson 8).
 
 Each test starts a fresh process of this session's backend (``D2LCOMPAT_BACKEND``),
 because the device set is fixed when the framework starts:

@@ -191,6 +191,15 @@ class _Cells(HTMLParser):
             self.xb[(str(a["data-writer"]), str(a["data-reader"]))] = str(a.get("class"))
 
 
+def test_markdown_states_the_totals_the_docs_quote(doc: dict[str, Any]) -> None:
+    md = reports.to_markdown(doc)
+    assert (
+        "**Totals:** 4 scenario IDs × 2 backend(s) = 8 records: 6 pass, 1 unsupported, 1 fail; "
+        "XB: 12 records (XB01, XB02, XB03 × 2×2 pairs), 11 pass."
+    ) in md
+    assert "Slowest scenario per backend: torch: MC01 (0.2 s); jax: MC01 (0.2 s)." in md
+
+
 def test_html_parses_and_has_every_cell(doc: dict[str, Any], tmp_path: Path) -> None:
     text = reports.write(doc, tmp_path / "out.html").read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")

@@ -1,4 +1,4 @@
-"""DV — devices (§5.6; API.md §8).
+"""DV — devices (§5.6; docs/api.md §8).
 
 Written against the public API only and without backend names: what a scenario
 needs (a second device) it reads from the devices the backend reports, and it
