@@ -12,8 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from d2lcompat_spec import BackendSpec, PluginError, discover
-from d2lcompat_spec import install_hint
+from d2lcompat_spec import BackendSpec, PluginError, discover, install_hint
 from d2lcompat_spec import installed_version as _version
 from d2lcompat_spec import is_installed as _is_installed
 

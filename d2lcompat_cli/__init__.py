@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import sys
+import types
 from collections.abc import Sequence
 
 __all__ = ["build_parser", "main"]
@@ -49,17 +50,17 @@ def _info(args: argparse.Namespace) -> int:
     from d2lcompat_spec import discover, install_hint, installed_version, is_installed
 
     console = Console()
+    d2lcompat: types.ModuleType | None = None
     try:
-        import d2lcompat
+        import d2lcompat as loaded
     except ImportError as exc:  # BackendError: a broken D2LCOMPAT_BACKEND or adapter
         if not _is_d2lcompat_error(exc):
             raise
-        d2lcompat = None
         problem: str | None = str(exc)
         title = "d2lcompat — no backend in use"
     else:
-        problem = None
-        title = f"d2lcompat {d2lcompat.__version__} — backend in use: {d2lcompat.backend()}"
+        d2lcompat, problem = loaded, None
+        title = f"d2lcompat {loaded.__version__} — backend in use: {loaded.backend()}"
 
     table = Table(
         title=title,
