@@ -38,18 +38,41 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+def _table(rows: list[list[str]], width: int, wrap: Sequence[int]) -> list[str]:
+    """Plain text columns, two spaces apart. When the lines would be wider than
+    ``width``, only the columns ``wrap`` narrow (the widest first, down to 6) and wrap:
+    the others, the install command above all, are never cut."""
+    import textwrap
+
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    total = sum(widths) + 2 * (len(widths) - 1)
+    while total > width:
+        col = max(wrap, key=lambda i: widths[i])
+        if widths[col] <= 6:
+            break
+        widths[col] -= 1
+        total -= 1
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [
+            textwrap.wrap(c, widths[i], break_on_hyphens=False) or [""] if i in wrap else [c]
+            for i, c in enumerate(row)
+        ]
+        for k in range(max(map(len, cells))):
+            parts = [(c[k] if k < len(c) else "").ljust(w) for c, w in zip(cells, widths)]
+            lines.append("  ".join(parts).rstrip())
+        if n == 0:
+            lines.append("─" * min(width, total))
+    return lines
+
+
 def _info(args: argparse.Namespace) -> int:
     """The backends, their versions and devices; works even when no backend can load."""
     import os
-
-    from rich import box
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    import shutil
 
     from d2lcompat_spec import discover, install_hint, installed_version, is_installed
 
-    console = Console()
     d2lcompat: types.ModuleType | None = None
     try:
         import d2lcompat as loaded
@@ -62,43 +85,29 @@ def _info(args: argparse.Namespace) -> int:
         d2lcompat, problem = loaded, None
         title = f"d2lcompat {loaded.__version__} — backend in use: {loaded.backend()}"
 
-    table = Table(
-        title=title,
-        box=box.SIMPLE_HEAD,
-        padding=(0, 1),
-        collapse_padding=True,
-        pad_edge=False,
-        show_edge=False,
-        title_justify="left",
-    )
-    table.add_column("backend", no_wrap=True)
-    table.add_column("installed", overflow="fold", min_width=10)
-    table.add_column("devices", overflow="fold")
-    # The install command is the one thing to copy: it is never cut (the other columns
-    # wrap first, so it fits an 80-column terminal).
     if d2lcompat is not None:
-        rows = [
+        found = [
             (b.name + (" *" if b.active else ""), b.installed, b.version, b.devices, b.extra)
             for b in d2lcompat.backends()
         ]
     else:
-        rows = [
+        found = [
             (s.name, is_installed(s), installed_version(s), None, s.extra)
             for s in discover().values()
         ]
-    hints = [install_hint(r[4]) for r in rows]
-    table.add_column("install with", no_wrap=True, min_width=max(map(len, hints), default=0))
-    for (name, installed, version, devices, _), hint in zip(rows, hints):
+    rows = [["backend", "installed", "devices", "install with"]]
+    for name, installed, version, devices, extra in found:
         # Devices are listed for the backend in use only: listing another backend's
         # would import a second framework into this process.
-        where = ", ".join(devices) if devices is not None else "-"
-        table.add_row(
+        rows.append([
             name,
             (version or "yes") if installed else "no",
-            where,
-            escape(hint),
-        )
-    console.print(table)
+            ", ".join(devices) if devices is not None else "-",
+            install_hint(extra),
+        ])
+    width = shutil.get_terminal_size((80, 24)).columns  # COLUMNS, else the terminal's
+    print(title)
+    print("\n".join(_table(rows, width, wrap=(1, 2))))
     if d2lcompat is None:
         print(f"d2lcompat info: BackendError: {problem}", file=sys.stderr)
         if os.environ.get("D2LCOMPAT_BACKEND", "").strip():

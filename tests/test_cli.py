@@ -57,6 +57,22 @@ def test_info_at_80_columns_keeps_the_install_commands_whole() -> None:
     assert "(other process)" not in out.stdout
 
 
+def test_info_table_wraps_the_devices_and_never_the_install_command() -> None:
+    from d2lcompat_cli import _table
+
+    rows = [["backend", "installed", "devices", "install with"],
+            ["torch *", "2.13.0+cu126", "gpu(0), gpu(1), gpu(2), cpu(0)", install_hint("torch")],
+            ["tensorflow", "no", "-", install_hint("tensorflow")]]
+    lines = _table(rows, 80, wrap=(1, 2))
+    assert all(len(line) <= 80 for line in lines), lines
+    torch_lines = lines[2:-1]
+    assert torch_lines[0].endswith(install_hint("torch"))
+    assert lines[-1].endswith(install_hint("tensorflow"))
+    text = " ".join(torch_lines)
+    for device in ("gpu(0),", "gpu(1),", "gpu(2),", "cpu(0)"):
+        assert device in text.split()  # wrapped, nothing lost
+
+
 def test_info_with_a_broken_backend_variable_lists_backends_and_says_what_is_wrong() -> None:
     out = _run("info", backend="mxnet")
     assert out.returncode == 1
