@@ -32,6 +32,9 @@ class OptimizerError(D2LCompatError, ValueError):
     """A bad optimizer name or hyper-parameter (names the key and the valid values)."""
 
 
+OptimizerError.__module__ = "d2lcompat.optim"  # where users import it from
+
+
 _REGISTRY: dict[str, type[Optimizer]] = {}
 
 #: Gluon's hyper-parameter keys, accepted beside the keyword names.
