@@ -272,7 +272,7 @@ class TrainStep:
         def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
             fixed = list(values[n_train:n_all])
 
-            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[Any, list[Any], Any]]:
+            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[list[Any], Any]]:
                 with _autograd.substituted(params, list(weights) + fixed), \
                         _state.collecting() as updates, _autograd.train_mode():
                     pred = net(X)
