@@ -191,9 +191,13 @@ def native_jax(mode: str, steps: int) -> dict[str, Any]:
     else:
         X, y = jax.device_put(Xn, split), jax.device_put(yn, split)
     state = {"p": params}
+    # Several devices of one process: each step shards its batch (a new batch arrives
+    # every step in training), as d2lcompat's step does with the batch it is given.
+    per_step = mode == "devices"
 
     def step() -> None:
-        loss, state["p"] = train(state["p"], X, y)
+        Xs, ys = (jax.device_put(Xn, split), jax.device_put(yn, split)) if per_step else (X, y)
+        loss, state["p"] = train(state["p"], Xs, ys)
         np.asarray(loss.addressable_data(0))
 
     out = {"step_s": _time(step, steps), "rank": rank}

@@ -484,6 +484,21 @@ class Backend(abc.ABC):
     def dist_shutdown(self) -> None:  # noqa: B027 - optional hook
         """Leave the process group (after the last collective)."""
 
+    #: `compile_train_step_sharded` compiles a whole training step over several devices.
+    SUPPORTS_SHARDED_TRAIN_STEP: ClassVar[bool] = False
+
+    def compile_train_step_sharded(
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
+    ) -> Callable[..., Any]:
+        """`compile_train_step` over ``devices`` of this process: ``X`` and ``y`` split
+        along their first axis, every value replicated, the gradient's all-reduce
+        inserted by the compiler; ``run(values, scalars, X, y)`` returns the outputs
+        and the kept values on ``devices[0]``, where the parameters live. Only where
+        `SUPPORTS_SHARDED_TRAIN_STEP` (else the core uses `device_parallel`)."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not compile a sharded training step")
+
     def device_parallel(
         self, fn: Callable[..., Any], devices: Sequence[DeviceTuple], n_diff: int
     ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:

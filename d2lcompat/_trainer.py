@@ -306,8 +306,12 @@ class TrainStep:
         self._params = params
         self._n_train = n_train
         self._slot_lists = [opt.slots_of(n, p) for n, p in zip(names, train)]
-        self._compiled[outputs] = b.compile_train_step(step)
+        self._compiled[outputs] = self._compile_step(step)
         self._key = self._structure()
+
+    def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
+        """The adapter's compiled ``step`` (`d2lcompat.parallel` compiles it sharded)."""
+        return active().compile_train_step(step)
 
     def _structure(self) -> tuple[Any, ...]:
         opt = self._trainer.optimizer

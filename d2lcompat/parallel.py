@@ -423,11 +423,17 @@ class DataParallelStep:
     """`d2lcompat.train_step` over several devices of one process (what
     ``train_step(net, loss, trainer, devices=[...])`` returns).
 
-    ``step(X, y)``: each batch is split over the devices (`split_and_load`), the
-    gradient of the summed loss is computed and reduced by the framework's engine
-    (`DeviceParallel`), then ``trainer.step(batch_size)`` updates the parameters
-    once (all-reducing over processes too, when ``world_size() > 1``). The result
-    equals one device with the whole batch. Returns the batch's mean loss.
+    ``step(X, y)`` splits each batch over the devices; the framework's engine computes
+    the gradient of the whole batch and reduces it; the parameters are updated once.
+    The result equals one device with the whole batch. Returns the batch's mean loss.
+
+    Where the adapter compiles a sharded step (`Backend.SUPPORTS_SHARDED_TRAIN_STEP`:
+    JAX) the whole step — forward, backward, the all-reduce XLA inserts, the update —
+    is one compiled call, the very step `train_step` compiles after ``hybridize()``,
+    with the batch sharded and the parameters replicated. Elsewhere (TensorFlow), and
+    across processes, `DeviceParallel` computes the reduced gradient and
+    ``trainer.step(batch_size)`` updates (all-reducing over processes too when
+    ``world_size() > 1``). The batch size must be divisible by the number of devices.
 
     Examples
     --------
@@ -450,28 +456,66 @@ class DataParallelStep:
         def loss_sum(X: Any, y: Any) -> Any:
             return ops.sum(loss(net(X), y))
 
-        self._grad = DeviceParallel(loss_sum, dict(trainer.optimizer.trainable()), devices)
+        self._grad = DeviceParallel(loss_sum, net.collect_params(), devices)
         self.devices = self._grad.devices
+        self._sharded: Any = None
+        if active().SUPPORTS_SHARDED_TRAIN_STEP and len(self.devices) > 1:
+            self._sharded = _sharded_train_step(net, loss, trainer, self.devices)
+
+    def _compiled(self, X: Any, y: Any, outputs: bool) -> Any:
+        """The sharded compiled step's result, or None where it cannot run (several
+        processes: its update has no collective; deferred parameters: a first step
+        runs through `DeviceParallel`)."""
+        from ._trainer import _NeedsEager
+
+        if self._sharded is None or world_size() > 1:
+            return None
+        try:
+            return self._sharded._run_compiled(X, y, outputs)
+        except _NeedsEager:
+            return None
 
     def __call__(self, X: Any, y: Any) -> Any:
         from . import autograd, ops
 
+        b = active()
+        n = int(b.shape(X)[0])
+        _split_sizes(n, len(self.devices), True, 0)  # ShapeError unless it splits evenly
+        out = self._compiled(X, y, False)
+        if out is not None:
+            return out
         with autograd.train_mode():
             total, _ = self._grad(X, y)
-        n = int(active().shape(X)[0])
         self._trainer.step(n)
         count = ops.full((), float(n), dtype=ops.dtype(total), device=device_of(total))
         return ops.divide(total, count)
 
     def with_outputs(self, X: Any, y: Any) -> tuple[Any, Any]:
-        """One step, returning ``(mean loss, predictions)``; the predictions come from a
-        forward pass on the first device before the update (one more forward)."""
+        """One step, returning ``(mean loss, predictions)`` (the network's outputs before
+        the update, as `TrainStep.with_outputs`)."""
         from . import autograd
 
+        _split_sizes(int(active().shape(X)[0]), len(self.devices), True, 0)
+        out = self._compiled(X, y, True)
+        if out is not None:
+            return tuple(out)  # type: ignore[return-value]
         b = active()
         with autograd.predict_mode():
             pred = b.stop_gradient(self._net(split_and_load(X, self.devices[:1])[0]))
         return self(X, y), pred
+
+
+def _sharded_train_step(net: Any, loss: Callable[..., Any], trainer: Any, devices: list[Device]) -> Any:
+    """`d2lcompat.TrainStep` whose compiled step is the adapter's sharded one."""
+    from ._trainer import TrainStep  # imports this module: only once both are loaded
+
+    where = [(d.kind, d.index) for d in devices]
+
+    class ShardedTrainStep(TrainStep):
+        def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
+            return active().compile_train_step_sharded(step, where)
+
+    return ShardedTrainStep(net, loss, trainer)
 
 
 def data_parallel_step(

@@ -642,6 +642,59 @@ class JaxBackend(Backend):
     def dist_shutdown(self) -> None:
         jax.distributed.shutdown()
 
+    SUPPORTS_SHARDED_TRAIN_STEP: ClassVar[bool] = True
+
+    def compile_train_step_sharded(
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
+    ) -> Callable[..., Any]:
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+        devs = [self.native_device(d) for d in devices]
+        mesh = Mesh(np.array(devs), ("batch",))
+        replicated = NamedSharding(mesh, PartitionSpec())
+        split = NamedSharding(mesh, PartitionSpec("batch"))
+
+        def full(values: list[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
+            loss, new = fn(values, scalars, X, y)
+            return loss, [v if n is None else n for v, n in zip(values, new)]
+
+        # One jit of forward, backward, all-reduce (inserted by XLA: the batch is
+        # sharded, the parameters replicated) and update. The new values are
+        # replicated; the parameters keep their copy on the first device, where they
+        # live (a shard of the output: no copy).
+        jitted = jax.jit(
+            full, in_shardings=(replicated, replicated, split, split),
+            out_shardings=(replicated, replicated),
+        )
+        cache: list[Any] = [None, None]
+        # The replicated arrays of the last step, by the id of the copy the parameters
+        # kept: unchanged since, they are fed back as they are (no copy to each device).
+        last: dict[int, Any] = {}
+
+        def home(x: Any) -> Any:
+            # The first addressable shard of a replicated output is the first device's
+            # (the mesh's order); checked, as the general path would copy otherwise.
+            shard = x.addressable_data(0)
+            return shard if shard.devices() == {devs[0]} else self._local_copy(x, devs[0])
+
+        def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
+            if scalars != cache[0]:
+                cache[0] = scalars
+                cache[1] = jax.device_put(np.asarray(scalars, np.float32), replicated)
+            reps = [last.get(id(v)) for v in values]
+            todo = [i for i, r in enumerate(reps) if r is None]
+            if todo:
+                placed = jax.device_put([values[i] for i in todo], replicated)
+                for i, r in zip(todo, placed):
+                    reps[i] = r
+            out, new = jitted(reps, cache[1], jax.device_put(X, split), jax.device_put(y, split))
+            kept = [home(v) for v in new]
+            last.clear()
+            last.update((id(k), r) for k, r in zip(kept, new))
+            return jax.tree_util.tree_map(home, out), kept
+
+        return run
+
     def device_parallel(
         self, fn: Callable[..., Any], devices: Sequence[DeviceTuple], n_diff: int
     ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:
