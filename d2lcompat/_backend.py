@@ -493,7 +493,7 @@ class Backend(abc.ABC):
         """`compile_train_step` over ``devices`` of this process: ``X`` and ``y`` split
         along their first axis, every value replicated, the gradient's all-reduce
         inserted by the compiler; ``run(values, scalars, X, y)`` returns the outputs
-        and the kept values on ``devices[0]``, where the parameters live. Only where
+        on the device of ``X`` and each kept value on the device its value came from. Only where
         `SUPPORTS_SHARDED_TRAIN_STEP` (else the core uses `device_parallel`)."""
         from ._errors import UnsupportedError
 

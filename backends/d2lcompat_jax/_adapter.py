@@ -660,38 +660,46 @@ class JaxBackend(Backend):
 
         # One jit of forward, backward, all-reduce (inserted by XLA: the batch is
         # sharded, the parameters replicated) and update. The new values are
-        # replicated; the parameters keep their copy on the first device, where they
-        # live (a shard of the output: no copy).
+        # replicated; each parameter keeps the copy on the device it lives on (a shard
+        # of the output: no copy).
         jitted = jax.jit(
             full, in_shardings=(replicated, replicated, split, split),
             out_shardings=(replicated, replicated),
         )
         cache: list[Any] = [None, None]
-        # The replicated arrays of the last step, by the id of the copy the parameters
-        # kept: unchanged since, they are fed back as they are (no copy to each device).
-        last: dict[int, Any] = {}
+        # The replicated arrays of the last step and the device each value lives on, by
+        # the id of the copy the parameters kept: unchanged since, they are fed back as
+        # they are (no copy to each device).
+        last: dict[int, tuple[Any, Any]] = {}
+        position = {d: i for i, d in enumerate(devs)}
 
-        def home(x: Any) -> Any:
-            # The first addressable shard of a replicated output is the first device's
-            # (the mesh's order); checked, as the general path would copy otherwise.
-            shard = x.addressable_data(0)
-            return shard if shard.devices() == {devs[0]} else self._local_copy(x, devs[0])
+        def pick(x: Any, device: Any) -> Any:
+            # A replicated output's shard on `device` (the mesh's order), else a copy.
+            i = position.get(device)
+            if i is not None:
+                shard = x.addressable_data(i)
+                if shard.devices() == {device}:
+                    return shard
+            return self._local_copy(x, device)
 
         def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
             if scalars != cache[0]:
                 cache[0] = scalars
                 cache[1] = jax.device_put(np.asarray(scalars, np.float32), replicated)
-            reps = [last.get(id(v)) for v in values]
-            todo = [i for i, r in enumerate(reps) if r is None]
+            entries = [last.get(id(v)) for v in values]
+            todo = [i for i, e in enumerate(entries) if e is None]
             if todo:
                 placed = jax.device_put([values[i] for i in todo], replicated)
                 for i, r in zip(todo, placed):
-                    reps[i] = r
+                    entries[i] = (r, next(iter(values[i].devices())))
+            reps = [e[0] for e in entries]  # type: ignore[index]
+            homes = [e[1] for e in entries]  # type: ignore[index]
             out, new = jitted(reps, cache[1], jax.device_put(X, split), jax.device_put(y, split))
-            kept = [home(v) for v in new]
+            kept = [pick(v, h) for v, h in zip(new, homes)]
             last.clear()
-            last.update((id(k), r) for k, r in zip(kept, new))
-            return jax.tree_util.tree_map(home, out), kept
+            last.update((id(k), (r, h)) for k, r, h in zip(kept, new, homes))
+            where = next(iter(X.devices()))  # the outputs go where the batch came from
+            return jax.tree_util.tree_map(lambda o: pick(o, where), out), kept
 
         return run
 
