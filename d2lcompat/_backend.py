@@ -293,6 +293,19 @@ class Backend(abc.ABC):
         ``var`` without breaking the graph identity of ``var``; return the object to keep
         (``var`` itself for mutable frameworks, the new array for JAX)."""
 
+    def host_view(self, x: Any) -> np.ndarray:
+        """``x``'s values on the host, without a copy where the framework can lend its
+        memory (a CPU tensor); read-only is fine. Used to write checkpoints straight
+        from the tensors. Default: `to_numpy` (a copy)."""
+        return self.to_numpy(x)
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        """Copy the host ``array`` (already ``dtype``'s values, the variable's shape) into
+        ``var`` with one copy (host to device once); return the object to keep, as
+        `assign`. Loads call it once per tensor with a view into a memory map, so it
+        must not keep a reference to ``array``. Default: `from_numpy` then `assign`."""
+        return self.assign(var, self.from_numpy(array, dtype, self.device_of(var)))
+
     def native_grad(self, var: Any) -> Any | None:
         """The gradient the framework itself accumulated on ``var`` (``.grad``), or None."""
         return None
