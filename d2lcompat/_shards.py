@@ -108,11 +108,11 @@ def read_index(path: str) -> tuple[dict[str, list[str]], dict[str, str]]:
     """``({shard file path: [tensor names]}, string metadata)`` from an index file."""
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_INDEX + 1)
+            if os.fstat(f.fileno()).st_size > MAX_INDEX:
+                raise _bad_index(path, "the index is larger than 100 MB")
+            raw = f.read()
     except OSError as exc:
         raise CheckpointError(f"Cannot read '{path}': {exc.strerror or exc}. Check the path.") from None
-    if len(raw) > MAX_INDEX:
-        raise _bad_index(path, "the index is larger than 100 MB")
     try:
         doc = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -152,7 +152,7 @@ def _parse(path: str, fd: int, st: os.stat_result) -> Header:
     n = int.from_bytes(_read_exact(fd, 8), "little")
     if n > MAX_HEADER:
         raise FormatError(f"its first 8 bytes give a header length of {n}, more than 100 MB")
-    raw = _read_exact(fd, n)
+    raw = _read_exact(fd, min(n, size - 8))
     if len(raw) < n:
         looks = raw[:1] == b"{"
         raise FormatError(
