@@ -454,13 +454,18 @@ def _read_native(
     entries: dict[str, _Entry] = {}
     problems: list[str] = []
     for k, v in raw.items():
+        if not (b.is_tensor(v) or isinstance(v, (np.ndarray, np.generic))):
+            problems.append(f"'{k}' is a {type(v).__name__}, not a tensor")
+            continue
         try:
             entries[str(k)] = _entry_from_native(v, f"'{k}'")
         except CheckpointError as exc:
             problems.append(f"'{k}': {exc}")
     if problems:
         raise CheckpointError(
-            f"Cannot load '{name}': " + "; ".join(problems) + ". Nothing was loaded."
+            f"Cannot load '{name}': it looks like {_KINDS[kind or 'pickle'][0]}, and the "
+            f"{b.name} reader read it, but it is not a checkpoint of tensors: "
+            + "; ".join(problems[:10]) + f".{_readers(kind)} Nothing was loaded."
         )
     # Own copies: a native tensor's host view must not outlive it.
     return layout, {k: _Entry(e.dtype, np.array(e.array)) for k, e in entries.items()}
