@@ -944,7 +944,9 @@ def _apply(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | N
     from ._parameter import Constant
 
     b = active()
-    for k, stored in src.read(plan):
+    direct = src.layout == "portable" and hasattr(os, "preadv")
+    done = _fill_direct(src, plan, dev) if direct else set()
+    for k, stored in src.read(k for k in plan if k not in done):
         p = plan[k]
         dtype = src.specs[k][0]
         host = _host_value(dtype, stored)
@@ -966,6 +968,59 @@ def _apply(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | N
         if isinstance(p, Constant) and dtype != "bfloat16":
             p._value = np.array(host)  # force_reinit restores the loaded value
         del host, stored
+
+
+class _Skip(Exception):
+    """The framework's buffer does not fit a direct read: copy the usual way."""
+
+
+def _fill_direct(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | None) -> set[str]:
+    """Read tensors straight from the file into parameters whose host memory the
+    framework lends (`Backend.fill_variable`: CPU tensors under torch): no memory map,
+    no copy in between. Returns the names done; the others go through `_apply`."""
+    from ._parameter import Constant
+
+    b = active()
+    done: set[str] = set()
+    fds: dict[str, int] = {}
+    try:
+        for k, p in plan.items():
+            dtype = src.specs[k][0]
+            if p._var is None or dtype == "bfloat16" or _held(dtype) != dtype:
+                continue
+            if dev is not None and b.device_of(p._var) != dev:
+                continue
+            header, info = src.where[k]
+
+            def fill(buf: np.ndarray, header: Header = header, info: TensorInfo = info) -> None:
+                want = _storage_dtype(info.dtype)
+                if (buf.dtype != want or tuple(buf.shape) != info.shape
+                        or not buf.flags.c_contiguous or not buf.flags.writeable):
+                    raise _Skip
+                if header.path not in fds:
+                    fds[header.path] = _stformat.open_checked(header)
+                _stformat.read_into(fds[header.path], info, buf)
+
+            try:
+                obj = b.fill_variable(p._var, fill)
+            except _Skip:
+                continue
+            except (OSError, FormatError) as exc:
+                raise CheckpointError(
+                    f"Cannot load '{src.name}': {getattr(exc, 'strerror', None) or exc} while "
+                    "reading it; parameters read so far hold the file's values, the others "
+                    "their old ones. Check the file and load it again."
+                ) from None
+            if obj is None:
+                continue
+            p._var = obj
+            if isinstance(p, Constant):
+                p._value = np.array(b.to_numpy(obj))
+            done.add(k)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return done
 
 
 # --------------------------------------------------------------------- native
