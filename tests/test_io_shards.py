@@ -12,7 +12,7 @@ import pytest
 
 import d2lcompat
 from d2lcompat import CheckpointError, nn, ops
-from d2lcompat._shards import parse_size, plan
+from d2lcompat._io.shards import parse_size, plan
 from d2lcompat_conformance.models import to_np
 
 

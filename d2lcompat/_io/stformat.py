@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import write_all
+from .atomic import write_all
 
 __all__ = ["CODES", "FormatError", "Header", "Mapped", "TensorInfo", "read_header", "storage_dtype"]
 
