@@ -298,6 +298,27 @@ class Backend(abc.ABC):
         ``var`` without breaking the graph identity of ``var``; return the object to keep
         (``var`` itself for mutable frameworks, the new array for JAX)."""
 
+    def host_view(self, x: Any) -> np.ndarray:
+        """``x``'s values on the host, without a copy where the framework can lend its
+        memory (a CPU tensor); read-only is fine. Used to write checkpoints straight
+        from the tensors. Default: `to_numpy` (a copy)."""
+        return self.to_numpy(x)
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        """Copy the host ``array`` (already ``dtype``'s values, the variable's shape) into
+        ``var`` with one copy (host to device once); return the object to keep, as
+        `assign`. Loads call it once per tensor with a view into a memory map, so it
+        must not keep a reference to ``array``. Default: `from_numpy` then `assign`."""
+        return self.assign(var, self.from_numpy(array, dtype, self.device_of(var)))
+
+    def fill_variable(self, var: Any, fill: Callable[[np.ndarray], None]) -> Any | None:
+        """Let ``fill(buffer)`` write straight into ``var``'s own host memory (a
+        writable, C-contiguous NumPy view of it); return the object to keep, as
+        `assign`, or None when the framework cannot lend that memory (then the core
+        uses `assign_host`). Loads use it to read a file into a CPU parameter with no
+        copy in between. Default: None."""
+        return None
+
     def native_grad(self, var: Any) -> Any | None:
         """The gradient the framework itself accumulated on ``var`` (``.grad``), or None."""
         return None

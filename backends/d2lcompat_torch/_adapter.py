@@ -229,6 +229,26 @@ class TorchBackend(Backend):
             var.copy_(value)
         return var
 
+    def host_view(self, x: Any) -> np.ndarray:
+        t = x.detach()
+        if t.device.type == "cpu" and t.dtype != torch.bfloat16 and t.is_contiguous():
+            return t.numpy()  # shares the tensor's memory: no copy
+        return self.to_numpy(x)
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        src = torch.from_numpy(array) if array.flags.writeable else torch.from_numpy(array.copy())
+        with torch.no_grad():
+            var.copy_(src)  # one copy; host to device once on a GPU
+        return var
+
+    def fill_variable(self, var: Any, fill: Callable[[np.ndarray], None]) -> Any | None:
+        if var.device.type != "cpu" or var.dtype == torch.bfloat16 or not var.is_contiguous():
+            return None
+        with torch.no_grad():
+            fill(var.detach().numpy())
+        torch.autograd.graph.increment_version(var)  # as copy_ would: stale graphs notice
+        return var
+
     def native_grad(self, var: Any) -> Any | None:
         return getattr(var, "grad", None)
 
