@@ -431,6 +431,41 @@ class PaddleBackend(Backend):
     def stop_gradient(self, x: Any) -> Any:
         return x.detach()
 
+    # ------------------------------------------------------- layer primitives
+    def conv(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        if len(strides) == 2:
+            return F.conv2d(x, w, b, list(strides), list(padding), list(dilation), groups)
+        return F.conv1d(x, w, b, strides[0], padding[0], dilation[0], groups)
+
+    def pool(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        if len(window) == 2:
+            if kind == "max":
+                return F.max_pool2d(x, list(window), list(strides), list(padding))
+            # exclusive=False: padded zeros count in the average (Gluon, PyTorch).
+            return F.avg_pool2d(x, list(window), list(strides), list(padding), exclusive=False)
+        if kind == "max":
+            return F.max_pool1d(x, window[0], strides[0], padding[0])
+        return F.avg_pool1d(x, window[0], strides[0], padding[0], exclusive=False)
+
+    def take(self, weight: Any, indices: Any) -> Any:
+        return F.embedding(indices, weight)
+
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # The default SOT mode traces Python bytecode, takes a list of tensors as the first
