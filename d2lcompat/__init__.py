@@ -25,6 +25,7 @@ from ._errors import (
     D2LCompatWarning,
     DeferredInitializationError,
     DeviceError,
+    DataError,
     DTypeError,
     ShapeError,
     UnsupportedError,
@@ -52,6 +53,7 @@ from ._device import (  # noqa: E402
 _init_default()
 
 from . import autograd, init, nn, ops, optim  # noqa: E402
+from . import data  # noqa: E402
 from ._io import convert, load, native_formats, save  # noqa: E402
 from ._parameter import Constant, Parameter  # noqa: E402
 from ._random import seed  # noqa: E402
@@ -69,6 +71,7 @@ __all__ = [
     "D2LCompatError",
     "D2LCompatWarning",
     "DTypeError",
+    "DataError",
     "DeferredInitializationError",
     "Device",
     "DeviceError",
@@ -81,6 +84,7 @@ __all__ = [
     "backend",
     "backends",
     "convert",
+    "data",
     "copy_to",
     "cpu",
     "default_device",
