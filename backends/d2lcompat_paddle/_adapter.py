@@ -32,6 +32,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
     import paddle
     import paddle.nn.functional as F
+    from paddle import _C_ops
     from paddle.autograd import PyLayer
     from paddle.base.framework import EagerParamBase
 
@@ -442,9 +443,19 @@ class PaddleBackend(Backend):
         dilation: tuple[int, ...],
         groups: int,
     ) -> Any:
-        if len(strides) == 2:
-            return F.conv2d(x, w, b, list(strides), list(padding), list(dilation), groups)
-        return F.conv1d(x, w, b, strides[0], padding[0], dilation[0], groups)
+        # The raw op, not F.conv2d: under paddle.jit.to_static (SOT) the Python ints of a
+        # layer's configuration may arrive as symbolic values, which F.conv2d's argument
+        # checks reject ("In valid padding"); the core has validated them already.
+        one = len(strides) == 1
+        if one:
+            x, w = x.unsqueeze(2), w.unsqueeze(2)
+            strides, padding, dilation = (1, *strides), (0, *padding), (1, *dilation)
+        y = _C_ops.conv2d(
+            x, w, list(strides), list(padding), "EXPLICIT", list(dilation), groups, "NCHW"
+        )
+        if b is not None:
+            y = y + b.reshape([1, -1, 1, 1])
+        return y.squeeze(2) if one else y
 
     def pool(
         self,
