@@ -13,6 +13,7 @@ Files written by backend ``A`` into ``folder`` (all safetensors, written by d2lc
 * ``A.lenet.safetensors`` — a LeNet with BatchNorm (§8.5) trained a few SGD steps, so
   its running statistics moved; ``A.lenet_io.safetensors`` — an input batch and A's
   predictions (predict mode, the running statistics in use).
+* ``A.curve.safetensors`` — XB05: the losses of 20 Adam steps of a seeded MLP.
 
 Examples
 --------
@@ -81,7 +82,30 @@ def write_reference(dir: str | Path) -> list[str]:  # noqa: A002 - the runner's 
     lenet, batch = trained_lenet()
     lenet.save_parameters(paths["lenet"])
     d2lcompat.save(paths["lenet_io"], {"x": batch, "y": lenet(batch)})
-    return [str(p) for p in paths.values()]
+    curve = folder / f"{name}.curve.safetensors"
+    d2lcompat.save(curve, {"loss": loss_curve()})
+    return [str(p) for p in paths.values()] + [str(curve)]
+
+
+_CURVE: list[np.ndarray] = []
+
+
+def loss_curve(steps: int = 20) -> np.ndarray:
+    """XB05: the losses of ``steps`` Adam steps of a seeded MLP on fixed NumPy data
+    (computed once per process)."""
+    if _CURVE:
+        return _CURVE[0]
+    rng = np.random.default_rng(2024)
+    X = ops.tensor(rng.normal(size=(32, 20)).astype(np.float32))
+    y = ops.tensor(rng.integers(0, 5, size=32))
+    d2lcompat.seed(2024)
+    net = _mlp()
+    net.initialize(d2lcompat.init.Xavier())
+    trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": 0.01})
+    step = d2lcompat.train_step(net, d2lcompat.loss.SoftmaxCrossEntropyLoss(), trainer)
+    curve = np.array([float(ops.item(step(X, y))) for _ in range(steps)], dtype=np.float32)
+    _CURVE.append(curve)
+    return curve
 
 
 def trained_lenet(steps: int = 3) -> tuple[nn.Sequential, Any]:
@@ -162,13 +186,25 @@ def _xb04(folder: Path, writer: str) -> None:
     assert (got.argmax(axis=1) == want.argmax(axis=1)).all(), "predicted classes differ"
 
 
+def _xb05(folder: Path, writer: str) -> None:
+    theirs = ops.to_numpy(d2lcompat.load(folder / f"{writer}.curve.safetensors")["loss"])
+    ours = loss_curve(len(theirs))
+    assert theirs[-1] < 0.5 * theirs[0], f"{writer}'s curve does not descend: {theirs}"
+    np.testing.assert_allclose(ours, theirs, rtol=CURVE_RTOL, atol=0,
+                               err_msg=f"{writer}'s loss curve vs this backend's (20 Adam steps)")
+
+
+#: XB05's tolerance: the same formula on float32, different kernels, 20 steps.
+CURVE_RTOL = 1e-4
+
+
 def check_reference(dir: str | Path, writer: str) -> list[dict[str, str]]:  # noqa: A002
     """Load the files ``writer`` wrote into ``dir`` under this process's backend; return
     one result per scenario: ``{id, writer, reader, status, message}``, ``status`` in
     ``pass`` / ``fail``."""
     folder = Path(dir)
     out = []
-    for sid, fn in (("XB01", _xb01), ("XB03", _xb03), ("XB04", _xb04)):
+    for sid, fn in (("XB01", _xb01), ("XB03", _xb03), ("XB04", _xb04), ("XB05", _xb05)):
         try:
             fn(folder, writer)
         except Exception as exc:  # noqa: BLE001 - every failure is a result

@@ -52,11 +52,13 @@ from ._device import (  # noqa: E402
 
 _init_default()
 
-from . import autograd, init, nn, ops, optim  # noqa: E402
+from . import autograd, init, loss, nn, ops, optim, parallel  # noqa: E402
 from . import data  # noqa: E402
 from ._io import convert, load, native_formats, save  # noqa: E402
 from ._parameter import Constant, Parameter  # noqa: E402
 from ._random import seed  # noqa: E402
+from ._fit import History, fit  # noqa: E402
+from ._trainer import TrainStep, Trainer, train_step  # noqa: E402
 from .nn import ParameterDict  # noqa: E402
 
 __version__ = "0.1.0"
@@ -75,7 +77,10 @@ __all__ = [
     "DeferredInitializationError",
     "Device",
     "DeviceError",
+    "History",
     "Parameter",
+    "TrainStep",
+    "Trainer",
     "ParameterDict",
     "ShapeError",
     "UnsupportedError",
@@ -89,17 +94,21 @@ __all__ = [
     "cpu",
     "default_device",
     "device_of",
+    "fit",
     "gpu",
     "init",
     "load",
+    "loss",
     "native_formats",
     "nn",
     "num_gpus",
     "ops",
     "optim",
+    "parallel",
     "save",
     "seed",
     "to_device",
+    "train_step",
     "try_all_gpus",
     "try_gpu",
 ]

@@ -112,6 +112,11 @@ class Ops:
     * ``relu, sigmoid, tanh(x)``, ``softmax, log_softmax(x, axis=-1)``
     * ``linear(x, w, b)``: ``x @ w.T + b`` over the last axis of ``x``, ``w`` of shape
       ``(out, in)``, ``b`` of shape ``(out,)`` or ``None``. The hot path of ``nn.Dense``.
+
+    Optional fused ops (absent unless an adapter defines them; the core falls back to
+    the unfused ops): ``linear_<activation>(x, w, b)``, e.g. ``linear_relu``, is
+    ``activation(linear(x, w, b))`` in one dispatch; ``nn.Dense`` uses it when present.
+    It must equal the unfused ops, gradient included (relu's gradient at 0 is 0).
     """
 
 
@@ -398,6 +403,27 @@ class Backend(abc.ABC):
         from ._errors import UnsupportedError
 
         raise UnsupportedError(f"{self.name} does not support compilation")
+
+    def compile_train_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """The framework's compiled version of a whole training step.
+
+        ``fn(values, scalars, X, y) -> (mean_loss, new_values)`` is pure: ``values`` is
+        the flat list of the step's state (trainable parameters, other parameters such
+        as running statistics, optimizer slots: the stored variables themselves for
+        mutable frameworks), ``scalars`` a short sequence of host floats (``1/batch``,
+        learning rate, bias corrections), and ``new_values`` has one entry per value,
+        None where it is unchanged. Return ``run(values, scalars, X, y) ->
+        (mean_loss, kept)``, where ``kept[i]`` is the object to keep for ``values[i]``:
+        the same variable, written in place (mutable frameworks), or the new array
+        (JAX). Compile where it pays; the default runs ``fn`` eagerly and writes the
+        new values with `assign`, which is what torch and paddle use (docs/training.md).
+        """
+
+        def run(values: Sequence[Any], scalars: Sequence[float], *args: Any) -> tuple[Any, list[Any]]:
+            loss, new = fn(values, scalars, *args)
+            return loss, [v if n is None else self.assign(v, n) for v, n in zip(values, new)]
+
+        return run
 
     def may_mix_devices(self) -> bool:
         """Whether this process can have more than one device, so that an op could mix

@@ -388,7 +388,8 @@ def guard_ops(backend: Backend) -> None:
     if not errors or not backend.may_mix_devices():
         return
     ops = backend.ops
-    for name in OP_NAMES:
+    fused = [n for n in dir(ops) if n.startswith("linear_") and callable(getattr(ops, n))]
+    for name in (*OP_NAMES, *fused):
         setattr(ops, name, _guarded(getattr(ops, name), name, errors, backend))
 
 

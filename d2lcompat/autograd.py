@@ -108,31 +108,45 @@ def grad(
     >>> ops.item(y), ops.item(g["0.weight"])
     (9.0, 6.0)
     """
+    value, _, out = grad_with_aux(lambda: (fn(), None), params)
+    return value, out
+
+
+def grad_with_aux(
+    fn: Callable[[], tuple[Any, Any]], params: Mapping[str, Parameter] | Iterable[Parameter]
+) -> tuple[Any, Any, dict[str, Any]]:
+    """`grad` of a closure returning ``(scalar, aux)``; returns ``(value, aux, grads)``
+    with ``aux`` cut from the graph (concrete under JAX too). Private: the eager
+    `d2lcompat.train_step` returns the per-sample losses through ``aux``."""
     b = active()
     named = [(n, p) for n, p in _named(params) if p.grad_req != "null"]
     plist = [p for _, p in named]
     if any(p._var is None for p in plist):
         # Deferred parameters are created by a first forward pass, run once outside the
         # gradient computation (as a PyTorch user's lazy modules would be).
-        fn()
+        with _state.collecting():  # a shape probe: it must not move running statistics
+            fn()
         for p in plist:
             if p._var is None:
                 p._raise_uninitialized()
     if not plist:  # nothing to differentiate (every parameter has grad_req 'null')
-        return fn(), {}
+        value, aux = fn()
+        return value, aux, {}
     start = [b.read(p._var) for p in plist]
 
-    def pure(values: Sequence[Any]) -> tuple[Any, list[Any]]:
+    def pure(values: Sequence[Any]) -> tuple[Any, tuple[Any, list[Any]]]:
         # Running statistics written by the forward pass (BatchNorm) are collected and
         # returned as aux, then written after the gradient: inside the differentiated
         # function they are traced values (JAX) or part of the graph.
         with substituted(plist, values), _state.collecting() as updates:
-            out = fn()
+            out, aux = fn()
         changed.extend(p for p, _ in updates.values())
-        return out, [v for _, v in updates.values()]
+        if aux is not None:
+            aux = _tree_stop(b, aux)
+        return out, (aux, [v for _, v in updates.values()])
 
     changed: list[Parameter] = []
-    value, grads, new_state = b.value_and_grad_aux(pure, start)
+    value, grads, (aux, new_state) = b.value_and_grad_aux(pure, start)
     _state.apply_updates({id(p): (p, v) for p, v in zip(changed, new_state)})
     out: dict[str, Any] = {}
     for (name, p), g in zip(named, grads):
@@ -141,4 +155,10 @@ def grad(
         else:
             p._grad = g
         out[name] = p._grad
-    return value, out
+    return value, aux, out
+
+
+def _tree_stop(b: Any, aux: Any) -> Any:
+    if isinstance(aux, list | tuple):
+        return type(aux)(_tree_stop(b, a) for a in aux)
+    return b.stop_gradient(aux)

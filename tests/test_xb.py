@@ -11,9 +11,9 @@ from d2lcompat_conformance.xb import check_reference, write_reference
 
 def test_round_trip_same_backend(tmp_path: Path) -> None:
     paths = write_reference(tmp_path)
-    assert len(paths) == 7 and all(Path(p).is_file() for p in paths)
+    assert len(paths) == 8 and all(Path(p).is_file() for p in paths)
     results = check_reference(tmp_path, d2lcompat.backend())
-    assert [r["id"] for r in results] == ["XB01", "XB03", "XB04"]
+    assert [r["id"] for r in results] == ["XB01", "XB03", "XB04", "XB05"]
     for r in results:
         assert r["writer"] == r["reader"] == d2lcompat.backend()
         assert r["status"] == "pass", r["message"]
@@ -21,5 +21,5 @@ def test_round_trip_same_backend(tmp_path: Path) -> None:
 
 def test_missing_writer_is_a_failure_not_a_crash(tmp_path: Path) -> None:
     results = check_reference(tmp_path, "nobody")
-    assert [r["status"] for r in results] == ["fail", "fail", "fail"]
+    assert [r["status"] for r in results] == ["fail", "fail", "fail", "fail"]
     assert "nobody" in results[0]["message"]

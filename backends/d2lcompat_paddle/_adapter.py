@@ -207,7 +207,12 @@ class PaddleOps(Ops):
 
     @staticmethod
     def log_softmax(x: paddle.Tensor, axis: int = -1) -> paddle.Tensor:
-        return F.log_softmax(x, axis=axis)
+        # Not F.log_softmax: Paddle's CPU kernel floors its result near -64 (log of a
+        # clipped probability), so a logit 1e4 below the maximum gives -64.7 instead of
+        # -1e4 and the cross-entropy of a confident mistake is wrong (LS02). The
+        # log-sum-exp form is exact and differentiable.
+        shifted = x - paddle.max(x, axis=axis, keepdim=True).detach()
+        return shifted - paddle.logsumexp(shifted, axis=axis, keepdim=True)
 
     if _matmul_raw is not None:
 

@@ -884,6 +884,30 @@ class TensorFlowBackend(Backend):
         return _GatherV2(params=weight, indices=indices, axis=_i32(0))
 
     # ---------------------------------------------------------------- compile
+    def compile_train_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        # One tf.function of forward, tape, update and the variable writes: the state
+        # variables are captured (CapturedVariables), the new values assigned inside the
+        # graph, so a step is one graph call. The scalars travel as one float32 tensor
+        # (a Python float argument would re-trace the function for every new value).
+        def graph_step(values: list[Any], scalars: Any, X: Any, y: Any) -> Any:
+            loss, new = fn(values, scalars, X, y)
+            for var, value in zip(values, new):
+                if value is not None:
+                    var.assign(value, read_value=False)
+            return loss
+
+        compiled = CapturedVariables(
+            graph_step,
+            lambda f: tf.function(f, reduce_retracing=True),
+            lambda v: isinstance(v, tf.Variable),
+        )
+
+        def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
+            loss = compiled(list(values), tf.constant(np.asarray(scalars, np.float32)), X, y)
+            return loss, list(values)
+
+        return run
+
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # Captured variables (see CapturedVariables); reduce_retracing: a new input shape
         # relaxes to unknown dimensions instead of tracing a graph per batch size.

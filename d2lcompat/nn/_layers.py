@@ -129,6 +129,8 @@ class Dense(Block):
         self._units = int(units)
         self._act_name = activation
         self._act = _activation(activation)
+        # An adapter's fused `linear_<activation>` (one dispatch instead of two), if any.
+        self._fused = getattr(active().ops, f"linear_{activation}", None) if activation else None
         self.weight = Parameter((units, in_units), dtype=dtype, init=weight_initializer)
         self.bias: Parameter | None = (
             Parameter((units,), dtype=dtype, init=bias_initializer) if use_bias else None
@@ -143,7 +145,10 @@ class Dense(Block):
         if n != weight._shape[1] and n is not None:
             self._wrong_features(x)
         bias = self.bias
+        fused = self._fused
         try:  # free on the happy path (zero-cost exceptions); see _devices_differ
+            if fused is not None:
+                return fused(x, weight.data(), None if bias is None else bias.data())
             y = _ops.linear(x, weight.data(), None if bias is None else bias.data())
         except DeviceError as exc:
             named = self._devices_differ(x)

@@ -1,0 +1,266 @@
+"""Gluon's losses, one value per sample, the same on every backend (``d2lcompat.loss``).
+
+Each loss is a `Block` without parameters: ``loss(pred, label[, sample_weight])``
+returns a tensor of shape ``(batch,)``, the mean of the element-wise loss over every
+axis but the first (the batch axis), as Gluon does. They are written once against
+`d2lcompat.ops`, so the formula is the same on every backend, and each is numerically
+stable: softmax cross-entropy goes through ``log_softmax`` (log-sum-exp), the sigmoid
+binary cross-entropy through ``max(x, 0) - x·z + log(1 + exp(-|x|))``.
+
+=============================  ==========================================================
+loss                           element-wise value (``d = pred - label``)
+=============================  ==========================================================
+`L2Loss`                       ``0.5 · d²``
+`L1Loss`                       ``|d|``
+`HuberLoss` (``rho``)          ``0.5 · d² / rho`` where ``|d| ≤ rho``, else ``|d| - 0.5 · rho``
+`SoftmaxCrossEntropyLoss`      ``-Σ_c label_c · log_softmax(pred)_c`` (sparse: the label's class)
+`SigmoidBinaryCrossEntropyLoss` ``-(z·log σ(x) + (1 - z)·log(1 - σ(x)))``
+=============================  ==========================================================
+
+Examples
+--------
+>>> from d2lcompat import loss, ops
+>>> l2 = loss.L2Loss()
+>>> ops.to_numpy(l2(ops.tensor([[1.0, 3.0]]), ops.tensor([[0.0, 0.0]]))).tolist()
+[2.5]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import ops as _ops
+from ._errors import D2LCompatError, ShapeError
+from ._registry import active
+from .nn._block import Block
+
+__all__ = [
+    "HuberLoss",
+    "L1Loss",
+    "L2Loss",
+    "Loss",
+    "SigmoidBCELoss",
+    "SigmoidBinaryCrossEntropyLoss",
+    "SoftmaxCELoss",
+    "SoftmaxCrossEntropyLoss",
+]
+
+
+class Loss(Block):
+    """Base class of the losses: ``weight`` scales every value; subclasses implement
+    `elementwise` and the base takes the mean over the non-batch axes.
+
+    Parameters
+    ----------
+    weight : float or None
+        A global scale of the loss (Gluon's ``weight``).
+    batch_axis : int
+        The batch axis; only ``0`` is supported (the axis the mean keeps).
+    """
+
+    def __init__(self, weight: float | None = None, batch_axis: int = 0) -> None:
+        super().__init__()
+        if batch_axis != 0:
+            raise D2LCompatError(
+                f"{type(self).__name__}: batch_axis={batch_axis} is not supported; put the "
+                "batch first (batch_axis=0), as Gluon's default."
+            )
+        self._weight = weight
+
+    def elementwise(self, pred: Any, label: Any) -> Any:
+        """The element-wise loss (shape of ``pred``)."""
+        raise NotImplementedError
+
+    def forward(self, pred: Any, label: Any, sample_weight: Any = None) -> Any:
+        value = self.elementwise(pred, label)
+        if sample_weight is not None:
+            value = value * sample_weight
+        if self._weight is not None:
+            value = value * self._weight
+        return _batch_mean(value)
+
+    def _like(self, pred: Any, label: Any) -> Any:
+        """``label`` reshaped to ``pred``'s shape (Gluon's ``reshape_like``): a label of
+        shape ``(N,)`` against a prediction ``(N, 1)`` is common."""
+        b = active()
+        ps, ls = b.shape(pred), b.shape(label)
+        if ps == ls:
+            return label
+        if _size(ps) != _size(ls):
+            raise ShapeError(
+                f"{type(self).__name__}: prediction of shape {ps} and label of shape {ls} "
+                "have different sizes. Pass one label per prediction value."
+            )
+        return _ops.reshape(label, ps)
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _batch_mean(value: Any) -> Any:
+    nd = len(active().shape(value))
+    if nd <= 1:
+        return value
+    return _ops.mean(value, axis=tuple(range(1, nd)))
+
+
+class L2Loss(Loss):
+    """``0.5 · (pred - label)²``, averaged over the non-batch axes.
+
+    Examples
+    --------
+    >>> from d2lcompat import loss, ops
+    >>> ops.to_numpy(loss.L2Loss()(ops.tensor([2.0, 0.0]), ops.tensor([0.0, 0.0]))).tolist()
+    [2.0, 0.0]
+    """
+
+    def elementwise(self, pred: Any, label: Any) -> Any:
+        d = pred - self._like(pred, label)
+        return 0.5 * (d * d)
+
+
+class L1Loss(Loss):
+    """``|pred - label|``, averaged over the non-batch axes.
+
+    Examples
+    --------
+    >>> from d2lcompat import loss, ops
+    >>> ops.to_numpy(loss.L1Loss()(ops.tensor([[2.0, -1.0]]), ops.tensor([[0.0, 0.0]]))).tolist()
+    [1.5]
+    """
+
+    def elementwise(self, pred: Any, label: Any) -> Any:
+        return _ops.abs(pred - self._like(pred, label))
+
+
+class HuberLoss(Loss):
+    """Smooth L1: ``0.5·d²/rho`` where ``|d| ≤ rho``, else ``|d| - 0.5·rho`` (Gluon's).
+
+    Examples
+    --------
+    >>> from d2lcompat import loss, ops
+    >>> ops.to_numpy(loss.HuberLoss()(ops.tensor([0.5, 3.0]), ops.tensor([0.0, 0.0]))).tolist()
+    [0.125, 2.5]
+    """
+
+    def __init__(self, rho: float = 1.0, weight: float | None = None, batch_axis: int = 0) -> None:
+        super().__init__(weight, batch_axis)
+        if not rho > 0:
+            raise D2LCompatError(f"HuberLoss: rho must be > 0; received {rho!r}.")
+        self._rho = float(rho)
+
+    def elementwise(self, pred: Any, label: Any) -> Any:
+        d = _ops.abs(pred - self._like(pred, label))
+        rho = self._rho
+        return _ops.where(d > rho, d - 0.5 * rho, (0.5 / rho) * (d * d))
+
+
+class SoftmaxCrossEntropyLoss(Loss):
+    """Softmax cross-entropy over ``axis``: ``-Σ label · log_softmax(pred)``.
+
+    Parameters
+    ----------
+    axis : int
+        The class axis of ``pred``.
+    sparse_label : bool
+        True: ``label`` holds class indices (shape ``pred`` without ``axis``, or with
+        a trailing 1). False: ``label`` is a distribution of ``pred``'s shape.
+    from_logits : bool
+        True: ``pred`` already holds log-probabilities (no ``log_softmax`` applied).
+
+    Examples
+    --------
+    >>> from d2lcompat import loss, ops
+    >>> ce = loss.SoftmaxCrossEntropyLoss()
+    >>> logits = ops.tensor([[0.0, 0.0], [1e4, -1e4]])
+    >>> [round(v, 4) for v in ops.to_numpy(ce(logits, ops.tensor([1, 0]))).tolist()]
+    [0.6931, 0.0]
+    """
+
+    def __init__(
+        self,
+        axis: int = -1,
+        sparse_label: bool = True,
+        from_logits: bool = False,
+        weight: float | None = None,
+        batch_axis: int = 0,
+    ) -> None:
+        super().__init__(weight, batch_axis)
+        self._axis = int(axis)
+        self._sparse = bool(sparse_label)
+        self._from_logits = bool(from_logits)
+
+    def forward(self, pred: Any, label: Any, sample_weight: Any = None) -> Any:
+        axis = self._axis
+        logp = pred if self._from_logits else _ops.log_softmax(pred, axis=axis)
+        if self._sparse:
+            picked = _ops.sum(logp * self._one_hot(pred, label), axis=axis)
+        else:
+            picked = _ops.sum(logp * self._like(pred, label), axis=axis)
+        value = -picked
+        if sample_weight is not None:
+            value = value * _ops.reshape(sample_weight, active().shape(value))
+        if self._weight is not None:
+            value = value * self._weight
+        return _batch_mean(value)
+
+    def _one_hot(self, pred: Any, label: Any) -> Any:
+        b = active()
+        shape = b.shape(pred)
+        axis = self._axis % len(shape)
+        classes = shape[axis]
+        want = shape[:axis] + shape[axis + 1 :]
+        lshape = b.shape(label)
+        if lshape != want:
+            if _size(lshape) != _size(want):
+                raise ShapeError(
+                    f"SoftmaxCrossEntropyLoss: sparse labels of shape {lshape} do not fit "
+                    f"predictions of shape {shape} (expected {want}: one class index per "
+                    "sample). Pass sparse_label=False for one-hot or soft labels."
+                )
+            label = _ops.reshape(label, want)
+        # A one-hot mask instead of a gather: differentiable and the same op on every
+        # backend; the class count of a classifier is small.
+        index = _ops.cast(label, "int32")
+        classes_ = _ops.arange(classes, dtype="int32")
+        if axis != len(shape) - 1:
+            classes_ = _ops.reshape(classes_, (classes,) + (1,) * (len(shape) - 1 - axis))
+        return _ops.cast(_ops.equal(_ops.expand_dims(index, axis), classes_), b.dtype(pred))
+
+
+class SigmoidBinaryCrossEntropyLoss(Loss):
+    """Binary cross-entropy: ``-(z·log σ(x) + (1 - z)·log(1 - σ(x)))``.
+
+    ``from_sigmoid=False`` (default) takes logits and computes it stably as
+    ``max(x, 0) - x·z + log(1 + exp(-|x|))``; ``from_sigmoid=True`` takes
+    probabilities (clipped by 1e-12 inside the logarithms, as Gluon).
+
+    Examples
+    --------
+    >>> from d2lcompat import loss, ops
+    >>> bce = loss.SigmoidBinaryCrossEntropyLoss()
+    >>> [round(v, 4) for v in ops.to_numpy(bce(ops.tensor([0.0, 100.0]), ops.tensor([1.0, 1.0]))).tolist()]
+    [0.6931, 0.0]
+    """
+
+    def __init__(
+        self, from_sigmoid: bool = False, weight: float | None = None, batch_axis: int = 0
+    ) -> None:
+        super().__init__(weight, batch_axis)
+        self._from_sigmoid = bool(from_sigmoid)
+
+    def elementwise(self, pred: Any, label: Any) -> Any:
+        z = self._like(pred, label)
+        if self._from_sigmoid:
+            eps = 1e-12
+            return -(z * _ops.log(pred + eps) + (1.0 - z) * _ops.log(1.0 - pred + eps))
+        return _ops.relu(pred) - pred * z + _ops.log(1.0 + _ops.exp(-_ops.abs(pred)))
+
+
+#: Gluon's short names.
+SoftmaxCELoss = SoftmaxCrossEntropyLoss
+SigmoidBCELoss = SigmoidBinaryCrossEntropyLoss
