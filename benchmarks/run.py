@@ -187,9 +187,52 @@ def worker(backend: str, rounds: int, io: bool, io_params: int) -> dict[str, Any
             max_abs_diff=diff, ours_compile_s=ours_compile, native_compile_s=native_compile,
         )
 
+    _lenet_cases(native, rounds, record)
+
     if io:
         cases.extend(_io_cases(backend, native, max(3, rounds // 3), io_params))
     return {"backend": backend, "version": version, "cases": cases}
+
+
+def _lenet_cases(native: Any, rounds: int, record: Callable[..., None]) -> None:
+    """LeNet (§7.6) forward, batch 256 of 28x28: d2lcompat (NCHW) against the framework's
+    own conv net with the same weights, fed in the framework's preferred layout (NHWC for
+    TensorFlow, so its row includes the adapter's transposes). Rows go through ``record``."""
+    import numpy as np
+
+    import d2lcompat
+    from d2lcompat import init, nn, ops
+
+    d2lcompat.seed(0)
+    net = nn.Sequential(
+        nn.Conv2D(6, kernel_size=5, padding=2, activation="sigmoid"), nn.AvgPool2D(2, 2),
+        nn.Conv2D(16, kernel_size=5, activation="sigmoid"), nn.AvgPool2D(2, 2), nn.Flatten(),
+        nn.Dense(120, activation="sigmoid"), nn.Dense(84, activation="sigmoid"), nn.Dense(10),
+    )
+    net.initialize(init.Xavier())
+    host = np.random.default_rng(0).uniform(size=(256, 1, 28, 28)).astype(np.float32)
+    x = ops.tensor(host)
+    net(x)
+    weights = [(ops.to_numpy(m.weight.data()), ops.to_numpy(m.bias.data()))
+               for m in net if hasattr(m, "weight")]
+    xn = native.lenet_input(host)
+    sync = native.sync
+    name = "LeNet forward, batch 256"
+    ref = native.lenet(weights)
+    record("eager", name, compare(lambda: sync(net(x)), lambda: sync(ref(xn)), rounds),
+           max_abs_diff=_max_diff(net(x), ref(xn)))
+    comp = native.compiled_lenet(weights)
+    net.hybridize()
+    start = time.perf_counter()
+    sync(net(x))
+    sync(net(x))
+    ours_compile = time.perf_counter() - start
+    start = time.perf_counter()
+    sync(comp(xn))
+    native_compile = time.perf_counter() - start
+    record("hybridized", name, compare(lambda: sync(net(x)), lambda: sync(comp(xn)), rounds),
+           max_abs_diff=_max_diff(net(x), comp(xn)), ours_compile_s=ours_compile,
+           native_compile_s=native_compile)
 
 
 def _io_cases(backend: str, native: Any, rounds: int, n_params: int) -> list[dict[str, Any]]:
