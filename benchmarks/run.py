@@ -144,7 +144,9 @@ def _max_diff(a: Any, b: Any) -> float:
         return float(np.max(np.abs(ops.to_numpy(a) - ops.to_numpy(b))))
 
 
-def worker(backend: str, rounds: int, io: bool, io_params: int) -> dict[str, Any]:
+def worker(
+    backend: str, rounds: int, io: bool, io_params: int, mlp: bool = True
+) -> dict[str, Any]:
     """Run every case on ``backend`` (this process's backend); the results as a dict."""
     import d2lcompat
 
@@ -161,7 +163,7 @@ def worker(backend: str, rounds: int, io: bool, io_params: int) -> dict[str, Any
         cases.append(row)
         print(f"  [{backend}] {kind:10s} {name:28s} ratio {row['ratio']:.3f}", file=sys.stderr)
 
-    for name, n_in, widths, batch in _mlp_cases():
+    for name, n_in, widths, batch in _mlp_cases() if mlp else []:
         net, layers, x = _build(n_in, widths, batch)
         ref = native.mlp(layers)
         diff = _max_diff(net(x), ref(x))
@@ -437,6 +439,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="float32 parameters in the save/load case")
     p.add_argument("--no-io", action="store_true", help="skip save/load (400 MB files)")
     p.add_argument("--no-conformance", action="store_true", help="skip the full conformance run")
+    p.add_argument("--no-mlp", action="store_true", help="skip the MLP rows (LeNet rows only)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--markdown", default=None, help="write the table here")
     p.add_argument("--update-docs", default=None, metavar="MD",
@@ -446,7 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.worker:  # one backend, in this process
-        res = worker(args.worker, args.rounds, not args.no_io, args.io_params)
+        res = worker(args.worker, args.rounds, not args.no_io, args.io_params, not args.no_mlp)
         Path(args.out).write_text(json.dumps(res), encoding="utf-8")
         return 0
 
@@ -468,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "--rounds", str(args.rounds), "--io-params", str(args.io_params)]
             if args.no_io:
                 cmd.append("--no-io")
+            if args.no_mlp:
+                cmd.append("--no-mlp")
             proc = subprocess.run(cmd, env=_env(backend), cwd=ROOT)
             if proc.returncode != 0:
                 print(f"{backend}: worker failed with exit code {proc.returncode}", file=sys.stderr)
