@@ -289,7 +289,7 @@ class JaxNative(Native):
         return lambda x: f(params, x)
 
     def _lenet_fn(self) -> Callable[[Any, Any], Any]:
-        jax, jnp = self.jax, self.jnp
+        jax = self.jax
         lax = jax.lax
 
         def conv(x: Any, w: Any, b: Any, pad: int) -> Any:

@@ -58,7 +58,7 @@ def main() -> None:
             native = lambda: tf.nn.bias_add(tf.nn.conv2d(  # noqa: E731
                 xh, k, 1, [[0, 0], [pad, pad], [pad, pad], [0, 0]]), b)  # noqa: B023
         else:
-            native = lambda: tf.nn.avg_pool2d(xh, 2, 2, "VALID")  # noqa: E731
+            native = lambda: tf.nn.avg_pool2d(xh, 2, 2, "VALID")  # noqa: E731, B023
         y = layer(x)
         ours = _median_us(lambda: layer(x))  # noqa: B023
         theirs = _median_us(native)

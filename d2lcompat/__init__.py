@@ -25,8 +25,8 @@ from ._errors import (
     D2LCompatWarning,
     DeferredInitializationError,
     DeviceError,
-    DataError,
     DTypeError,
+    DataError,
     ShapeError,
     UnsupportedError,
 )
@@ -52,8 +52,7 @@ from ._device import (  # noqa: E402
 
 _init_default()
 
-from . import autograd, init, loss, nn, ops, optim, parallel  # noqa: E402
-from . import data  # noqa: E402
+from . import autograd, data, init, loss, nn, ops, optim, parallel  # noqa: E402
 from ._io import convert, load, native_formats, save  # noqa: E402
 from ._parameter import Constant, Parameter  # noqa: E402
 from ._random import seed  # noqa: E402
