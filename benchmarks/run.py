@@ -47,7 +47,8 @@ _MODULES = {"torch": "torch", "tensorflow": "tensorflow", "paddle": "paddle", "j
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Targets: the ratio d2lcompat / native must be at most this (import: seconds added).
-TARGETS = {"eager": 1.10, "hybridized": 1.05, "save": 1.0, "load": 1.0, "import": 0.1}
+TARGETS = {"eager": 1.10, "hybridized": 1.05, "save": 1.0, "load": 1.0, "import": 0.1,
+           "train eager": 1.10, "train compiled": 1.05, "train vs keras": 1.0}
 
 # Quiet framework start-up logs in every process we start.
 _ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "GLOG_minloglevel": "2", "PYTHONHASHSEED": "0"}
@@ -145,7 +146,7 @@ def _max_diff(a: Any, b: Any) -> float:
 
 
 def worker(
-    backend: str, rounds: int, io: bool, io_params: int, mlp: bool = True
+    backend: str, rounds: int, io: bool, io_params: int, train: bool = True, mlp: bool = True
 ) -> dict[str, Any]:
     """Run every case on ``backend`` (this process's backend); the results as a dict."""
     import d2lcompat
@@ -190,6 +191,10 @@ def worker(
         )
 
     _lenet_cases(native, rounds, record)
+    if train:
+        from ._train import train_cases
+
+        train_cases(backend, rounds, compare, record)
 
     if io:
         cases.extend(_io_cases(backend, native, max(3, rounds // 3), io_params))
@@ -439,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="float32 parameters in the save/load case")
     p.add_argument("--no-io", action="store_true", help="skip save/load (400 MB files)")
     p.add_argument("--no-conformance", action="store_true", help="skip the full conformance run")
+    p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
     p.add_argument("--no-mlp", action="store_true", help="skip the MLP rows (LeNet rows only)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--markdown", default=None, help="write the table here")
@@ -449,7 +455,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     if args.worker:  # one backend, in this process
-        res = worker(args.worker, args.rounds, not args.no_io, args.io_params, not args.no_mlp)
+        res = worker(args.worker, args.rounds, not args.no_io, args.io_params, not args.no_train,
+                     not args.no_mlp)
         Path(args.out).write_text(json.dumps(res), encoding="utf-8")
         return 0
 
@@ -471,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    "--rounds", str(args.rounds), "--io-params", str(args.io_params)]
             if args.no_io:
                 cmd.append("--no-io")
+            if args.no_train:
+                cmd.append("--no-train")
             if args.no_mlp:
                 cmd.append("--no-mlp")
             proc = subprocess.run(cmd, env=_env(backend), cwd=ROOT)

@@ -1,4 +1,4 @@
-"""The d2lcompat conformance catalogue (SCENARIOS.md), its runner and its reports.
+"""The d2lcompat conformance catalogue (docs/scenarios.md), its runner and its reports.
 
 Every scenario is written once, against the public API, and runs on every backend.
 

@@ -1,4 +1,4 @@
-"""The scenario registry: each SCENARIOS.md ID is one plain function, written once.
+"""The scenario registry: each docs/scenarios.md ID is one plain function, written once.
 
 A scenario runs in the process of one backend (chosen by ``D2LCOMPAT_BACKEND``)
 against the public API only, and asserts values. Its outcome is ``pass``,
@@ -77,7 +77,7 @@ SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(sid: str, title: str) -> Callable[[Callable[[Context], None]], Callable[[Context], None]]:
-    """Register ``fn(ctx)`` as the scenario ``sid`` (an ID of SCENARIOS.md)."""
+    """Register ``fn(ctx)`` as the scenario ``sid`` (an ID of docs/scenarios.md)."""
 
     def register(fn: Callable[[Context], None]) -> Callable[[Context], None]:
         if sid in SCENARIOS:

@@ -71,6 +71,39 @@ def _md_cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _totals_text(report: dict[str, Any]) -> str:
+    """One sentence with the counts the docs quote (docs/conformance.md links to the
+    generated report instead of typing them)."""
+    ids = [sid for sid, _ in _ids(report)]
+    runnable = _runnable(report)
+    records = [r for r in report["results"] if r["backend"] in runnable]
+    statuses = {st: sum(r["status"] == st for r in records) for st in ("pass", "unsupported", "fail")}
+    text = (
+        f"**Totals:** {len(ids)} scenario IDs × {len(runnable)} backend(s) = {len(records)} "
+        f"records: {statuses['pass']} pass, {statuses['unsupported']} unsupported, "
+        f"{statuses['fail']} fail"
+    )
+    if report["xb"]:
+        xb_ok = sum(x["status"] == "pass" for x in report["xb"])
+        xb_ids = sorted({x["id"] for x in report["xb"]})
+        text += (
+            f"; XB: {len(report['xb'])} records ({', '.join(xb_ids)} × "
+            f"{len(_xb_names(report))}×{len(_xb_names(report))} pairs), {xb_ok} pass"
+        )
+    return text + "."
+
+
+def _slowest(report: dict[str, Any]) -> list[str]:
+    """``"torch: HY01 (3.2 s)"`` for each backend that ran."""
+    out = []
+    for b in _runnable(report):
+        recs = [r for r in report["results"] if r["backend"] == b and r.get("duration") is not None]
+        if recs:
+            top = max(recs, key=lambda r: r["duration"])
+            out.append(f"{b}: {top['id']} ({top['duration']:.1f} s)")
+    return out
+
+
 def to_markdown(report: dict[str, Any]) -> str:
     """The report as GitHub-flavoured Markdown: backends, the matrix, XB, failures, reasons."""
     env = report["environment"]
@@ -107,6 +140,10 @@ def to_markdown(report: dict[str, Any]) -> str:
         )
     runnable = _runnable(report)
     by_key = {(r["id"], r["backend"]): r for r in report["results"]}
+    out += ["", _totals_text(report)]
+    slow = _slowest(report)
+    if slow:
+        out += ["", "Slowest scenario per backend: " + "; ".join(slow) + "."]
     out += [
         "",
         "## Scenarios",

@@ -54,7 +54,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from d2lcompat_spec import BackendSpec, PluginError, discover, installed_version, is_installed
+from d2lcompat_spec import (
+    BackendSpec,
+    PluginError,
+    discover,
+    install_hint,
+    installed_version,
+    is_installed,
+)
 
 from ._registry import GROUPS, Result, known_unsupported
 
@@ -68,10 +75,14 @@ __all__ = [
     "main",
 ]
 
+#: The variable that chooses a process's backend; without ``--backends`` it chooses the
+#: backends ``d2lcompat conformance`` runs.
+ENV_BACKEND = "D2LCOMPAT_BACKEND"
+
 #: The JSON report's format; bump the number when a field changes meaning.
 SCHEMA = "d2lcompat-conformance/1"
 
-#: The cross-backend IDs of SCENARIOS.md. XB01, XB03, XB04, XB05 come from ``xb.check_reference``;
+#: The cross-backend IDs of docs/scenarios.md. XB01, XB03, XB04, XB05 come from ``xb.check_reference``;
 #: XB02 is computed by the runner from the seed digests and outputs of every backend.
 XB_TITLES: dict[str, str] = {
     "XB01": "a parameters file written by A loads under B and gives A's output",
@@ -100,7 +111,7 @@ class ConformanceError(AssertionError):
 
 
 def catalogue() -> dict[str, str]:
-    """Every scenario ID of the per-backend catalogue and its title, in SCENARIOS.md order.
+    """Every scenario ID of the per-backend catalogue and its title, in docs/scenarios.md order.
 
     The scenario modules import ``d2lcompat`` (and so a framework), so this reads the
     ``@scenario("ID", "title")`` decorators from their source instead. The worker's
@@ -114,7 +125,7 @@ def catalogue() -> dict[str, str]:
     """
     base = Path(__file__).resolve().parent / "scenarios"
     found: dict[str, str] = {}
-    for group in GROUPS:  # the group order of SCENARIOS.md; IDs sorted within a group
+    for group in GROUPS:  # the group order of docs/scenarios.md; IDs sorted within a group
         in_group: dict[str, str] = {}
         path = base / f"{group}.py"
         if not path.is_file():
@@ -181,7 +192,7 @@ class BackendRun:
                 f" ({known})" if known else ""
             )
         if not self.installed:
-            return f'not installed: pip install "d2lcompat[{self.extra}]"'
+            return f"not installed: {install_hint(self.extra)}"
         return ""
 
 
@@ -629,7 +640,7 @@ def build_report(
             "registered": r.registered,
             "installed": r.installed,
             "extra": r.extra,
-            "install": f'pip install "d2lcompat[{r.extra}]"' if r.registered else None,
+            "install": install_hint(r.extra) if r.registered else None,
             "version": r.version,
             "devices": r.env.get("devices", []),
             "default_device": r.env.get("default_device"),
@@ -928,15 +939,26 @@ def main(args: argparse.Namespace) -> int:
             f"{', '.join(sorted(reports.WRITERS))}.[/]"
         )
         return 2
+    requested = getattr(args, "backends", None)
+    from_env = os.environ.get(ENV_BACKEND, "").strip()
+    if not requested and from_env:
+        # The variable chooses the backend of a d2lcompat process; here it chooses the
+        # backends to run, so that `D2LCOMPAT_BACKEND=x d2lcompat conformance` checks x.
+        requested = from_env
+        console.print(
+            f"{ENV_BACKEND}={escape(from_env)}: running that backend only "
+            "(--backends chooses others; unset the variable to run every installed one)"
+        )
     try:
-        runs, specs = _resolve(getattr(args, "backends", None))
+        runs, specs = _resolve(requested)
     except PluginError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         return 2
     if not runs:
         console.print(
-            "[red]No d2lcompat backend is installed.[/] Install one, e.g. "
-            + ", ".join(f'pip install "d2lcompat[{s.extra}]"' for s in specs.values())
+            "[red]No d2lcompat backend is installed.[/] Install one from the d2lcompat "
+            "checkout, e.g. "
+            + ", ".join(escape(install_hint(s.extra)) for s in specs.values())
         )
         return 1
     titles = catalogue()
@@ -949,9 +971,7 @@ def main(args: argparse.Namespace) -> int:
     device = getattr(args, "device", None)
     jobs = int(getattr(args, "jobs", None) or _jobs_default())
     timeout = float(getattr(args, "timeout", None) or DEFAULT_TIMEOUT)
-    for r in runs:
-        if not r.runnable:
-            console.print(f"[bold red]{r.name}[/]: {escape(r.missing_reason())}")
+    # A requested backend that cannot run is reported once, by print_summary.
 
     start = time.perf_counter()
     progress = Progress(

@@ -53,11 +53,11 @@ from ._device import (  # noqa: E402
 _init_default()
 
 from . import autograd, data, init, loss, nn, ops, optim, parallel  # noqa: E402
+from ._fit import History, fit  # noqa: E402
 from ._io import convert, load, native_formats, save  # noqa: E402
 from ._parameter import Constant, Parameter  # noqa: E402
 from ._random import seed  # noqa: E402
-from ._fit import History, fit  # noqa: E402
-from ._trainer import TrainStep, Trainer, train_step  # noqa: E402
+from ._trainer import Trainer, TrainStep, train_step  # noqa: E402
 from .nn import ParameterDict  # noqa: E402
 
 __version__ = "0.1.0"

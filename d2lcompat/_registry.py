@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from d2lcompat_spec import BackendSpec, PluginError, discover
+from d2lcompat_spec import BackendSpec, PluginError, discover, install_hint
 from d2lcompat_spec import installed_version as _version
 from d2lcompat_spec import is_installed as _is_installed
 
@@ -58,8 +58,8 @@ def _choose(specs: dict[str, BackendSpec]) -> BackendSpec:
     if not wanted:
         if not installed:
             raise BackendError(
-                "d2lcompat found no installed backend. Install one, e.g. "
-                'pip install "d2lcompat[torch]" (extras: '
+                "d2lcompat found no installed backend. Install one from the d2lcompat "
+                f"checkout, e.g. {install_hint('torch')} (extras: "
                 + ", ".join(f"[{s.extra}]" for s in specs.values())
                 + ")."
             )
@@ -73,7 +73,8 @@ def _choose(specs: dict[str, BackendSpec]) -> BackendSpec:
     if wanted not in installed:
         raise BackendError(
             f"{ENV_BACKEND}={wanted!r} but {spec.module!r} is not installed. "
-            f'Install it with: pip install "d2lcompat[{spec.extra}]". Installed backends: {hint}.'
+            f"Install it (from the d2lcompat checkout) with: {install_hint(spec.extra)}. "
+            f"Installed backends: {hint}."
         )
     return spec
 
@@ -88,7 +89,8 @@ def _load(spec: BackendSpec, cpu_devices: int) -> Backend:
     except Exception as exc:
         raise BackendError(
             f"The {spec.name!r} backend failed to import ({type(exc).__name__}: {exc}). "
-            f'Reinstall it with: pip install --force-reinstall "d2lcompat[{spec.extra}]".'
+            "Reinstall it (from the d2lcompat checkout) with: "
+            f"{install_hint(spec.extra).replace('pip install', 'pip install --force-reinstall')}."
         ) from exc
     if not (isinstance(cls, type) and issubclass(cls, Backend)):
         raise BackendError(f"{spec.adapter} is not a d2lcompat.Backend subclass.")

@@ -226,9 +226,10 @@ class TrainStep:
         self._net = net
         self._loss = loss
         self._trainer = trainer
-        self._compiled: Callable[..., Any] | None = None
+        self._compiled: dict[bool, Callable[..., Any]] = {}  # by "returns the predictions"
         self._key: tuple[Any, ...] = ()
         self._params: list[Parameter] = []  # trainable, then others (inputs of the step)
+        self._slot_lists: list[list[Any]] = []  # the optimizer's slot lists, in that order
         self._n_train = 0
 
     # ------------------------------------------------------------------ eager
@@ -249,7 +250,7 @@ class TrainStep:
         return _ops.mean(per_sample), pred
 
     # --------------------------------------------------------------- compiled
-    def _build(self, X: Any, y: Any) -> None:
+    def _build(self, X: Any, y: Any, outputs: bool) -> None:
         b = active()
         net, loss = self._net, self._loss
         opt = self._trainer.optimizer
@@ -271,7 +272,7 @@ class TrainStep:
         def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
             fixed = list(values[n_train:n_all])
 
-            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[Any, list[Any]]]:
+            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[Any, list[Any], Any]]:
                 with _autograd.substituted(params, list(weights) + fixed), \
                         _state.collecting() as updates, _autograd.train_mode():
                     pred = net(X)
@@ -281,7 +282,8 @@ class TrainStep:
                     i = index.get(id(p))
                     if i is not None and i >= n_train:
                         new_state[i - n_train] = v
-                return _ops.sum(value), (_ops.mean(value), new_state, b.stop_gradient(pred))
+                kept = b.stop_gradient(pred) if outputs else None
+                return _ops.sum(value), (_ops.mean(value), new_state, kept)
 
             _, grads, (mean, new_state, pred) = b.value_and_grad_aux(objective, values[:n_train])
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
@@ -296,42 +298,41 @@ class TrainStep:
                 new_w.append(nw)
                 new_slots.extend(ns)
                 k += n
-            return (mean, pred), new_w + new_state + new_slots
+            return ((mean, pred) if outputs else mean), new_w + new_state + new_slots
 
         step.__name__ = step.__qualname__ = f"train_step_{type(net).__name__}"
         self._params = params
         self._n_train = n_train
-        self._compiled = b.compile_train_step(step)
+        self._slot_lists = [opt.slots_of(n, p) for n, p in zip(names, train)]
+        self._compiled[outputs] = b.compile_train_step(step)
         self._key = self._structure()
 
     def _structure(self) -> tuple[Any, ...]:
         opt = self._trainer.optimizer
         # The learning rate is an input of the compiled step; the other hyper-parameters
-        # are constants of it, so changing one builds the step again.
-        hyper = tuple((k, v) for k, v in opt.hyper_parameters().items() if k != "lr")
-        return (
-            tuple(id(p) for p in self._net.collect_params().values()),
-            tuple(id(p) for _, p in opt.trainable()),
-            type(opt),
-            hyper,
-        )
+        # are constants of it, so changing one (the optimizer's `version`) builds the
+        # step again, as does a new set of parameters of the trainer.
+        return (opt.version, len(opt.params))
 
-    def _run_compiled(self, X: Any, y: Any) -> Any:
-        if self._compiled is None or self._key != self._structure():
-            self._build(X, y)
-        b = active()
+    def _run_compiled(self, X: Any, y: Any, outputs: bool) -> Any:
         opt = self._trainer.optimizer
+        if self._key != (opt.version, len(opt.params)):
+            self._compiled.clear()
+        compiled = self._compiled.get(outputs)
+        if compiled is None:
+            self._build(X, y, outputs)
+            compiled = self._compiled[outputs]
+        b = active()
         opt._t += 1
         scalars = (_scale(int(b.shape(X)[0])), *opt.scalars(opt._t))
         params = self._params
-        slot_lists = [opt.slots_of(n, p) for n, p in opt.trainable()]
+        slot_lists = self._slot_lists
         values = [p._var for p in params]
         for slots in slot_lists:
             values.extend(slots)
-        assert self._compiled is not None
-        out, new = self._compiled(values, scalars, X, y)
+        out, new = compiled(values, scalars, X, y)
         n_all = len(params)
-        for p, v in zip(params, new[:n_all]):
+        for p, v in zip(params, new):
             p._var = v
         k = n_all
         for slots in slot_lists:
@@ -341,18 +342,21 @@ class TrainStep:
         return out  # type: ignore[no-any-return]
 
     def __call__(self, X: Any, y: Any) -> Any:
-        return self.with_outputs(X, y)[0]
+        return self._step(X, y, False)
 
     def with_outputs(self, X: Any, y: Any) -> tuple[Any, Any]:
         """One step, returning ``(mean loss, predictions)``: the network's outputs on
         ``X`` before the update, cut from the graph (what `fit` measures accuracy on)."""
-        forward = self._net.__dict__.get("forward")
-        if forward is None or not active().SUPPORTS_COMPILE:
-            return self._eager(X, y)
-        try:
-            return self._run_compiled(X, y)
-        except _NeedsEager:
-            return self._eager(X, y)
+        return self._step(X, y, True)  # type: ignore[no-any-return]
+
+    def _step(self, X: Any, y: Any, outputs: bool) -> Any:
+        if "forward" in self._net.__dict__ and active().SUPPORTS_COMPILE:
+            try:
+                return self._run_compiled(X, y, outputs)
+            except _NeedsEager:
+                pass
+        mean, pred = self._eager(X, y)
+        return (mean, pred) if outputs else mean
 
 
 class _NeedsEager(Exception):

@@ -1,36 +1,169 @@
-"""The ``d2lcompat`` command line: ``info`` (``conformance`` and ``convert`` have their own tests)."""
+"""The ``d2lcompat`` command line: ``info``, ``--version``, errors without tracebacks,
+``conformance``'s choice of backends (its reports have their own tests, test_runner.py;
+``convert`` is tested with the loader, test_io.py).
+
+The command runs as the installed script does (``python -m d2lcompat_cli``: no backend
+is imported before the command), at 80 columns, as in a CI log.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
 
+import pytest
+
 import d2lcompat
+from d2lcompat_cli import main
+from d2lcompat_spec import install_hint
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ, D2LCOMPAT_BACKEND=d2lcompat.backend(), COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "d2lcompat", *args], env=env,
+def _run(*args: str, backend: str | None = None, columns: int = 80) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, D2LCOMPAT_BACKEND=backend or d2lcompat.backend(), COLUMNS=str(columns))
+    return subprocess.run([sys.executable, "-m", "d2lcompat_cli", *args], env=env,
                           capture_output=True, text=True, timeout=300)
 
 
+def _not_installed() -> list[d2lcompat.BackendInfo]:
+    return [b for b in d2lcompat.backends() if not b.installed]
+
+
 def test_info_lists_backends_versions_and_devices() -> None:
-    out = _run("info")
+    out = _run("info", columns=200)
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert f"backend in use: {d2lcompat.backend()}" in text
-    for name in ("torch", "tensorflow", "paddle", "jax"):
-        assert name in text
-        assert f'pip install "d2lcompat[{name}]"' in text
+    for b in d2lcompat.backends():
+        assert b.name in text
+        assert install_hint(b.extra) in text
     active = next(b for b in d2lcompat.backends() if b.active)
     assert active.version is not None and active.version in text
     assert "cpu(0)" in text
     assert f"default device: {d2lcompat.default_device()!r}" in text
 
 
+def test_info_at_80_columns_keeps_the_install_commands_whole() -> None:
+    out = _run("info", columns=80)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines), out.stdout
+    for b in d2lcompat.backends():
+        row = next(line for line in lines if line.split()[:1] == [b.name])
+        assert install_hint(b.extra) in row  # on the backend's own line, not cut or wrapped
+        if not b.installed:
+            assert row.split()[1:3] == ["no", "-"], row  # no devices for a missing backend
+    assert "(other process)" not in out.stdout
+
+
+def test_info_table_wraps_the_devices_and_never_the_install_command() -> None:
+    from d2lcompat_cli import _table
+
+    rows = [["backend", "installed", "devices", "install with"],
+            ["torch *", "2.13.0+cu126", "gpu(0), gpu(1), gpu(2), cpu(0)", install_hint("torch")],
+            ["tensorflow", "no", "-", install_hint("tensorflow")]]
+    lines = _table(rows, 80, wrap=(1, 2))
+    assert all(len(line) <= 80 for line in lines), lines
+    torch_lines = lines[2:-1]
+    assert torch_lines[0].endswith(install_hint("torch"))
+    assert lines[-1].endswith(install_hint("tensorflow"))
+    text = " ".join(torch_lines)
+    for device in ("gpu(0),", "gpu(1),", "gpu(2),", "cpu(0)"):
+        assert device in text.split()  # wrapped, nothing lost
+
+
+def test_info_with_a_broken_backend_variable_lists_backends_and_says_what_is_wrong() -> None:
+    out = _run("info", backend="mxnet")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "no backend in use" in out.stdout
+    for b in d2lcompat.backends():
+        assert install_hint(b.extra) in out.stdout
+    assert "D2LCOMPAT_BACKEND='mxnet' is not a known backend" in out.stderr
+    assert "fix: set D2LCOMPAT_BACKEND to an installed backend" in out.stderr
+
+
+def test_version() -> None:
+    out = _run("--version")
+    assert out.returncode == 0
+    assert out.stdout.strip() == f"d2lcompat {importlib.metadata.version('d2lcompat')}"
+
+
+def test_a_user_error_is_one_message_and_debug_shows_the_traceback() -> None:
+    out = _run("convert", "in.pt", "out.safetensors", backend="mxnet")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert out.stderr.splitlines() == [
+        "d2lcompat convert: BackendError: D2LCOMPAT_BACKEND='mxnet' is not a known backend. "
+        f"Known: {', '.join(b.name for b in d2lcompat.backends())}; "
+        f"installed: {', '.join(b.name for b in d2lcompat.backends() if b.installed)}.",
+        "(run with --debug to see the traceback)",
+    ]
+    for argv in (("--debug", "convert", "in.pt", "o.safetensors"),
+                 ("convert", "in.pt", "o.safetensors", "--debug")):
+        out = _run(*argv, backend="mxnet")
+        assert out.returncode == 1
+        assert "Traceback (most recent call last)" in out.stderr
+        assert out.stderr.rstrip().endswith("is not a known backend. Known: "
+                                             + ", ".join(b.name for b in d2lcompat.backends())
+                                             + "; installed: "
+                                             + ", ".join(b.name for b in d2lcompat.backends()
+                                                         if b.installed) + ".")
+
+
+def test_main_catches_every_d2lcompat_error_and_os_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import d2lcompat_cli
+
+    def fail(args: object) -> int:
+        raise d2lcompat.ShapeError("Dense '0' expects 20 features; received (2, 30).")
+
+    monkeypatch.setattr(d2lcompat_cli, "_info", fail)
+    assert main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == "d2lcompat info: ShapeError: Dense '0' expects 20 features; received (2, 30)."
+    with pytest.raises(d2lcompat.ShapeError):
+        main(["info", "--debug"])
+
+    def missing(args: object) -> int:
+        raise FileNotFoundError(2, "No such file or directory", "x.pt")
+
+    monkeypatch.setattr(d2lcompat_cli, "_info", missing)
+    assert main(["info"]) == 1
+    assert "FileNotFoundError" in capsys.readouterr().err
+
+    def bug(args: object) -> int:
+        raise KeyError("a bug, not a user error")
+
+    monkeypatch.setattr(d2lcompat_cli, "_info", bug)
+    with pytest.raises(KeyError):  # a bug keeps its traceback
+        main(["info"])
+
+
+def test_conformance_honours_the_backend_variable() -> None:
+    out = _run("conformance", "--no-xb", "--only", "MC01", backend="mxnet")
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert "Traceback" not in text
+    assert "D2LCOMPAT_BACKEND=mxnet: running that backend only" in text
+    assert "'mxnet' is not a registered d2lcompat backend" in text
+
+
+def test_a_missing_backend_is_reported_once() -> None:
+    missing = _not_installed()
+    if not missing:  # an environment with every framework: nothing is missing to report
+        pytest.skip("every registered backend is installed here")
+    b = missing[0]
+    out = _run("conformance", "--backends", b.name, "--no-xb", "--only", "MC01")
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert text.count(f"not installed: {install_hint(b.extra)}") == 1, text
+
+
 def test_help_names_the_three_commands() -> None:
     out = _run("--help")
     assert out.returncode == 0
-    for cmd in ("info", "conformance", "convert"):
+    for cmd in ("info", "conformance", "convert", "--version", "--debug"):
         assert cmd in out.stdout

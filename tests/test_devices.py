@@ -1,4 +1,4 @@
-"""Unit tests of the Device value type and the device helpers (API.md §8).
+"""Unit tests of the Device value type and the device helpers (docs/api.md §8).
 
 They run on this process's backend; the tests that need a second device use one when
 the process has it (``D2LCOMPAT_CPU_DEVICES=2`` on jax/tensorflow, or a GPU) and

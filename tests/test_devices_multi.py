@@ -1,4 +1,4 @@
-"""Devices as a second axis over the same scenarios (STYLE.md lesson 8).
+"""Devices as a second axis over the same scenarios (docs/style.md lesson 8).
 
 Each test starts a fresh process of this session's backend (``D2LCOMPAT_BACKEND``),
 because the device set is fixed when the framework starts:
@@ -92,3 +92,19 @@ def test_default_device_that_does_not_exist_fails_at_import() -> None:
     )
     assert proc.returncode != 0
     assert "DeviceError" in proc.stderr and "gpu(64)" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.skipif(
+    any(len(b.devices or []) > 1 for b in d2lcompat.backends()),
+    reason="this process has two devices: DV06 runs instead of being unsupported",
+)
+def test_dv06_reason_advises_cpu_devices_only_where_they_help() -> None:
+    from d2lcompat_conformance import run_scenario
+
+    result = run_scenario("DV06")
+    assert result.status == "unsupported", result.message
+    if active().SUPPORTS_CPU_DEVICES:
+        assert "set D2LCOMPAT_CPU_DEVICES=2" in result.message
+    else:  # torch, paddle: one CPU device whatever the variable says
+        assert "set D2LCOMPAT_CPU_DEVICES" not in result.message
+        assert "single CPU device" in result.message and "needs a GPU" in result.message

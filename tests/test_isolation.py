@@ -85,7 +85,7 @@ def test_missing_backend_names_the_pip_extra(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(d2lcompat.BackendError) as info:
         _registry._choose(specs)
     msg = str(info.value)
-    assert 'pip install "d2lcompat[paddle]"' in msg and "Installed backends: torch" in msg
+    assert 'pip install ".[paddle]" -c constraints.txt' in msg and "Installed backends: torch" in msg
 
 
 def test_no_backend_installed_lists_every_extra(monkeypatch: pytest.MonkeyPatch) -> None:

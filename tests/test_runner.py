@@ -7,6 +7,7 @@ command once end to end on the backend of this test environment.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -117,7 +118,7 @@ def test_json_schema_and_content(doc: dict[str, Any], tmp_path: Path) -> None:
     assert env["backends"]["jax"]["devices"] == ["cpu(0)", "cpu(1)"]
     assert env["backends"]["torch"]["version"] == "2.13.0"
     paddle = env["backends"]["paddle"]
-    assert paddle["installed"] is False and 'pip install "d2lcompat[paddle]"' in paddle["error"]
+    assert paddle["installed"] is False and 'pip install ".[paddle]" -c constraints.txt' in paddle["error"]
     assert len(data["results"]) == len(IDS) * 2  # one record per scenario x backend that ran
     for rec in data["results"]:
         assert set(rec) >= {"id", "title", "backend", "status", "message", "duration", "device"}
@@ -160,7 +161,7 @@ def test_markdown_matrix(doc: dict[str, Any]) -> None:
     assert "unsupported" in rows["DV06"].split(" | ")[2]
     assert "### PA02 on jax" in md and "AssertionError: <b>names</b> & order" in md
     assert "needs two devices" in md  # the unsupported reason
-    assert 'pip install "d2lcompat[paddle]"' in md
+    assert 'pip install ".[paddle]" -c constraints.txt' in md
     assert "| writer \\ reader | torch | jax |" in md and "❌ 2/3" in md
 
 
@@ -190,6 +191,15 @@ class _Cells(HTMLParser):
             self.xb[(str(a["data-writer"]), str(a["data-reader"]))] = str(a.get("class"))
 
 
+def test_markdown_states_the_totals_the_docs_quote(doc: dict[str, Any]) -> None:
+    md = reports.to_markdown(doc)
+    assert (
+        "**Totals:** 4 scenario IDs × 2 backend(s) = 8 records: 6 pass, 1 unsupported, 1 fail; "
+        "XB: 12 records (XB01, XB02, XB03 × 2×2 pairs), 11 pass."
+    ) in md
+    assert "Slowest scenario per backend: torch: MC01 (0.2 s); jax: MC01 (0.2 s)." in md
+
+
 def test_html_parses_and_has_every_cell(doc: dict[str, Any], tmp_path: Path) -> None:
     text = reports.write(doc, tmp_path / "out.html").read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>")
@@ -207,7 +217,25 @@ def test_html_parses_and_has_every_cell(doc: dict[str, Any], tmp_path: Path) -> 
     # messages are escaped, never interpreted as markup
     assert "&lt;b&gt;names&lt;/b&gt; &amp; order" in text and "<b>names</b>" not in text
     assert "needs two devices" in text and "2.13.0" in text and "cpu(1)" in text
-    assert "d2lcompat[paddle]" in text
+    assert "pip install &quot;.[paddle]&quot; -c constraints.txt" in text
+
+
+def test_no_backend_hint_keeps_its_extras(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "[torch]" in the hint must not be taken for rich markup (it was: 'pip install "d2lcompat"')
+    from d2lcompat_spec import discover, install_hint
+
+    specs = discover()
+    monkeypatch.setattr(runner, "_resolve", lambda requested: ([], specs))
+    monkeypatch.delenv("D2LCOMPAT_BACKEND", raising=False)
+    monkeypatch.setenv("COLUMNS", "400")
+    ns = argparse.Namespace(backends=None, device=None, report=[], only=None, no_xb=True)
+    assert runner.main(ns) == 1
+    out = capsys.readouterr().out
+    assert "No d2lcompat backend is installed" in out
+    for spec in specs.values():
+        assert install_hint(spec.extra) in out
 
 
 def test_unknown_report_format(doc: dict[str, Any], tmp_path: Path) -> None:

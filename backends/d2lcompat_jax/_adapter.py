@@ -605,8 +605,14 @@ class JaxBackend(Backend):
             return loss, [v if n is None else n for v, n in zip(values, new)]
 
         jitted = jax.jit(full, donate_argnums=(0,))
+        # The scalars (1/batch, learning rate...) as one device array, made again only
+        # when they change: a host-to-device copy per step would cost more than the step
+        # of a small model.
+        cache: list[Any] = [None, None]
 
         def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
-            return jitted(list(values), np.asarray(scalars, dtype=np.float32), X, y)
+            if scalars != cache[0]:
+                cache[0], cache[1] = scalars, jnp.asarray(np.asarray(scalars, np.float32))
+            return jitted(list(values), cache[1], X, y)
 
         return run

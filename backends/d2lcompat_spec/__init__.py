@@ -31,9 +31,11 @@ from dataclasses import dataclass
 __all__ = [
     "DEFAULT_ORDER",
     "ENTRY_POINT_GROUP",
+    "INSTALL_COMMAND",
     "BackendSpec",
     "PluginError",
     "discover",
+    "install_hint",
     "installed_version",
     "is_installed",
 ]
@@ -122,6 +124,25 @@ def discover() -> dict[str, BackendSpec]:
         specs.setdefault(spec.name, spec)
     rank = {n: i for i, n in enumerate(DEFAULT_ORDER)}
     return dict(sorted(specs.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
+
+
+#: How to install a backend's framework, ``{extra}`` filled in: from a d2lcompat checkout,
+#: in a virtual environment, with the versions this repository tests (there is no
+#: published ``d2lcompat`` package; README.md "Install").
+INSTALL_COMMAND = 'pip install ".[{extra}]" -c constraints.txt'
+
+
+def install_hint(extra: str) -> str:
+    """The one command every message of d2lcompat gives to install the extra ``extra``.
+
+    Run it in a d2lcompat checkout, inside a virtual environment (README.md, "Install").
+
+    Examples
+    --------
+    >>> install_hint("jax")
+    'pip install ".[jax]" -c constraints.txt'
+    """
+    return INSTALL_COMMAND.format(extra=extra)
 
 
 def is_installed(spec: BackendSpec) -> bool:

@@ -902,9 +902,12 @@ class TensorFlowBackend(Backend):
             lambda v: isinstance(v, tf.Variable),
         )
 
+        cache: list[Any] = [None, None]  # the scalars tensor, made again only on change
+
         def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
-            loss = compiled(list(values), tf.constant(np.asarray(scalars, np.float32)), X, y)
-            return loss, list(values)
+            if scalars != cache[0]:
+                cache[0], cache[1] = scalars, tf.constant(np.asarray(scalars, np.float32))
+            return compiled(list(values), cache[1], X, y), values
 
         return run
 

@@ -1,4 +1,4 @@
-"""DV — devices (§5.6; API.md §8).
+"""DV — devices (§5.6; docs/api.md §8).
 
 Written against the public API only and without backend names: what a scenario
 needs (a second device) it reads from the devices the backend reports, and it
@@ -16,6 +16,7 @@ import numpy as np
 
 import d2lcompat
 from d2lcompat import Device, DeviceError, cpu, gpu, nn, ops
+from d2lcompat._registry import active as _active  # the adapter's capability flags
 
 from .._registry import Context, Unsupported, scenario
 from ..models import FixedHiddenMLP, mlp_sequential, to_np
@@ -34,13 +35,19 @@ def _two_devices() -> tuple[Device, Device]:
     if others:
         return here, others[-1]
     asked = os.environ.get("D2LCOMPAT_CPU_DEVICES", "").strip()
-    why = (
-        f"D2LCOMPAT_CPU_DEVICES={asked} was set but the {d2lcompat.backend()} backend still "
-        "has a single CPU device (the framework cannot split its CPU)"
-        if asked and asked != "1"
-        else "the process has only one device; set D2LCOMPAT_CPU_DEVICES=2 where the "
-        "backend can split its CPU"
-    )
+    name = d2lcompat.backend()
+    if not _active().SUPPORTS_CPU_DEVICES:  # advise the variable only where it helps
+        why = (
+            f"the {name} backend has a single CPU device (the framework cannot split its "
+            "CPU, so D2LCOMPAT_CPU_DEVICES does not help); it needs a GPU"
+        )
+        if asked and asked != "1":
+            why = f"D2LCOMPAT_CPU_DEVICES={asked} was set but " + why
+    else:
+        why = (
+            "the process has only one device; set D2LCOMPAT_CPU_DEVICES=2 to give the "
+            f"{name} backend two CPU devices"
+        )
     raise Unsupported(f"needs two devices and found only {here!r} and no GPU: {why}")
 
 

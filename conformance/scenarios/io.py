@@ -1,4 +1,4 @@
-"""IO — reading and writing files (§5.5; API.md §7)."""
+"""IO — reading and writing files (§5.5; docs/api.md §7)."""
 
 from __future__ import annotations
 

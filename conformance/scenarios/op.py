@@ -143,7 +143,7 @@ def op03(ctx: Context) -> None:
         ce = loss.SoftmaxCrossEntropyLoss()
         for _ in range(5):
             with autograd.record():
-                autograd.grad(lambda: ops.sum(ce(net(X), y)), net.collect_params())
+                autograd.grad(lambda: ops.sum(ce(net(X), y)), net.collect_params())  # noqa: B023
             trainer.step(16)
         for k, v in eager.items():
             np.testing.assert_allclose(compiled[k], v, rtol=1e-5, atol=1e-5, err_msg=f"{opt} {k}")

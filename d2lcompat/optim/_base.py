@@ -124,6 +124,18 @@ class Optimizer:
         if cls.name:
             _REGISTRY[cls.name] = cls
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Every change of a hyper-parameter but the learning rate (an input of compiled
+        # steps) bumps `version`, so a compiled `train_step` knows to rebuild itself.
+        if not name.startswith("_") and name != "lr":
+            object.__setattr__(self, "_version", self.__dict__.get("_version", 0) + 1)
+        object.__setattr__(self, name, value)
+
+    @property
+    def version(self) -> int:
+        """Bumped by every change of a hyper-parameter other than ``lr``."""
+        return int(self.__dict__.get("_version", 0))
+
     def __init__(self, params: Any, lr: float, weight_decay: float) -> None:
         if isinstance(params, int | float) and not isinstance(params, bool):
             params, lr = None, params
@@ -183,7 +195,7 @@ class Optimizer:
     def slots_of(self, name: str, p: Parameter) -> list[Any]:
         """The slot variables of ``p``, created (zeros, on ``p``'s device) at first use."""
         slots = self._slots.get(name)
-        if slots is None:
+        if slots is None or len(slots) != len(self.slot_names):  # new, or momentum turned on
             b = active()
             var = p.native()
             dev = b.device_of(var)

@@ -44,13 +44,17 @@ class RMSProp(Optimizer):
         self.eps = _number("RMSProp", "eps (epsilon)", eps, 0.0)
         self.momentum = _number("RMSProp", "momentum", momentum, 0.0, 1.0)
         self.centered = bool(centered)
+        super().__init__(params, lr, weight_decay)
+
+    @property  # type: ignore[override]
+    def slot_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        """``square_avg``, then ``grad_avg`` when centered, ``momentum`` with momentum."""
         names = ["square_avg"]
         if self.centered:
             names.append("grad_avg")
         if self.momentum:
             names.append("momentum")
-        self.slot_names = tuple(names)  # type: ignore[misc]
-        super().__init__(params, lr, weight_decay)
+        return tuple(names)
 
     def scalars(self, t: int) -> tuple[float, ...]:
         return (self.lr,)

@@ -39,9 +39,12 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         if self.nesterov and self.momentum == 0.0:
             raise OptimizerError("SGD: nesterov=True needs a momentum > 0.")
-        # Plain SGD keeps no state; with momentum, one velocity per parameter.
-        self.slot_names = ("momentum",) if self.momentum else ()  # type: ignore[misc]
         super().__init__(params, lr, weight_decay)
+
+    @property  # type: ignore[override]
+    def slot_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        """Plain SGD keeps no state; with momentum, one velocity per parameter."""
+        return ("momentum",) if self.momentum else ()
 
     def scalars(self, t: int) -> tuple[float, ...]:
         return (self.lr,)

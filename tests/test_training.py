@@ -1,0 +1,275 @@
+"""Losses, optimizers, Trainer, train_step and fit: behaviour and misuse, on this backend.
+
+The formulas themselves are conformance scenarios (LS, OP); these tests cover the
+API's edges: errors that name what is wrong, rebuilds of a compiled step, running
+statistics under the compiled step, and the history.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import d2lcompat
+from d2lcompat import autograd, init, loss, nn, ops, optim
+from d2lcompat._state import set_state
+
+
+def _np(x: Any) -> np.ndarray:
+    return ops.to_numpy(x)
+
+
+def _net(seed: int = 0) -> nn.Sequential:
+    d2lcompat.seed(seed)
+    net = nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(3))
+    net.initialize(init.Xavier())
+    return net
+
+
+def _batch(n: int = 8) -> tuple[Any, Any]:
+    rng = np.random.default_rng(3)
+    return ops.tensor(rng.normal(size=(n, 5)).astype(np.float32)), ops.tensor(rng.integers(0, 3, n))
+
+
+# ------------------------------------------------------------------ errors
+def test_unknown_optimizer_lists_the_valid_names() -> None:
+    net = _net()
+    net(_batch()[0])
+    with pytest.raises(optim.OptimizerError, match="adamm.*adam, adamw, rmsprop, sgd"):
+        d2lcompat.Trainer(net.collect_params(), "adamm")
+
+
+@pytest.mark.parametrize(
+    ("name", "hp", "key"),
+    [
+        ("sgd", {"learning_rate": -0.1}, "learning_rate"),
+        ("sgd", {"learning_rate": 0.1, "momentum": 1.5}, "momentum"),
+        ("adam", {"beta1": 1.0}, "beta1"),
+        ("adam", {"epsilon": -1}, "epsilon"),
+        ("rmsprop", {"gamma1": "x"}, "gamma1"),
+        ("sgd", {"wd": float("nan")}, "wd"),
+        ("sgd", {"nesterov": True}, "nesterov"),
+    ],
+)
+def test_bad_hyper_parameter_names_the_key(name: str, hp: dict[str, Any], key: str) -> None:
+    net = _net()
+    net(_batch()[0])
+    with pytest.raises(optim.OptimizerError, match=key):
+        d2lcompat.Trainer(net.collect_params(), name, hp)
+
+
+def test_unknown_hyper_parameter_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="learnin_rate"):
+        optim.create("sgd", learnin_rate=0.1)
+
+
+def test_gluon_and_keyword_spellings_agree() -> None:
+    a = optim.create("adam", learning_rate=0.01, wd=0.1, beta1=0.8, beta2=0.9, epsilon=1e-6)
+    b = optim.Adam(lr=0.01, weight_decay=0.1, betas=(0.8, 0.9), eps=1e-6)
+    assert a.hyper_parameters() == b.hyper_parameters()
+    with pytest.raises(optim.OptimizerError, match="both given"):
+        optim.create("sgd", learning_rate=0.1, lr=0.2)
+
+
+def test_step_without_gradients_says_what_to_do() -> None:
+    net = _net()
+    net(_batch()[0])
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    with pytest.raises(d2lcompat.D2LCompatError, match="no gradient.*autograd.grad"):
+        trainer.step(8)
+    before = _np(net[0].weight.data()).copy()
+    trainer.step(8, ignore_stale_grad=True)  # nothing to do, nothing changes
+    np.testing.assert_array_equal(_np(net[0].weight.data()), before)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "8", True])
+def test_bad_batch_size(bad: Any) -> None:
+    net = _net()
+    X, y = _batch()
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    autograd.grad(lambda: ops.sum(net(X)), net.collect_params())
+    with pytest.raises(d2lcompat.D2LCompatError, match="batch_size"):
+        trainer.step(bad)
+
+
+def test_trainer_needs_parameters_and_a_dict() -> None:
+    with pytest.raises(optim.OptimizerError, match="no parameters"):
+        d2lcompat.Trainer({}, "sgd")
+    net = _net()
+    with pytest.raises(optim.OptimizerError, match="optimizer_params must be a dict"):
+        d2lcompat.Trainer(net.collect_params(), "sgd", 0.1)  # type: ignore[arg-type]
+    with pytest.raises(optim.OptimizerError, match="not a Parameter"):
+        d2lcompat.Trainer({"w": ops.ones((2,))}, "sgd")  # type: ignore[dict-item]
+
+
+def test_loss_shape_mismatch_is_a_shape_error() -> None:
+    with pytest.raises(d2lcompat.ShapeError, match="L2Loss"):
+        loss.L2Loss()(ops.ones((4, 3)), ops.ones((4, 2)))
+    with pytest.raises(d2lcompat.ShapeError, match="sparse labels"):
+        loss.SoftmaxCrossEntropyLoss()(ops.ones((4, 3)), ops.ones((4, 2)))
+    with pytest.raises(d2lcompat.D2LCompatError, match="rho"):
+        loss.HuberLoss(rho=0)
+
+
+def test_fit_errors() -> None:
+    net = _net()
+    X, y = _batch()
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    ce = loss.SoftmaxCrossEntropyLoss()
+    with pytest.raises(d2lcompat.D2LCompatError, match="epochs"):
+        d2lcompat.fit(net, [(X, y)], ce, trainer, 0, verbose=False)
+    with pytest.raises(d2lcompat.D2LCompatError, match="Unknown metric 'f1'"):
+        d2lcompat.fit(net, [(X, y)], ce, trainer, 1, metrics=("f1",), verbose=False)
+    with pytest.raises(d2lcompat.D2LCompatError, match="no batches"):
+        d2lcompat.fit(net, [], ce, trainer, 1, verbose=False)
+    with pytest.raises(KeyError, match="has no 'val_loss'"):
+        d2lcompat.History()["val_loss"]
+
+
+# --------------------------------------------------------------- behaviour
+def test_relu_gradient_at_zero_is_zero() -> None:
+    # The fused Dense(relu) of an adapter must keep relu's gradient 0 at 0 (as torch).
+    layer = nn.Dense(1, in_units=2, activation="relu", use_bias=False)
+    layer.initialize(init.Constant(1.0))
+    x = ops.tensor([[1.0, -1.0]])  # pre-activation exactly 0
+    _, g = autograd.grad(lambda: ops.sum(layer(x)), layer.collect_params())
+    np.testing.assert_array_equal(_np(g["weight"]), [[0.0, 0.0]])
+    _, g = autograd.grad(lambda: ops.sum(ops.relu(layer.weight.data() - 1.0)), layer.collect_params())
+    np.testing.assert_array_equal(_np(g["weight"]), [[0.0, 0.0]])
+
+
+def test_compiled_step_sees_new_learning_rate_and_rebuilds_on_momentum() -> None:
+    X, y = _batch()
+    results = []
+    for hybrid in (False, True):
+        net = _net(1)
+        net(X)
+        if hybrid:
+            net.hybridize()
+        trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+        step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)
+        step(X, y)
+        trainer.set_learning_rate(0.5)
+        step(X, y)
+        trainer.optimizer.momentum = 0.9  # a new slot, and a new compiled step
+        step(X, y)
+        step(X, y)
+        assert trainer.optimizer.num_update == 4
+        results.append({k: _np(p.data()) for k, p in net.collect_params().items()})
+    for k in results[0]:
+        np.testing.assert_allclose(results[1][k], results[0][k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+class _RunningMean(nn.Block):
+    """A layer with a running statistic written through set_state (as BatchNorm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dense = nn.Dense(3)
+        self.running = d2lcompat.Parameter((3,), init="zeros", grad_req="null")
+
+    def forward(self, x: Any) -> Any:
+        y = self.dense(x)
+        if autograd.is_training():
+            set_state(self.running, 0.5 * self.running.data() + 0.5 * ops.mean(y, axis=0))
+        return y
+
+
+def test_running_statistics_under_eager_and_compiled_steps_agree() -> None:
+    X, y = _batch()
+    out = []
+    for hybrid in (False, True):
+        d2lcompat.seed(9)
+        net = _RunningMean()
+        net.initialize()
+        net(X)  # predict mode: no update
+        assert _np(net.running.data()).tolist() == [0.0, 0.0, 0.0]
+        if hybrid:
+            net.hybridize()
+        trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": 0.01})
+        assert list(trainer.optimizer.params) == ["running", "dense.weight", "dense.bias"]
+        step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)
+        for _ in range(3):
+            step(X, y)
+        out.append(_np(net.running.data()).copy())
+    assert np.abs(out[0]).sum() > 0
+    np.testing.assert_allclose(out[1], out[0], rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_step_first_call_creates_deferred_parameters() -> None:
+    X, y = _batch()
+    net = _net(2)
+    net.hybridize()  # before any call: parameters are still deferred
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)
+    first = float(ops.item(step(X, y)))
+    second = float(ops.item(step(X, y)))
+    assert net[0].weight.shape == (8, 5) and second < first
+    assert trainer.optimizer.num_update == 2
+
+
+def test_eager_step_stores_gradients_as_the_book_loop() -> None:
+    X, y = _batch()
+    net = _net(4)
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)(X, y)
+    assert net[0].weight.grad() is not None
+    assert ops.shape(net[0].weight.grad()) == (8, 5)
+
+
+def test_fit_history_and_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="the optional [plot] extra is not installed")
+    X, y = _batch(32)
+    net = _net(5)
+    trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": 0.05})
+    hist = d2lcompat.fit(net, [(X, y)], loss.SoftmaxCrossEntropyLoss(), trainer, 3,
+                         valid_iter=[(ops.to_numpy(X), ops.to_numpy(y))], verbose=False)
+    assert len(hist) == 3 and hist.keys()[:2] == ["loss", "accuracy"]
+    assert "val_accuracy" in hist.keys() and all(0 <= a <= 1 for a in hist["accuracy"])
+    png = Path(hist.plot(tmp_path / "h.png", title="test"))
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 5000
+
+
+def test_fit_progress_bar_prints_epochs(capsys: pytest.CaptureFixture[str]) -> None:
+    X, y = _batch()
+    net = _net(6)
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    d2lcompat.fit(net, [(X, y)], loss.SoftmaxCrossEntropyLoss(), trainer, 2)
+    out = capsys.readouterr().out
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "accuracy" in out
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real = builtins.__import__
+
+    def no_mpl(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    h = d2lcompat.History()
+    h.append({"loss": 1.0})
+    with pytest.raises(d2lcompat.D2LCompatError, match=r"\[plot\]"):
+        h.plot("x.png")
+
+
+def test_trainer_state_refuses_a_wrong_shape(tmp_path: Path) -> None:
+    X, y = _batch()
+    net = _net(7)
+    trainer = d2lcompat.Trainer(net.collect_params(), "adam")
+    d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)(X, y)
+    trainer.save_states(tmp_path / "s.safetensors")
+    d2lcompat.seed(7)
+    wide = nn.Sequential(nn.Dense(9, activation="relu"), nn.Dense(3))
+    wide.initialize()
+    wide(X)
+    other = d2lcompat.Trainer(wide.collect_params(), "adam")
+    with pytest.raises(d2lcompat.CheckpointError, match="shape"):
+        other.load_states(tmp_path / "s.safetensors")
+    assert other.optimizer.num_update == 0
