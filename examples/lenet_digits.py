@@ -4,7 +4,7 @@ digits with `d2lcompat.fit` — the same script on every backend.
     D2LCOMPAT_BACKEND=jax python examples/lenet_digits.py            # 10 epochs
     D2LCOMPAT_BACKEND=torch python examples/lenet_digits.py --hybridize --json out.json
 
-Needs ``pip install "d2lcompat[data]"`` (scikit-learn, for its bundled digits). The 8x8
+Needs ``pip install ".[data]" -c constraints.txt`` (scikit-learn, for its bundled digits). The 8x8
 images are small for LeNet's 5x5 kernels, so the first two convolutions pad by 2 (the
 book pads the 28x28 Fashion-MNIST images the same way in §7.6).
 """

@@ -5,8 +5,8 @@ and overlay the four loss curves in one PNG (docs/img/lenet-digits-loss.png).
     python examples/plot_loss_curves.py --python torch=/venvs/torch/bin/python \\
         --python jax=/venvs/jax/bin/python ...             # one virtualenv per framework
 
-Needs matplotlib (``pip install "d2lcompat[plot]"``) in the interpreter that runs this
-script, and ``d2lcompat[data]`` in each backend's.
+Needs matplotlib (``pip install ".[plot]" -c constraints.txt``) in the interpreter that runs this
+script, and ``.[data]`` in each backend's.
 """
 
 from __future__ import annotations

@@ -145,5 +145,5 @@ def test_digits(monkeypatch: Any) -> None:
         return real(name, *args, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_sklearn)
-    with pytest.raises(data.DataError, match=r'pip install "d2lcompat\[data\]"'):
+    with pytest.raises(data.DataError, match=r'pip install "\.\[data\]" -c constraints.txt'):
         data.digits()

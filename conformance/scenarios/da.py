@@ -69,7 +69,9 @@ def da02(ctx: Context) -> None:
     try:
         import sklearn  # noqa: F401
     except ImportError:
-        raise Unsupported('scikit-learn is not installed: pip install "d2lcompat[data]"') from None
+        raise Unsupported(
+            'scikit-learn is not installed: pip install ".[data]" -c constraints.txt'
+        ) from None
     X, y = data.digits()
     assert X.shape == (1797, 1, 8, 8) and X.dtype == np.float32
     assert y.shape == (1797,) and y.dtype == np.int64

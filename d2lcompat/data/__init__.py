@@ -3,8 +3,8 @@
 * `ArrayDataset` and `DataLoader`: the same batches, in the same order, for the same
   seed on every backend (the order comes from a NumPy generator), with the next batch
   prepared in the background while the current one is used.
-* `digits`: scikit-learn's bundled 8x8 handwritten digits (``pip install
-  "d2lcompat[data]"``); `fashion_mnist` and `read_idx`: Fashion-MNIST (or MNIST) from
+* `digits`: scikit-learn's bundled 8x8 handwritten digits (the ``data`` extra:
+  ``pip install ".[data]" -c constraints.txt``); `fashion_mnist` and `read_idx`: Fashion-MNIST (or MNIST) from
   the IDX files a user already has. Nothing is ever downloaded.
 
 Examples

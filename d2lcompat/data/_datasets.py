@@ -1,7 +1,7 @@
 """Small real datasets: scikit-learn's digits, and Fashion-MNIST / MNIST from IDX files.
 
 Nothing here downloads anything: `digits` reads the copy bundled inside scikit-learn
-(the optional extra ``d2lcompat[data]``), `fashion_mnist` the files a user already has.
+(the optional extra ``.[data]``), `fashion_mnist` the files a user already has.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     Raises
     ------
     DataError
-        When scikit-learn is not installed: ``pip install "d2lcompat[data]"``.
+        When scikit-learn is not installed: ``pip install ".[data]" -c constraints.txt``.
 
     Examples
     --------
@@ -54,8 +54,9 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
         from sklearn.datasets import load_digits
     except ImportError:
         raise DataError(
-            'd2lcompat.data.digits() reads the copy of the digits dataset bundled with '
-            'scikit-learn, which is not installed. Install it with: pip install "d2lcompat[data]"'
+            "d2lcompat.data.digits() reads the copy of the digits dataset bundled with "
+            "scikit-learn, which is not installed. Install the data extra from the d2lcompat "
+            'checkout: pip install ".[data]" -c constraints.txt'
         ) from None
     bunch: Any = load_digits()
     images = (np.asarray(bunch.images, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
