@@ -23,10 +23,10 @@ from ._errors import (
     CheckpointError,
     D2LCompatError,
     D2LCompatWarning,
+    DataError,
     DeferredInitializationError,
     DeviceError,
     DTypeError,
-    DataError,
     ShapeError,
     UnsupportedError,
 )
