@@ -190,8 +190,8 @@ def worker(
             max_abs_diff=diff, ours_compile_s=ours_compile, native_compile_s=native_compile,
         )
 
-    _lenet_cases(native, rounds, record)
-    if train:
+    _lenet_cases(backend, native, rounds, record, train)
+    if train and mlp:
         from ._train import train_cases
 
         train_cases(backend, rounds, compare, record)
@@ -201,21 +201,31 @@ def worker(
     return {"backend": backend, "version": version, "cases": cases}
 
 
-def _lenet_cases(native: Any, rounds: int, record: Callable[..., None]) -> None:
-    """LeNet (§7.6) forward, batch 256 of 28x28: d2lcompat (NCHW) against the framework's
-    own conv net with the same weights, fed in the framework's preferred layout (NHWC for
-    TensorFlow, so its row includes the adapter's transposes). Rows go through ``record``."""
-    import numpy as np
+def _lenet() -> Any:
+    """§7.6's LeNet in d2lcompat (the benchmarks' conv net)."""
+    from d2lcompat import nn
 
-    import d2lcompat
-    from d2lcompat import init, nn, ops
-
-    d2lcompat.seed(0)
-    net = nn.Sequential(
+    return nn.Sequential(
         nn.Conv2D(6, kernel_size=5, padding=2, activation="sigmoid"), nn.AvgPool2D(2, 2),
         nn.Conv2D(16, kernel_size=5, activation="sigmoid"), nn.AvgPool2D(2, 2), nn.Flatten(),
         nn.Dense(120, activation="sigmoid"), nn.Dense(84, activation="sigmoid"), nn.Dense(10),
     )
+
+
+def _lenet_cases(
+    backend: str, native: Any, rounds: int, record: Callable[..., None], train: bool
+) -> None:
+    """LeNet (§7.6) forward, batch 256 of 28x28: d2lcompat (NCHW) against the framework's
+    own conv net with the same weights, fed in the framework's preferred layout (NHWC for
+    TensorFlow, so its row includes the adapter's transposes); with ``train``, the
+    training step too (`benchmarks._train_cnn`). Rows go through ``record``."""
+    import numpy as np
+
+    import d2lcompat
+    from d2lcompat import init, ops
+
+    d2lcompat.seed(0)
+    net = _lenet()
     net.initialize(init.Xavier())
     host = np.random.default_rng(0).uniform(size=(256, 1, 28, 28)).astype(np.float32)
     x = ops.tensor(host)
@@ -240,6 +250,10 @@ def _lenet_cases(native: Any, rounds: int, record: Callable[..., None]) -> None:
     record("hybridized", name, compare(lambda: sync(net(x)), lambda: sync(comp(xn)), rounds),
            max_abs_diff=_max_diff(net(x), comp(xn)), ours_compile_s=ours_compile,
            native_compile_s=native_compile)
+    if train:
+        from ._train_cnn import lenet_train_cases
+
+        lenet_train_cases(backend, _lenet, rounds, compare, record, sync)
 
 
 def _io_cases(backend: str, native: Any, rounds: int, n_params: int) -> list[dict[str, Any]]:
@@ -445,7 +459,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-io", action="store_true", help="skip save/load (400 MB files)")
     p.add_argument("--no-conformance", action="store_true", help="skip the full conformance run")
     p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
-    p.add_argument("--no-mlp", action="store_true", help="skip the MLP rows (LeNet rows only)")
+    p.add_argument("--no-mlp", action="store_true",
+                   help="skip the MLP rows, forward and training (LeNet rows only)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--markdown", default=None, help="write the table here")
     p.add_argument("--update-docs", default=None, metavar="MD",
