@@ -54,6 +54,7 @@ class _Conv(Block):
         self._strides = as_tuple(strides, n, "strides", kind, 1)
         self._padding = as_tuple(padding, n, "padding", kind, 0)
         self._dilation = as_tuple(dilation, n, "dilation", kind, 1)
+        self._span = tuple(d * (k - 1) + 1 for k, d in zip(self._kernel, self._dilation))
         if self._channels % self._groups:
             raise ShapeError(
                 f"{kind}: channels={channels} is not divisible by groups={groups}. "
@@ -93,9 +94,12 @@ class _Conv(Block):
         if len(shape) != self._nsp + 2 or shape[1] != want:
             self._wrong_input(shape, want)
         # A window larger than the padded input: every framework raises its own error,
-        # or (TF VALID padding) silently returns an empty tensor.
-        for n, k, p, d in zip(shape[2:], self._kernel, self._padding, self._dilation):
-            if n is not None and d * (k - 1) + 1 > n + 2 * p:
+        # or (TF VALID padding) silently returns an empty tensor. Indexing over range(),
+        # not iterating the shape: Paddle's tracer (SOT) cannot iterate a paddle.Size.
+        span, pad = self._span, self._padding
+        for i in range(self._nsp):
+            n = shape[2 + i]
+            if n is not None and span[i] > n + 2 * pad[i]:
                 check_input(self._describe(), shape, self._kernel, self._padding, self._dilation)
         bias = self.bias
         y = active().conv(

@@ -57,11 +57,14 @@ class _Pool(Block):
 
     def forward(self, x: Any) -> Any:
         shape = x.shape
-        if len(shape) != self._nsp + 2 or any(
-            n is not None and k > n + 2 * p for n, k, p in zip(shape[2:], self._window, self._padding)
-        ):
-            check_input(self._describe(), tuple(shape), self._window, self._padding, what="pool")
-        return active().pool(x, self._kind, self._window, self._strides, self._padding)
+        window, pad = self._window, self._padding
+        if len(shape) != self._nsp + 2:
+            check_input(self._describe(), tuple(shape), window, pad, what="pool")
+        for i in range(self._nsp):  # range(), not the shape: Paddle's tracer (SOT)
+            n = shape[2 + i]
+            if n is not None and window[i] > n + 2 * pad[i]:
+                check_input(self._describe(), tuple(shape), window, pad, what="pool")
+        return active().pool(x, self._kind, window, self._strides, pad)
 
     def _extra_repr(self) -> str:
         return f"size={self._window}, stride={self._strides}, padding={self._padding}"
