@@ -404,6 +404,26 @@ class Backend(abc.ABC):
 
         raise UnsupportedError(f"{self.name} does not support compilation")
 
+    def fused_update(
+        self,
+        optimizer: Any,
+        variables: Sequence[Any],
+        grads: Sequence[Any],
+        slots: Sequence[list[Any]],
+        t: int,
+        scale: float,
+    ) -> bool:
+        """Apply one eager step of ``optimizer`` (a `d2lcompat.optim.Optimizer`: its
+        ``name`` and ``hyper_parameters()``) in place with the framework's multi-tensor
+        kernels, and return True; return False (the default) to let the core apply the
+        optimizer's own rule. ``variables`` are the parameters' variables, ``grads``
+        their gradients (multiply by ``scale`` first), ``slots`` each one's slot
+        variables in ``optimizer.slot_names`` order, ``t`` the step number from 1.
+
+        An adapter may offer this only where a test proves it equal to the rule (the
+        conformance scenario OP01 checks every optimizer against NumPy)."""
+        return False
+
     def compile_train_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """The framework's compiled version of a whole training step.
 

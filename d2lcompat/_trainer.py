@@ -272,7 +272,7 @@ class TrainStep:
         def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
             fixed = list(values[n_train:n_all])
 
-            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[Any, list[Any], Any]]:
+            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[list[Any], Any]]:
                 with _autograd.substituted(params, list(weights) + fixed), \
                         _state.collecting() as updates, _autograd.train_mode():
                     pred = net(X)
@@ -283,9 +283,9 @@ class TrainStep:
                     if i is not None and i >= n_train:
                         new_state[i - n_train] = v
                 kept = b.stop_gradient(pred) if outputs else None
-                return _ops.sum(value), (_ops.mean(value), new_state, kept)
+                return _ops.sum(value), (new_state, kept)
 
-            _, grads, (mean, new_state, pred) = b.value_and_grad_aux(objective, values[:n_train])
+            total, grads, (new_state, pred) = b.value_and_grad_aux(objective, values[:n_train])
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
             new_w: list[Any] = []
@@ -294,10 +294,12 @@ class TrainStep:
             for w, g, n in zip(values[:n_train], grads, slot_counts):
                 w = b.stop_gradient(b.read(w))
                 slots = [b.read(v) for v in values[k : k + n]]
-                nw, ns = opt.rule(w, b.stop_gradient(g) * scale, slots, rule_s)
+                # Gradients carry no graph (the differentiation is over): no stop_gradient.
+                nw, ns = opt.rule(w, g * scale, slots, rule_s)
                 new_w.append(nw)
                 new_slots.extend(ns)
                 k += n
+            mean = total * scale  # the batch's mean loss: its sum times 1/batch
             return ((mean, pred) if outputs else mean), new_w + new_state + new_slots
 
         step.__name__ = step.__qualname__ = f"train_step_{type(net).__name__}"

@@ -273,3 +273,25 @@ def test_trainer_state_refuses_a_wrong_shape(tmp_path: Path) -> None:
     with pytest.raises(d2lcompat.CheckpointError, match="shape"):
         other.load_states(tmp_path / "s.safetensors")
     assert other.optimizer.num_update == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "hp"),
+    [("sgd", {"learning_rate": 0.1}), ("sgd", {"learning_rate": 0.1, "momentum": 0.9, "wd": 0.01}),
+     ("adam", {"learning_rate": 0.01, "wd": 0.01}), ("adamw", {"learning_rate": 0.01}),
+     ("rmsprop", {"learning_rate": 0.01})],
+)
+def test_fused_update_equals_the_rule(name: str, hp: dict[str, Any]) -> None:
+    # An adapter's multi-tensor kernels (Backend.fused_update) against the core's rule.
+    X, y = _batch()
+    out = []
+    for fused in (True, False):
+        net = _net(8)
+        trainer = d2lcompat.Trainer(net.collect_params(), name, hp)
+        trainer.optimizer.fused = fused
+        step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)
+        for _ in range(3):
+            step(X, y)
+        out.append({k: _np(p.data()) for k, p in net.collect_params().items()})
+    for k in out[0]:
+        np.testing.assert_allclose(out[0][k], out[1][k], rtol=1e-5, atol=1e-7, err_msg=k)

@@ -36,6 +36,8 @@ with warnings.catch_warnings():
     from paddle.autograd import PyLayer
     from paddle.base.framework import EagerParamBase
 
+from paddle import _C_ops  # noqa: E402
+
 from d2lcompat._backend import Backend, CapturedVariables, DeviceTuple, Ops
 from d2lcompat._errors import DeviceError, DTypeError
 
@@ -289,6 +291,7 @@ class PaddleBackend(Backend):
 
     def __init__(self) -> None:
         self.ops = PaddleOps()
+        self._sgd_rate: tuple[float, Any] | None = None  # (lr, its tensor) for fused SGD
 
     @property
     def version(self) -> str:
@@ -483,6 +486,33 @@ class PaddleBackend(Backend):
         return F.embedding(indices, weight)
 
     # ---------------------------------------------------------------- compile
+    def fused_update(
+        self,
+        optimizer: Any,
+        variables: Sequence[Any],
+        grads: Sequence[Any],
+        slots: Sequence[list[Any]],
+        t: int,
+        scale: float,
+    ) -> bool:
+        # Plain SGD through Paddle's own in-place kernel (what paddle.optimizer.SGD runs):
+        # one op per parameter instead of a scale, a multiply, a subtract and a copy.
+        # The batch scale folds into the learning rate. OP01 checks it against NumPy.
+        hp = optimizer.hyper_parameters()
+        if optimizer.name != "sgd" or hp["momentum"] or hp["weight_decay"]:
+            return False
+        if not all(isinstance(v, EagerParamBase) and v.dtype == paddle.float32 for v in variables):
+            return False
+        rate = hp["lr"] * scale
+        cached = self._sgd_rate
+        if cached is None or cached[0] != rate:
+            cached = self._sgd_rate = (rate, paddle.to_tensor(rate, dtype="float32"))
+        lr = cached[1]
+        with paddle.no_grad():
+            for var, g in zip(variables, grads):
+                _C_ops.sgd_(var, lr, g, None, False)
+        return True
+
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # The default SOT mode traces Python bytecode, takes a list of tensors as the first
         # argument, and falls back to eager on its own where it cannot build a graph (so

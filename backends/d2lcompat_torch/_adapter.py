@@ -283,6 +283,50 @@ class TorchBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return F.embedding(indices, weight)
 
+    # ------------------------------------------------------------- optimizers
+    def fused_update(
+        self,
+        optimizer: Any,
+        variables: Sequence[Any],
+        grads: Sequence[Any],
+        slots: Sequence[list[Any]],
+        t: int,
+        scale: float,
+    ) -> bool:
+        # PyTorch's own multi-tensor (foreach) implementations of the same rules: one
+        # kernel per operation over every parameter instead of several Python-dispatched
+        # ops per parameter, updating in place. OP01 checks them against the formulas.
+        kind = optimizer.name
+        if kind not in ("sgd", "adam", "adamw"):
+            return False
+        hp = optimizer.hyper_parameters()
+        params = list(variables)
+        if not all(isinstance(p, torch.Tensor) and p.dtype.is_floating_point for p in params):
+            return False
+        with torch.no_grad():
+            gs = [g.detach() for g in grads]
+            if kind == "sgd" and not hp["momentum"] and not hp["weight_decay"]:
+                # w -= lr·(scale·g): fold the batch scale into the step, no scaled copy.
+                torch._foreach_add_(params, gs, alpha=-hp["lr"] * scale)
+                return True
+            gs = torch._foreach_mul(gs, scale) if scale != 1.0 else gs
+            if kind == "sgd":
+                from torch.optim.sgd import sgd
+
+                bufs: list[Any] = [s[0] for s in slots] if hp["momentum"] else [None] * len(params)
+                sgd(params, gs, bufs, foreach=True, weight_decay=hp["weight_decay"],
+                    momentum=hp["momentum"], lr=hp["lr"], dampening=0.0,
+                    nesterov=bool(hp["nesterov"]), maximize=False)
+                return True
+            from torch.optim.adam import adam
+
+            steps = [torch.tensor(float(t - 1)) for _ in params]  # adam adds 1 to each
+            adam(params, gs, [s[0] for s in slots], [s[1] for s in slots], [], steps,
+                 foreach=True, decoupled_weight_decay=kind == "adamw", amsgrad=False,
+                 beta1=hp["beta1"], beta2=hp["beta2"], lr=hp["lr"],
+                 weight_decay=hp["weight_decay"], eps=hp["eps"], maximize=False)
+        return True
+
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return torch.compile(fn)

@@ -32,6 +32,9 @@ class OptimizerError(D2LCompatError, ValueError):
     """A bad optimizer name or hyper-parameter (names the key and the valid values)."""
 
 
+OptimizerError.__module__ = "d2lcompat.optim"  # where users import it from
+
+
 _REGISTRY: dict[str, type[Optimizer]] = {}
 
 #: Gluon's hyper-parameter keys, accepted beside the keyword names.
@@ -116,6 +119,9 @@ class Optimizer:
     """
 
     name: ClassVar[str] = ""
+    #: Let the adapter apply the step with the framework's multi-tensor kernels
+    #: (`Backend.fused_update`) where it has them; False forces the rule written here.
+    fused: bool = True
     #: The per-parameter state the rule keeps, in order (``("momentum",)``).
     slot_names: ClassVar[tuple[str, ...]] = ()
 
@@ -210,6 +216,11 @@ class Optimizer:
         ``scale`` (``1 / batch_size`` for the `Trainer`)."""
         b = active()
         self._t += 1
+        if self.fused and grads:
+            ws = [p._var for _, p, _ in grads]
+            slots = [self.slots_of(name, p) for name, p, _ in grads]
+            if b.fused_update(self, ws, [g for _, _, g in grads], slots, self._t, scale):
+                return
         s = self.scalars(self._t)
         for name, p, g in grads:
             slots = self.slots_of(name, p)
