@@ -145,8 +145,10 @@ def _max_diff(a: Any, b: Any) -> float:
         return float(np.max(np.abs(ops.to_numpy(a) - ops.to_numpy(b))))
 
 
-def worker(backend: str, rounds: int, io: bool, io_params: int, train: bool = True,
-           io_only: bool = False) -> dict[str, Any]:
+def worker(
+    backend: str, rounds: int, io: bool, io_params: int, train: bool = True, mlp: bool = True,
+    io_only: bool = False,
+) -> dict[str, Any]:
     """Run every case on ``backend`` (this process's backend); the results as a dict."""
     import d2lcompat
 
@@ -163,7 +165,7 @@ def worker(backend: str, rounds: int, io: bool, io_params: int, train: bool = Tr
         cases.append(row)
         print(f"  [{backend}] {kind:10s} {name:28s} ratio {row['ratio']:.3f}", file=sys.stderr)
 
-    for name, n_in, widths, batch in [] if io_only else _mlp_cases():
+    for name, n_in, widths, batch in _mlp_cases() if mlp and not io_only else []:
         net, layers, x = _build(n_in, widths, batch)
         ref = native.mlp(layers)
         diff = _max_diff(net(x), ref(x))
@@ -189,7 +191,9 @@ def worker(backend: str, rounds: int, io: bool, io_params: int, train: bool = Tr
             max_abs_diff=diff, ours_compile_s=ours_compile, native_compile_s=native_compile,
         )
 
-    if train and not io_only:
+    if not io_only:
+        _lenet_cases(backend, native, rounds, record, train)
+    if train and mlp and not io_only:
         from ._train import train_cases
 
         train_cases(backend, rounds, compare, record)
@@ -197,6 +201,61 @@ def worker(backend: str, rounds: int, io: bool, io_params: int, train: bool = Tr
     if io:
         cases.extend(_io_cases(backend, native, max(3, rounds // 3), io_params))
     return {"backend": backend, "version": version, "cases": cases}
+
+
+def _lenet() -> Any:
+    """§7.6's LeNet in d2lcompat (the benchmarks' conv net)."""
+    from d2lcompat import nn
+
+    return nn.Sequential(
+        nn.Conv2D(6, kernel_size=5, padding=2, activation="sigmoid"), nn.AvgPool2D(2, 2),
+        nn.Conv2D(16, kernel_size=5, activation="sigmoid"), nn.AvgPool2D(2, 2), nn.Flatten(),
+        nn.Dense(120, activation="sigmoid"), nn.Dense(84, activation="sigmoid"), nn.Dense(10),
+    )
+
+
+def _lenet_cases(
+    backend: str, native: Any, rounds: int, record: Callable[..., None], train: bool
+) -> None:
+    """LeNet (§7.6) forward, batch 256 of 28x28: d2lcompat (NCHW) against the framework's
+    own conv net with the same weights, fed in the framework's preferred layout (NHWC for
+    TensorFlow, so its row includes the adapter's transposes); with ``train``, the
+    training step too (`benchmarks._train_cnn`). Rows go through ``record``."""
+    import numpy as np
+
+    import d2lcompat
+    from d2lcompat import init, ops
+
+    d2lcompat.seed(0)
+    net = _lenet()
+    net.initialize(init.Xavier())
+    host = np.random.default_rng(0).uniform(size=(256, 1, 28, 28)).astype(np.float32)
+    x = ops.tensor(host)
+    net(x)
+    weights = [(ops.to_numpy(m.weight.data()), ops.to_numpy(m.bias.data()))
+               for m in net if hasattr(m, "weight")]
+    xn = native.lenet_input(host)
+    sync = native.sync
+    name = "LeNet forward, batch 256"
+    ref = native.lenet(weights)
+    record("eager", name, compare(lambda: sync(net(x)), lambda: sync(ref(xn)), rounds),
+           max_abs_diff=_max_diff(net(x), ref(xn)))
+    comp = native.compiled_lenet(weights)
+    net.hybridize()
+    start = time.perf_counter()
+    sync(net(x))
+    sync(net(x))
+    ours_compile = time.perf_counter() - start
+    start = time.perf_counter()
+    sync(comp(xn))
+    native_compile = time.perf_counter() - start
+    record("hybridized", name, compare(lambda: sync(net(x)), lambda: sync(comp(xn)), rounds),
+           max_abs_diff=_max_diff(net(x), comp(xn)), ours_compile_s=ours_compile,
+           native_compile_s=native_compile)
+    if train:
+        from ._train_cnn import lenet_train_cases
+
+        lenet_train_cases(backend, _lenet, rounds, compare, record, sync)
 
 
 def _io_cases(backend: str, native: Any, rounds: int, n_params: int) -> list[dict[str, Any]]:
@@ -415,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="only the save/load cases (no forward passes, no import timing)")
     p.add_argument("--no-conformance", action="store_true", help="skip the full conformance run")
     p.add_argument("--no-train", action="store_true", help="skip the training-step rows")
+    p.add_argument("--no-mlp", action="store_true",
+                   help="skip the MLP rows, forward and training (LeNet rows only)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--markdown", default=None, help="write the table here")
     p.add_argument("--update-docs", default=None, metavar="MD",
@@ -425,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.worker:  # one backend, in this process
         res = worker(args.worker, args.rounds, not args.no_io, args.io_params, not args.no_train,
-                     args.io_only)
+                     not args.no_mlp, args.io_only)
         Path(args.out).write_text(json.dumps(res), encoding="utf-8")
         return 0
 
@@ -451,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cmd.append("--no-train")
             if args.io_only:
                 cmd.append("--io-only")
+            if args.no_mlp:
+                cmd.append("--no-mlp")
             proc = subprocess.run(cmd, env=_env(backend), cwd=ROOT)
             if proc.returncode != 0:
                 print(f"{backend}: worker failed with exit code {proc.returncode}", file=sys.stderr)

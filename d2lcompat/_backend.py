@@ -359,6 +359,51 @@ class Backend(abc.ABC):
         """``x`` cut out of the gradient graph."""
         return x
 
+    # ------------------------------------------------------- layer primitives
+    # One fused primitive per layer family (conv, pool, embedding lookup). The core
+    # (d2lcompat/nn/_conv.py, _pool.py, _embedding.py) validates shapes and computes the
+    # output sizes before calling them; an adapter only runs its framework's kernel.
+
+    def conv(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        """Cross-correlation of ``x`` (``(N, C, *spatial)``, NCHW, 1 or 2 spatial axes)
+        with ``w`` (``(O, C // groups, *kernel)``), plus ``b`` (``(O,)``) when given.
+        ``padding`` is the number of zeros added on *both* sides of each spatial axis.
+        A framework that prefers NHWC transposes inside, invisibly."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not support convolution")
+
+    def pool(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        """``kind`` in ``{"max", "avg"}`` pooling of ``x`` (``(N, C, *spatial)``, 1 or 2
+        spatial axes). Padding is on both sides: ``-inf`` for max; zeros that *count* in
+        the average (Gluon's and PyTorch's default, ``count_include_pad=True``)."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not support pooling")
+
+    def take(self, weight: Any, indices: Any) -> Any:
+        """Rows of ``weight`` (``(V, D)``) at the integer ``indices`` (any shape): a tensor
+        of shape ``indices.shape + (D,)``, differentiable in ``weight`` (``nn.Embedding``)."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not support embedding lookup")
+
     # --------------------------------------------------------------- compile
     #: Exceptions the compiled function raises when Python control flow depends on a
     #: traced value (JAX's ``ConcretizationTypeError``, TensorFlow's

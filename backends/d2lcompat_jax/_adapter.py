@@ -89,6 +89,51 @@ def _linear(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
     return y if b is None else y + b
 
 
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _conv(
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    strides: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> jax.Array:
+    n = len(strides)
+    dims = ("NCH", "OIH", "NCH") if n == 1 else ("NCHW", "OIHW", "NCHW")
+    y = jax.lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=strides,
+        padding=[(p, p) for p in padding],
+        rhs_dilation=dilation,
+        dimension_numbers=dims,
+        feature_group_count=groups,
+        precision=_PRECISION,
+    )
+    return y if b is None else y + b.reshape((1, -1) + (1,) * n)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _pool(
+    x: jax.Array,
+    kind: str,
+    window: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: tuple[int, ...],
+) -> jax.Array:
+    dims = (1, 1) + window
+    steps = (1, 1) + strides
+    pads = ((0, 0), (0, 0)) + tuple((p, p) for p in padding)
+    if kind == "max":
+        # -inf (the identity of max) lets jax pick its differentiable max-window primitive.
+        # It must be a Python scalar: jax recognises the monoid only from a concrete value.
+        low = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else int(jnp.iinfo(x.dtype).min)
+        return jax.lax.reduce_window(x, low, jax.lax.max, dims, steps, pads)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, steps, pads)
+    return total / np.prod(window)  # padded zeros count (count_include_pad)
+
+
 @jax.jit
 def _relu(x: jax.Array) -> jax.Array:
     # Not jax.nn.relu: its custom-JVP wrapper runs a Python path (signature binding) on
@@ -553,6 +598,32 @@ class JaxBackend(Backend):
 
     def stop_gradient(self, x: Any) -> Any:
         return jax.lax.stop_gradient(x)
+
+    # ------------------------------------------------------- layer primitives
+    def conv(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        return _conv(x, w, b, strides, padding, dilation, groups)
+
+    def pool(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        return _pool(x, kind, window, strides, padding)
+
+    def take(self, weight: Any, indices: Any) -> Any:
+        return jnp.take(weight, indices, axis=0)
 
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -271,6 +271,38 @@ class TorchBackend(Backend):
     def stop_gradient(self, x: Any) -> Any:
         return x.detach()
 
+    # ------------------------------------------------------- layer primitives
+    def conv(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        fn = F.conv2d if len(strides) == 2 else F.conv1d
+        return fn(x, w, b, strides, padding, dilation, groups)
+
+    def pool(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        two = len(window) == 2
+        if kind == "max":
+            return (F.max_pool2d if two else F.max_pool1d)(x, window, strides, padding)
+        return (F.avg_pool2d if two else F.avg_pool1d)(
+            x, window, strides, padding, count_include_pad=True
+        )
+
+    def take(self, weight: Any, indices: Any) -> Any:
+        return F.embedding(indices, weight)
+
     # ------------------------------------------------------------- optimizers
     def fused_update(
         self,
