@@ -14,6 +14,10 @@ import numpy as np
 
 #: One Dense layer as (weight ``(out, in)``, bias ``(out,)``, relu?).
 Layer = tuple[np.ndarray, np.ndarray, bool]
+#: LeNet (D2L §7.6) as its five (weight, bias) pairs in d2lcompat's layouts: two
+#: convolutions ``(out, in, 5, 5)`` (the first padded by 2), three Dense ``(out, in)``;
+#: sigmoid after every layer but the last, 2x2 average pooling after each convolution.
+LeNetWeights = list[tuple[np.ndarray, np.ndarray]]
 
 
 class Native:
@@ -30,6 +34,19 @@ class Native:
         """The same MLP compiled by the framework's own compiler."""
         raise NotImplementedError
 
+    def lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        """An eager LeNet with these weights, in the framework's own layers and layout:
+        ``f(x) -> logits`` for ``x`` as `lenet_input` gives it."""
+        raise NotImplementedError
+
+    def compiled_lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        """The same LeNet compiled by the framework's own compiler."""
+        raise NotImplementedError
+
+    def lenet_input(self, x: np.ndarray) -> Any:
+        """The NCHW batch ``x`` in the framework's preferred layout, as its users feed it."""
+        raise NotImplementedError
+
     def sync(self, y: Any) -> None:
         """Wait until ``y`` is computed (asynchronous dispatch)."""
 
@@ -40,6 +57,47 @@ class Native:
     def load(self, variables: Mapping[str, Any], path: str) -> Any:
         """Read ``path`` back into ``variables`` (as ``load_state_dict`` would)."""
         raise NotImplementedError
+
+    def save_fsync(self, variables: Mapping[str, Any], path: str) -> None:
+        """`save`, then fsync every file it wrote: the durable native save, the honest
+        reference for d2lcompat's atomic (fsynced) save."""
+        self.save(variables, path)
+        _fsync_written(path)
+
+    #: The ``safetensors.<module>`` with this framework's ``save_file``/``load_file``.
+    st_module: str = ""
+
+    def st_save(self, variables: Mapping[str, Any], path: str) -> None:
+        """safetensors' own framework API: ``save_file`` then an fsync."""
+        import importlib
+
+        importlib.import_module(self.st_module).save_file(self._st_tensors(variables), path)
+        _fsync_written(path)
+
+    def st_load(self, variables: Mapping[str, Any], path: str) -> Any:
+        """safetensors' own framework API: ``load_file`` plus copying into ``variables``."""
+        import importlib
+
+        return self._assign(variables, importlib.import_module(self.st_module).load_file(path))
+
+    def _st_tensors(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(variables)
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+def _fsync_written(path: str) -> None:
+    import glob
+    import os
+
+    for name in [path, *glob.glob(glob.escape(path) + ".*")]:
+        if os.path.isfile(name):
+            fd = os.open(name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 class TorchNative(Native):
@@ -66,11 +124,40 @@ class TorchNative(Native):
     def compiled_mlp(self, layers: list[Layer]) -> Callable[[Any], Any]:
         return self.torch.compile(self.mlp(layers))
 
+    def lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        nn, t = self.torch.nn, self.torch
+        (w1, b1), (w2, b2), (w3, b3), (w4, b4), (w5, b5) = weights
+        net = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),
+            nn.Conv2d(6, 16, 5), nn.Sigmoid(), nn.AvgPool2d(2, 2), nn.Flatten(),
+            nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(),
+            nn.Linear(84, 10),
+        )
+        layers = [m for m in net if isinstance(m, (nn.Conv2d, nn.Linear))]
+        with t.no_grad():
+            for m, (w, b) in zip(layers, weights):
+                m.weight.copy_(t.from_numpy(w))
+                m.bias.copy_(t.from_numpy(b))
+        return net
+
+    def compiled_lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        return self.torch.compile(self.lenet(weights))
+
+    def lenet_input(self, x: np.ndarray) -> Any:
+        return self.torch.from_numpy(x)
+
     def save(self, variables: Mapping[str, Any], path: str) -> None:
         self.torch.save(dict(variables), path)
 
+    st_module = "safetensors.torch"
+
     def load(self, variables: Mapping[str, Any], path: str) -> Any:
-        state = self.torch.load(path, weights_only=True)
+        self._assign(variables, self.torch.load(path, weights_only=True))
+
+    def _st_tensors(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v.detach() for k, v in variables.items()}
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
         with self.torch.no_grad():
             for k, v in variables.items():
                 v.copy_(state[k])
@@ -107,11 +194,57 @@ class TensorFlowNative(Native):
         module = self.mlp(layers)
         return self.tf.function(module.__call__)
 
+    def lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        tf = self.tf
+        (w1, b1), (w2, b2), (w3, b3), (w4, b4), (w5, b5) = weights
+        # A TF user's layout: NHWC activations, HWIO kernels, (in, out) dense kernels;
+        # flattening NHWC orders the features (h, w, c), so the first Dense is permuted.
+        w3 = w3.reshape(120, 16, 5, 5).transpose(0, 2, 3, 1).reshape(120, 400)
+
+        class LeNet(tf.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.k1 = tf.Variable(w1.transpose(2, 3, 1, 0).copy())
+                self.k2 = tf.Variable(w2.transpose(2, 3, 1, 0).copy())
+                self.dense = [(tf.Variable(w.T.copy()), tf.Variable(b)) for w, b in
+                              ((w3, b3), (w4, b4), (w5, b5))]
+                self.b1, self.b2 = tf.Variable(b1), tf.Variable(b2)
+
+            def __call__(self, x: Any) -> Any:
+                pad = [[0, 0], [2, 2], [2, 2], [0, 0]]
+                x = tf.nn.sigmoid(tf.nn.conv2d(x, self.k1, 1, pad) + self.b1)
+                x = tf.nn.avg_pool2d(x, 2, 2, "VALID")
+                x = tf.nn.sigmoid(tf.nn.conv2d(x, self.k2, 1, "VALID") + self.b2)
+                x = tf.nn.avg_pool2d(x, 2, 2, "VALID")
+                x = tf.reshape(x, (tf.shape(x)[0], -1))
+                for i, (w, b) in enumerate(self.dense):
+                    x = tf.matmul(x, w) + b
+                    if i < 2:
+                        x = tf.nn.sigmoid(x)
+                return x
+
+        return LeNet()
+
+    def compiled_lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        return self.tf.function(self.lenet(weights).__call__)
+
+    def lenet_input(self, x: np.ndarray) -> Any:
+        return self.tf.constant(x.transpose(0, 2, 3, 1))
+
     def save(self, variables: Mapping[str, Any], path: str) -> None:
         self._checkpoint(variables).write(path)
 
     def load(self, variables: Mapping[str, Any], path: str) -> Any:
         self._checkpoint(variables).read(path).assert_consumed()
+
+    st_module = "safetensors.tensorflow"
+
+    def _st_tensors(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: self.tf.convert_to_tensor(v) for k, v in variables.items()}
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
+        for k, v in variables.items():
+            v.assign(state[k], read_value=False)
 
     def _checkpoint(self, variables: Mapping[str, Any]) -> Any:
         return self.tf.train.Checkpoint(**{k.replace(".", "_"): v for k, v in variables.items()})
@@ -140,11 +273,35 @@ class PaddleNative(Native):
     def compiled_mlp(self, layers: list[Layer]) -> Callable[[Any], Any]:
         return self.paddle.jit.to_static(self.mlp(layers))
 
+    def lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        nn = self.paddle.nn
+        net = nn.Sequential(
+            nn.Conv2D(1, 6, 5, padding=2), nn.Sigmoid(), nn.AvgPool2D(2, 2),
+            nn.Conv2D(6, 16, 5), nn.Sigmoid(), nn.AvgPool2D(2, 2), nn.Flatten(),
+            nn.Linear(400, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(),
+            nn.Linear(84, 10),
+        )
+        layers = [m for m in net if isinstance(m, (nn.Conv2D, nn.Linear))]
+        for m, (w, b) in zip(layers, weights):
+            m.weight.set_value(w.T.copy() if isinstance(m, nn.Linear) else w)
+            m.bias.set_value(b)
+        return net
+
+    def compiled_lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        return self.paddle.jit.to_static(self.lenet(weights))
+
+    def lenet_input(self, x: np.ndarray) -> Any:
+        return self.paddle.to_tensor(x)
+
     def save(self, variables: Mapping[str, Any], path: str) -> None:
         self.paddle.save(dict(variables), path)
 
+    st_module = "safetensors.paddle"
+
     def load(self, variables: Mapping[str, Any], path: str) -> Any:
-        state = self.paddle.load(path)
+        self._assign(variables, self.paddle.load(path))
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
         for k, v in variables.items():
             v.set_value(state[k])
 
@@ -192,6 +349,44 @@ class JaxNative(Native):
 
         return lambda x: f(params, x)
 
+    def _lenet_fn(self) -> Callable[[Any, Any], Any]:
+        jax = self.jax
+        lax = jax.lax
+
+        def conv(x: Any, w: Any, b: Any, pad: int) -> Any:
+            y = lax.conv_general_dilated(x, w, (1, 1), [(pad, pad)] * 2,
+                                         dimension_numbers=("NCHW", "OIHW", "NCHW"))
+            return y + b[None, :, None, None]
+
+        def pool(x: Any) -> Any:
+            return lax.reduce_window(x, 0.0, lax.add, (1, 1, 2, 2), (1, 1, 2, 2), "VALID") / 4
+
+        def f(ps: Any, x: Any) -> Any:
+            (w1, b1), (w2, b2), *dense = ps
+            x = pool(jax.nn.sigmoid(conv(x, w1, b1, 2)))
+            x = pool(jax.nn.sigmoid(conv(x, w2, b2, 0)))
+            x = x.reshape(x.shape[0], -1)
+            for i, (w, b) in enumerate(dense):
+                x = x @ w.T + b
+                if i < 2:
+                    x = jax.nn.sigmoid(x)
+            return x
+
+        return f
+
+    def lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        ps = [(self.jnp.asarray(w), self.jnp.asarray(b)) for w, b in weights]
+        f = self._lenet_fn()
+        return lambda x: f(ps, x)
+
+    def compiled_lenet(self, weights: LeNetWeights) -> Callable[[Any], Any]:
+        ps = [(self.jnp.asarray(w), self.jnp.asarray(b)) for w, b in weights]
+        f = self.jax.jit(self._lenet_fn())
+        return lambda x: f(ps, x)
+
+    def lenet_input(self, x: np.ndarray) -> Any:
+        return self.jnp.asarray(x)
+
     def sync(self, y: Any) -> None:
         self.jax.block_until_ready(y)
 
@@ -206,6 +401,11 @@ class JaxNative(Native):
 
         with open(path, "rb") as f:
             state = serialization.msgpack_restore(f.read())
+        return self._assign(variables, state)
+
+    st_module = "safetensors.flax"
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
         # Arrays on the device, as the d2lcompat loader leaves them.
         return self.jax.block_until_ready({k: self.jnp.asarray(state[k]) for k in variables})
 

@@ -116,3 +116,64 @@ def block2() -> nn.Sequential:
 
 def rgnet() -> nn.Sequential:
     return nn.Sequential(block2(), nn.Dense(10))
+
+
+# ------------------------------------------------------------------ chapters 6 to 8
+
+
+def lenet() -> nn.Sequential:
+    """§7.6: LeNet-5 with sigmoid activations and average pooling (28x28 inputs)."""
+    return nn.Sequential(
+        nn.Conv2D(6, kernel_size=5, padding=2, activation="sigmoid"),
+        nn.AvgPool2D(pool_size=2, strides=2),
+        nn.Conv2D(16, kernel_size=5, activation="sigmoid"),
+        nn.AvgPool2D(pool_size=2, strides=2),
+        nn.Flatten(),
+        nn.Dense(120, activation="sigmoid"),
+        nn.Dense(84, activation="sigmoid"),
+        nn.Dense(10),
+    )
+
+
+def lenet_bn(pad: int = 0) -> nn.Sequential:
+    """§8.5: LeNet with BatchNorm after every convolution and hidden Dense layer.
+    ``pad=2`` keeps the chapter's 28x28 arithmetic on 8x8 digits (8 -> 8 -> 4 -> 0 would
+    not fit): the first convolution pads its input."""
+    return nn.Sequential(
+        nn.Conv2D(6, kernel_size=5, padding=pad), nn.BatchNorm(), nn.Activation("sigmoid"),
+        nn.AvgPool2D(pool_size=2, strides=2),
+        nn.Conv2D(16, kernel_size=5, padding=pad), nn.BatchNorm(), nn.Activation("sigmoid"),
+        nn.AvgPool2D(pool_size=2, strides=2),
+        nn.Flatten(),
+        nn.Dense(120), nn.BatchNorm(), nn.Activation("sigmoid"),
+        nn.Dense(84), nn.BatchNorm(), nn.Activation("sigmoid"),
+        nn.Dense(10),
+    )
+
+
+def vgg_block(num_convs: int, channels: int) -> nn.Sequential:
+    """§8.2: ``num_convs`` 3x3 convolutions (padding 1, ReLU), then a 2x2 max pool."""
+    blk = nn.Sequential()
+    for _ in range(num_convs):
+        blk.add(nn.Conv2D(channels, kernel_size=3, padding=1, activation="relu"))
+    blk.add(nn.MaxPool2D(pool_size=2, strides=2))
+    return blk
+
+
+class Residual(nn.Block):
+    """§8.6: the ResNet residual block (optionally a 1x1 convolution on the shortcut)."""
+
+    def __init__(self, channels: int, use_1x1conv: bool = False, strides: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2D(channels, kernel_size=3, padding=1, strides=strides)
+        self.conv2 = nn.Conv2D(channels, kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2D(channels, kernel_size=1, strides=strides) if use_1x1conv else None
+        self.bn1 = nn.BatchNorm()
+        self.bn2 = nn.BatchNorm()
+
+    def forward(self, X: Any) -> Any:
+        Y = ops.relu(self.bn1(self.conv1(X)))
+        Y = self.bn2(self.conv2(Y))
+        if self.conv3 is not None:
+            X = self.conv3(X)
+        return ops.relu(Y + X)

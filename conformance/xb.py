@@ -1,4 +1,4 @@
-"""XB01 and XB03: files written under backend A load under backend B.
+"""XB01, XB03 and XB04: files written under backend A load under backend B.
 
 The conformance runner calls `write_reference` in backend A's process and then
 `check_reference` in backend B's process (each backend in its own process, never two
@@ -10,6 +10,11 @@ Files written by backend ``A`` into ``folder`` (all safetensors, written by d2lc
 * ``A.io.safetensors`` — ``save({'x': X, 'y': net(X)})``, the input and A's output;
 * ``A.tensor.safetensors``, ``A.list.safetensors``, ``A.dict.safetensors`` — `save` of a
   tensor, a list and a dict with deterministic values in several dtypes;
+* ``A.sharded/`` — the same MLP saved with ``max_shard_size`` (3 shards and
+  ``model.safetensors.index.json``, the Hugging Face layout); XB01 loads it too.
+* ``A.lenet.safetensors`` — a LeNet with BatchNorm (§8.5) trained a few SGD steps, so
+  its running statistics moved; ``A.lenet_io.safetensors`` — an input batch and A's
+  predictions (predict mode, the running statistics in use).
 * ``A.curve.safetensors`` — XB05: the losses of 20 Adam steps of a seeded MLP.
 
 Examples
@@ -30,11 +35,15 @@ from typing import Any
 import numpy as np
 
 import d2lcompat
-from d2lcompat import nn, ops
+from d2lcompat import autograd, nn, ops, optim
+
+from .models import lenet_bn
 
 __all__ = ["check_reference", "reference_tensors", "write_reference"]
 
 RTOL, ATOL = 1e-5, 1e-6
+#: Small enough for three shards of the MLP's 5,140 bytes.
+SHARD_BYTES = 2200
 
 
 def _mlp() -> nn.Sequential:
@@ -66,16 +75,22 @@ def write_reference(dir: str | Path) -> list[str]:  # noqa: A002 - the runner's 
     net.initialize(d2lcompat.init.Xavier())
     X = ops.random.uniform((4, 20), low=-1.0, high=1.0)
     Y = net(X)
-    paths = {k: folder / f"{name}.{k}.safetensors" for k in ("params", "io", "tensor", "list", "dict")}
+    keys = ("params", "io", "tensor", "list", "dict", "lenet", "lenet_io")
+    paths = {k: folder / f"{name}.{k}.safetensors" for k in keys}
     net.save_parameters(paths["params"])
+    sharded = folder / f"{name}.sharded"
+    net.save_parameters(sharded, max_shard_size=SHARD_BYTES)
     d2lcompat.save(paths["io"], {"x": X, "y": Y})
     ref = {k: _native(v) for k, v in reference_tensors().items()}
     d2lcompat.save(paths["tensor"], ref["a"])
     d2lcompat.save(paths["list"], [ref["a"], ref["b"], ref["c"]])
     d2lcompat.save(paths["dict"], {"d": ref["d"], "c": ref["c"], "b": ref["b"]})
+    lenet, batch = trained_lenet()
+    lenet.save_parameters(paths["lenet"])
+    d2lcompat.save(paths["lenet_io"], {"x": batch, "y": lenet(batch)})
     curve = folder / f"{name}.curve.safetensors"
     d2lcompat.save(curve, {"loss": loss_curve()})
-    return [str(p) for p in paths.values()] + [str(curve)]
+    return [str(p) for p in paths.values()] + [str(sharded), str(curve)]
 
 
 _CURVE: list[np.ndarray] = []
@@ -99,6 +114,29 @@ def loss_curve(steps: int = 20) -> np.ndarray:
     return curve
 
 
+def trained_lenet(steps: int = 3) -> tuple[nn.Sequential, Any]:
+    """XB04's model: a seeded LeNet with BatchNorm on 8x8 inputs after ``steps`` SGD steps
+    of softmax cross-entropy in training mode (so every running statistic moved), and a
+    held-out input batch."""
+    d2lcompat.seed(4321)
+    net = lenet_bn(pad=2)
+    net.initialize(d2lcompat.init.Xavier())
+    X = ops.random.uniform((16, 1, 8, 8))
+    labels = np.arange(16) % 10
+    onehot = ops.tensor(np.eye(10, dtype=np.float32)[labels])
+    params = net.collect_params()
+    sgd = optim.SGD(params, lr=0.5)
+
+    def loss() -> Any:
+        return -ops.mean(ops.sum(onehot * ops.log_softmax(net(X)), axis=1))
+
+    for _ in range(steps):
+        with autograd.record():
+            _, grads = autograd.grad(loss, params)
+        sgd.step(grads)
+    return net, ops.random.uniform((6, 1, 8, 8))
+
+
 def _result(sid: str, writer: str, status: str, message: str = "") -> dict[str, str]:
     return {"id": sid, "writer": writer, "reader": d2lcompat.backend(), "status": status,
             "message": message}
@@ -120,6 +158,14 @@ def _xb01(folder: Path, writer: str) -> None:
         np.testing.assert_array_equal(ops.to_numpy(p.data()), ops.to_numpy(stored[k]), err_msg=k)
     np.testing.assert_allclose(ops.to_numpy(net(io["x"])), ops.to_numpy(io["y"]), rtol=RTOL,
                                atol=ATOL, err_msg=f"{writer}'s output vs this backend's")
+    sharded = _mlp()
+    sharded.load_parameters(folder / f"{writer}.sharded")
+    shards = sorted(p.name for p in (folder / f"{writer}.sharded").iterdir())
+    assert shards == [f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)] + [
+        "model.safetensors.index.json"], f"sharded layout: {shards}"
+    for k, p in sharded.collect_params().items():
+        np.testing.assert_array_equal(ops.to_numpy(p.data()), ops.to_numpy(stored[k]),
+                                      err_msg=f"sharded {k}")
 
 
 def _xb03(folder: Path, writer: str) -> None:
@@ -134,6 +180,24 @@ def _xb03(folder: Path, writer: str) -> None:
     assert isinstance(dct, dict) and list(dct) == ["d", "c", "b"], f"dict keys {list(dct)}"
     for key, got in dct.items():
         _equal(got, ref[key], f"dict[{key!r}]")
+
+
+def _xb04(folder: Path, writer: str) -> None:
+    net = lenet_bn(pad=2)
+    net.load_parameters(folder / f"{writer}.lenet.safetensors")
+    stored = d2lcompat.load(folder / f"{writer}.lenet.safetensors")
+    moved = [k for k in stored if k.endswith(("running_mean", "running_var"))]
+    assert len(moved) == 8, f"expected 4 BatchNorm layers' statistics, got {moved}"
+    for k, p in net.collect_params().items():  # running statistics included: bit-identical
+        np.testing.assert_array_equal(ops.to_numpy(p.data()), ops.to_numpy(stored[k]), err_msg=k)
+    for k in moved:
+        start = 0.0 if k.endswith("mean") else 1.0
+        assert np.abs(ops.to_numpy(stored[k]) - start).max() > 1e-4, f"{k} never moved"
+    io = d2lcompat.load(folder / f"{writer}.lenet_io.safetensors")
+    got, want = ops.to_numpy(net(io["x"])), ops.to_numpy(io["y"])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5,
+                               err_msg=f"{writer}'s LeNet predictions vs this backend's")
+    assert (got.argmax(axis=1) == want.argmax(axis=1)).all(), "predicted classes differ"
 
 
 def _xb05(folder: Path, writer: str) -> None:
@@ -154,7 +218,7 @@ def check_reference(dir: str | Path, writer: str) -> list[dict[str, str]]:  # no
     ``pass`` / ``fail``."""
     folder = Path(dir)
     out = []
-    for sid, fn in (("XB01", _xb01), ("XB03", _xb03), ("XB05", _xb05)):
+    for sid, fn in (("XB01", _xb01), ("XB03", _xb03), ("XB04", _xb04), ("XB05", _xb05)):
         try:
             fn(folder, writer)
         except Exception as exc:  # noqa: BLE001 - every failure is a result

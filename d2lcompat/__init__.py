@@ -23,6 +23,7 @@ from ._errors import (
     CheckpointError,
     D2LCompatError,
     D2LCompatWarning,
+    DataError,
     DeferredInitializationError,
     DeviceError,
     DTypeError,
@@ -51,7 +52,7 @@ from ._device import (  # noqa: E402
 
 _init_default()
 
-from . import autograd, init, loss, nn, ops, optim, parallel  # noqa: E402
+from . import autograd, data, init, loss, nn, ops, optim, parallel  # noqa: E402
 from ._fit import History, fit  # noqa: E402
 from ._io import convert, load, native_formats, save  # noqa: E402
 from ._parameter import Constant, Parameter  # noqa: E402
@@ -71,6 +72,7 @@ __all__ = [
     "D2LCompatError",
     "D2LCompatWarning",
     "DTypeError",
+    "DataError",
     "DeferredInitializationError",
     "Device",
     "DeviceError",
@@ -86,6 +88,7 @@ __all__ = [
     "backend",
     "backends",
     "convert",
+    "data",
     "copy_to",
     "cpu",
     "default_device",

@@ -298,6 +298,27 @@ class Backend(abc.ABC):
         ``var`` without breaking the graph identity of ``var``; return the object to keep
         (``var`` itself for mutable frameworks, the new array for JAX)."""
 
+    def host_view(self, x: Any) -> np.ndarray:
+        """``x``'s values on the host, without a copy where the framework can lend its
+        memory (a CPU tensor); read-only is fine. Used to write checkpoints straight
+        from the tensors. Default: `to_numpy` (a copy)."""
+        return self.to_numpy(x)
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        """Copy the host ``array`` (already ``dtype``'s values, the variable's shape) into
+        ``var`` with one copy (host to device once); return the object to keep, as
+        `assign`. Loads call it once per tensor with a view into a memory map, so it
+        must not keep a reference to ``array``. Default: `from_numpy` then `assign`."""
+        return self.assign(var, self.from_numpy(array, dtype, self.device_of(var)))
+
+    def fill_variable(self, var: Any, fill: Callable[[np.ndarray], None]) -> Any | None:
+        """Let ``fill(buffer)`` write straight into ``var``'s own host memory (a
+        writable, C-contiguous NumPy view of it); return the object to keep, as
+        `assign`, or None when the framework cannot lend that memory (then the core
+        uses `assign_host`). Loads use it to read a file into a CPU parameter with no
+        copy in between. Default: None."""
+        return None
+
     def native_grad(self, var: Any) -> Any | None:
         """The gradient the framework itself accumulated on ``var`` (``.grad``), or None."""
         return None
@@ -337,6 +358,51 @@ class Backend(abc.ABC):
     def stop_gradient(self, x: Any) -> Any:
         """``x`` cut out of the gradient graph."""
         return x
+
+    # ------------------------------------------------------- layer primitives
+    # One fused primitive per layer family (conv, pool, embedding lookup). The core
+    # (d2lcompat/nn/_conv.py, _pool.py, _embedding.py) validates shapes and computes the
+    # output sizes before calling them; an adapter only runs its framework's kernel.
+
+    def conv(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        """Cross-correlation of ``x`` (``(N, C, *spatial)``, NCHW, 1 or 2 spatial axes)
+        with ``w`` (``(O, C // groups, *kernel)``), plus ``b`` (``(O,)``) when given.
+        ``padding`` is the number of zeros added on *both* sides of each spatial axis.
+        A framework that prefers NHWC transposes inside, invisibly."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not support convolution")
+
+    def pool(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        """``kind`` in ``{"max", "avg"}`` pooling of ``x`` (``(N, C, *spatial)``, 1 or 2
+        spatial axes). Padding is on both sides: ``-inf`` for max; zeros that *count* in
+        the average (Gluon's and PyTorch's default, ``count_include_pad=True``)."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not support pooling")
+
+    def take(self, weight: Any, indices: Any) -> Any:
+        """Rows of ``weight`` (``(V, D)``) at the integer ``indices`` (any shape): a tensor
+        of shape ``indices.shape + (D,)``, differentiable in ``weight`` (``nn.Embedding``)."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not support embedding lookup")
 
     # --------------------------------------------------------------- compile
     #: Exceptions the compiled function raises when Python control flow depends on a

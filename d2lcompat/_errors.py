@@ -12,6 +12,7 @@ __all__ = [
     "D2LCompatError",
     "D2LCompatWarning",
     "DTypeError",
+    "DataError",
     "DeferredInitializationError",
     "DeviceError",
     "ShapeError",
@@ -58,6 +59,11 @@ class DeviceError(D2LCompatError, RuntimeError):
 
 class UnsupportedError(D2LCompatError, NotImplementedError):
     """The backend in use cannot do this at all (see its ``SUPPORTS_*`` flags)."""
+
+
+class DataError(D2LCompatError, ValueError):
+    """A dataset cannot be built or read (arrays of different lengths, a corrupt IDX
+    file, a missing optional dependency such as scikit-learn)."""
 
 
 class D2LCompatWarning(UserWarning):

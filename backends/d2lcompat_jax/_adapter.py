@@ -4,11 +4,14 @@ JAX arrays are immutable, so this backend has no mutable variables: a
 parameter's "variable" is a plain ``jax.Array`` and `JaxBackend.assign` returns
 the replacement array, which the core stores in place of the old one.
 
-64-bit types are switched on (``jax_enable_x64``) when this module is imported,
-because d2lcompat promises that dtypes survive unchanged (an ``int64`` buffer
-in a checkpoint stays ``int64``); without it JAX silently turns every int64 and
-float64 array into its 32-bit sibling. Every tensor d2lcompat itself creates
-passes an explicit dtype, so float32 stays float32.
+JAX's global configuration is left as found: importing d2lcompat never changes
+``jax_enable_x64``. While 64-bit types are off (JAX's default), this backend has no
+``int64``/``float64`` (`JaxBackend.SUPPORTED_DTYPES` leaves them out, as Keras 3 on
+JAX does): a request for one gets its 32-bit sibling, as in JAX itself, but never a
+changed value (an int64 value outside the int32 range raises `DTypeError`). Turn x64
+on yourself (``jax.config.update("jax_enable_x64", True)``) to get them back; the
+check is made on each call, so it may happen before or after ``import d2lcompat``.
+See docs/divergences.md.
 """
 
 from __future__ import annotations
@@ -24,11 +27,6 @@ import numpy as np
 
 from d2lcompat._backend import DTYPES, Backend, DeviceTuple, Ops
 from d2lcompat._errors import BackendError, DeviceError, DTypeError, ShapeError
-
-# Must happen before any array exists: arrays created while x64 is off are
-# already 32-bit. `jax_explicit_x64_dtypes="allow"` is not an alternative: it
-# still truncates int64 NumPy input to int32 in `device_put` (jax 0.10).
-jax.config.update("jax_enable_x64", True)
 
 _DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(jnp.bfloat16) if name == "bfloat16" else np.dtype(name) for name in DTYPES
@@ -46,13 +44,36 @@ _PRECISION = jax.lax.Precision.HIGHEST
 _TRACER_VALUE_ATTRS = ("primal", "val")
 
 
+# The 64-bit dtypes jax has only with ``jax_enable_x64``, and what they become without.
+_NARROW = {"int64": "int32", "float64": "float32"}
+_NARROW_NP = {np.dtype("int64"): np.dtype("int32"), np.dtype("float64"): np.dtype("float32")}
+_INT32 = np.iinfo(np.int32)
+
+
+def _x64() -> bool:
+    """Whether the user turned on jax's 64-bit types (read on each call, never set)."""
+    return bool(jax.config.jax_enable_x64)
+
+
 def _np_dtype(dtype: str) -> np.dtype[Any]:
+    if dtype in _NARROW and not _x64():
+        dtype = _NARROW[dtype]
     try:
         return _DTYPES[dtype]
     except KeyError:
         raise DTypeError(
             f"Unknown dtype {dtype!r}; the jax backend knows {', '.join(DTYPES)}."
         ) from None
+
+
+def _check_int32(arr: np.ndarray) -> None:
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < _INT32.min or hi > _INT32.max:
+        raise DTypeError(
+            f"An int64 value ({lo if lo < _INT32.min else hi}) does not fit the int32 that jax "
+            "uses while its 64-bit types are off. Turn them on before creating the tensor: "
+            'jax.config.update("jax_enable_x64", True).'
+        )
 
 
 def _axis(axis: Any) -> Any:
@@ -66,6 +87,51 @@ def _linear(x: jax.Array, w: jax.Array, b: jax.Array | None) -> jax.Array:
     # folds the transpose into the dot. `b=None` is an empty pytree: it just traces again.
     y = jnp.matmul(x, w.T, precision=_PRECISION)
     return y if b is None else y + b
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _conv(
+    x: jax.Array,
+    w: jax.Array,
+    b: jax.Array | None,
+    strides: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> jax.Array:
+    n = len(strides)
+    dims = ("NCH", "OIH", "NCH") if n == 1 else ("NCHW", "OIHW", "NCHW")
+    y = jax.lax.conv_general_dilated(
+        x,
+        w,
+        window_strides=strides,
+        padding=[(p, p) for p in padding],
+        rhs_dilation=dilation,
+        dimension_numbers=dims,
+        feature_group_count=groups,
+        precision=_PRECISION,
+    )
+    return y if b is None else y + b.reshape((1, -1) + (1,) * n)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4))
+def _pool(
+    x: jax.Array,
+    kind: str,
+    window: tuple[int, ...],
+    strides: tuple[int, ...],
+    padding: tuple[int, ...],
+) -> jax.Array:
+    dims = (1, 1) + window
+    steps = (1, 1) + strides
+    pads = ((0, 0), (0, 0)) + tuple((p, p) for p in padding)
+    if kind == "max":
+        # -inf (the identity of max) lets jax pick its differentiable max-window primitive.
+        # It must be a Python scalar: jax recognises the monoid only from a concrete value.
+        low = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else int(jnp.iinfo(x.dtype).min)
+        return jax.lax.reduce_window(x, low, jax.lax.max, dims, steps, pads)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, dims, steps, pads)
+    return total / np.prod(window)  # padded zeros count (count_include_pad)
 
 
 @jax.jit
@@ -224,9 +290,9 @@ class JaxBackend(Backend):
     --------
     >>> b = JaxBackend()
     >>> b.configure(1)
-    >>> x = b.from_numpy(np.arange(3), "int64", ("cpu", 0))
+    >>> x = b.from_numpy(np.arange(3), "int32", ("cpu", 0))
     >>> b.dtype(x), b.device_of(x), b.move(x, ("cpu", 0), copy=False) is x
-    ('int64', ('cpu', 0), True)
+    ('int32', ('cpu', 0), True)
     """
 
     name: ClassVar[str] = "jax"
@@ -245,6 +311,11 @@ class JaxBackend(Backend):
     )
 
     ops: JaxOps
+
+    @property  # type: ignore[misc]  # read on each call: the user may turn x64 on at any time
+    def SUPPORTED_DTYPES(self) -> frozenset[str]:  # noqa: N802 - the Backend attribute's name
+        """Every d2lcompat dtype, less ``int64``/``float64`` while ``jax_enable_x64`` is off."""
+        return frozenset(DTYPES) if _x64() else frozenset(DTYPES) - frozenset(_NARROW)
 
     def __init__(self) -> None:
         self.ops = JaxOps()
@@ -401,9 +472,13 @@ class JaxBackend(Backend):
 
     def from_numpy(self, array: np.ndarray, dtype: str | None, device: DeviceTuple | None) -> Any:
         arr = np.asarray(array)
+        if dtype is None and arr.dtype in _NARROW_NP and not _x64():
+            dtype = _NAMES[arr.dtype]
         if dtype is not None:
             target = _np_dtype(dtype)
             if arr.dtype != target:
+                if target == np.int32 and arr.dtype.kind in "iu" and arr.size:
+                    _check_int32(arr)
                 # Cast on the host: exact for the values NumPy/ml_dtypes round the same way
                 # XLA does, and it avoids putting the wider array on the device first.
                 arr = arr.astype(target)
@@ -475,6 +550,10 @@ class JaxBackend(Backend):
             return value if device is None else jax.device_put(value, self.native_device(device))
         return self.from_numpy(value, dtype, device)
 
+    def host_view(self, x: Any) -> np.ndarray:
+        # np.asarray lends the buffer of a CPU array (read-only, no copy).
+        return np.asarray(x)
+
     def read(self, var: Any) -> Any:
         return var
 
@@ -519,6 +598,32 @@ class JaxBackend(Backend):
 
     def stop_gradient(self, x: Any) -> Any:
         return jax.lax.stop_gradient(x)
+
+    # ------------------------------------------------------- layer primitives
+    def conv(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        return _conv(x, w, b, strides, padding, dilation, groups)
+
+    def pool(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        return _pool(x, kind, window, strides, padding)
+
+    def take(self, weight: Any, indices: Any) -> Any:
+        return jnp.take(weight, indices, axis=0)
 
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:

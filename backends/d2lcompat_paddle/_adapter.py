@@ -32,6 +32,7 @@ with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="No ccache found", category=UserWarning)
     import paddle
     import paddle.nn.functional as F
+    from paddle import _C_ops
     from paddle.autograd import PyLayer
     from paddle.base.framework import EagerParamBase
 
@@ -404,6 +405,20 @@ class PaddleBackend(Backend):
             paddle.assign(value, output=var)
         return var
 
+    def host_view(self, x: Any) -> np.ndarray:
+        if x.dtype != paddle.bfloat16 and x.place.is_cpu_place():
+            try:
+                return np.from_dlpack(x.detach())  # shares the tensor's memory: no copy
+            except (BufferError, TypeError, RuntimeError):
+                pass
+        return self.to_numpy(x)
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        if dtype == "bfloat16" or np.dtype(array.dtype).name != dtype:
+            return super().assign_host(var, array, dtype)
+        var.set_value(array)  # one copy into the parameter's own buffer
+        return var
+
     def native_grad(self, var: Any) -> Any | None:
         return getattr(var, "grad", None)
 
@@ -438,6 +453,51 @@ class PaddleBackend(Backend):
 
     def stop_gradient(self, x: Any) -> Any:
         return x.detach()
+
+    # ------------------------------------------------------- layer primitives
+    def conv(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        # The raw op, not F.conv2d: under paddle.jit.to_static (SOT) the Python ints of a
+        # layer's configuration may arrive as symbolic values, which F.conv2d's argument
+        # checks reject ("In valid padding"); the core has validated them already.
+        one = len(strides) == 1
+        if one:
+            x, w = x.unsqueeze(2), w.unsqueeze(2)
+            strides, padding, dilation = (1, *strides), (0, *padding), (1, *dilation)
+        y = _C_ops.conv2d(
+            x, w, list(strides), list(padding), "EXPLICIT", list(dilation), groups, "NCHW"
+        )
+        if b is not None:
+            y = y + b.reshape([1, -1, 1, 1])
+        return y.squeeze(2) if one else y
+
+    def pool(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        if len(window) == 2:
+            if kind == "max":
+                return F.max_pool2d(x, list(window), list(strides), list(padding))
+            # exclusive=False: padded zeros count in the average (Gluon, PyTorch).
+            return F.avg_pool2d(x, list(window), list(strides), list(padding), exclusive=False)
+        if kind == "max":
+            return F.max_pool1d(x, window[0], strides[0], padding[0])
+        return F.avg_pool1d(x, window[0], strides[0], padding[0], exclusive=False)
+
+    def take(self, weight: Any, indices: Any) -> Any:
+        return F.embedding(indices, weight)
 
     # ---------------------------------------------------------------- compile
     def fused_update(

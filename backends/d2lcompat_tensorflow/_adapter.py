@@ -525,6 +525,72 @@ def _parse_device(name: str) -> DeviceTuple | None:
     return (kind, spec.device_index or 0)
 
 
+# Layer primitives. TF's CPU kernels for convolution and pooling only take NHWC, so the
+# NCHW activations of d2lcompat are transposed in and out here (what that costs is in
+# docs/performance.md); 1-D layers run as 2-D ones over a height of 1.
+_Conv2D = _raw.Conv2D
+_BiasAdd = _raw.BiasAdd
+_MaxPool = _raw.MaxPool
+_AvgPool = _raw.AvgPool
+_PadV2 = _raw.PadV2
+_GatherV2 = _raw.GatherV2
+_TO_NHWC = (0, 2, 3, 1)
+_TO_NCHW = (0, 3, 1, 2)
+_OIHW_TO_HWIO = (2, 3, 1, 0)
+
+
+def _nhwc(x: Any) -> Any:
+    return _Transpose(x=x, perm=_i32(_TO_NHWC))
+
+
+def _nchw(y: Any) -> Any:
+    return _Transpose(x=y, perm=_i32(_TO_NCHW))
+
+
+def _conv2d(
+    x: Any,
+    w: Any,
+    b: Any | None,
+    strides: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> Any:
+    """NCHW in and out; ``groups`` is implied by the filter's input depth."""
+    (ph, pw), (sh, sw), (dh, dw) = padding, strides, dilation
+    y = _Conv2D(
+        input=_nhwc(x),
+        filter=_Transpose(x=w, perm=_i32(_OIHW_TO_HWIO)),
+        strides=[1, sh, sw, 1],
+        padding="EXPLICIT" if ph or pw else "VALID",
+        explicit_paddings=[0, 0, ph, ph, pw, pw, 0, 0] if ph or pw else [],
+        data_format="NHWC",
+        dilations=[1, dh, dw, 1],
+    )
+    if b is not None:
+        y = _BiasAdd(value=y, bias=b)
+    return _nchw(y)
+
+
+def _pool2d(
+    x: Any, kind: str, window: tuple[int, ...], strides: tuple[int, ...], padding: tuple[int, ...]
+) -> Any:
+    h = _nhwc(x)
+    ph, pw = padding
+    if ph or pw:
+        # Explicit pads: -inf for max; zeros that count in the average (TF's SAME would
+        # exclude them from the count).
+        low = -np.inf if kind == "max" else 0.0
+        pads = _i32(((0, 0), (ph, ph), (pw, pw), (0, 0)))  # type: ignore[arg-type]
+        h = _PadV2(input=h, paddings=pads, constant_values=tf.constant(low, h.dtype))
+    ksize, steps = [1, *window, 1], [1, *strides, 1]
+    if kind == "max":
+        y = _MaxPool(input=h, ksize=ksize, strides=steps, padding="VALID", data_format="NHWC")
+    else:
+        y = _AvgPool(value=h, ksize=ksize, strides=steps, padding="VALID", data_format="NHWC")
+    return _nchw(y)
+
+
 class TensorFlowBackend(Backend):
     """The TensorFlow backend.
 
@@ -751,6 +817,21 @@ class TensorFlowBackend(Backend):
             return var
         return value
 
+    def host_view(self, x: Any) -> np.ndarray:
+        t = x.value() if isinstance(x, tf.Variable) else x
+        view = getattr(t, "_numpy", None)  # the tensor's own host buffer (copied off a GPU)
+        if view is None or x.dtype == tf.bfloat16:
+            return self.to_numpy(x)
+        return np.asarray(view())
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        if not isinstance(var, tf.Variable) or dtype == "bfloat16":
+            return super().assign_host(var, array, dtype)
+        # tf.constant copies the host buffer once; the assign copies it into the
+        # variable's own buffer (host to device once on a GPU).
+        var.assign(tf.constant(array), read_value=False)
+        return var
+
     # --------------------------------------------------------------- autodiff
     def value_and_grad(
         self, fn: Callable[[Sequence[Any]], Any], values: Sequence[Any]
@@ -800,6 +881,52 @@ class TensorFlowBackend(Backend):
             return None
         dev = _placement("the forward pass", tuple(args), self._default)
         return None if dev is None else tf.device(dev)
+
+    # ------------------------------------------------------- layer primitives
+    def conv(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        if len(strides) == 2:
+            return _conv2d(x, w, b, strides, padding, dilation, groups)
+        y = _conv2d(
+            _ExpandDims(input=x, axis=_i32(2)),
+            _ExpandDims(input=w, axis=_i32(2)),
+            b,
+            (1, strides[0]),
+            (0, padding[0]),
+            (1, dilation[0]),
+            groups,
+        )
+        return _Squeeze(input=y, axis=[2])
+
+    def pool(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        if len(window) == 2:
+            return _pool2d(x, kind, window, strides, padding)
+        y = _pool2d(
+            _ExpandDims(input=x, axis=_i32(2)),
+            kind,
+            (1, window[0]),
+            (1, strides[0]),
+            (0, padding[0]),
+        )
+        return _Squeeze(input=y, axis=[2])
+
+    def take(self, weight: Any, indices: Any) -> Any:
+        return _GatherV2(params=weight, indices=indices, axis=_i32(0))
 
     # ---------------------------------------------------------------- compile
     def compile_train_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -229,6 +229,26 @@ class TorchBackend(Backend):
             var.copy_(value)
         return var
 
+    def host_view(self, x: Any) -> np.ndarray:
+        t = x.detach()
+        if t.device.type == "cpu" and t.dtype != torch.bfloat16 and t.is_contiguous():
+            return t.numpy()  # shares the tensor's memory: no copy
+        return self.to_numpy(x)
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        src = torch.from_numpy(array) if array.flags.writeable else torch.from_numpy(array.copy())
+        with torch.no_grad():
+            var.copy_(src)  # one copy; host to device once on a GPU
+        return var
+
+    def fill_variable(self, var: Any, fill: Callable[[np.ndarray], None]) -> Any | None:
+        if var.device.type != "cpu" or var.dtype == torch.bfloat16 or not var.is_contiguous():
+            return None
+        with torch.no_grad():
+            fill(var.detach().numpy())
+        torch.autograd.graph.increment_version(var)  # as copy_ would: stale graphs notice
+        return var
+
     def native_grad(self, var: Any) -> Any | None:
         return getattr(var, "grad", None)
 
@@ -250,6 +270,38 @@ class TorchBackend(Backend):
 
     def stop_gradient(self, x: Any) -> Any:
         return x.detach()
+
+    # ------------------------------------------------------- layer primitives
+    def conv(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+    ) -> Any:
+        fn = F.conv2d if len(strides) == 2 else F.conv1d
+        return fn(x, w, b, strides, padding, dilation, groups)
+
+    def pool(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        two = len(window) == 2
+        if kind == "max":
+            return (F.max_pool2d if two else F.max_pool1d)(x, window, strides, padding)
+        return (F.avg_pool2d if two else F.avg_pool1d)(
+            x, window, strides, padding, count_include_pad=True
+        )
+
+    def take(self, weight: Any, indices: Any) -> Any:
+        return F.embedding(indices, weight)
 
     # ------------------------------------------------------------- optimizers
     def fused_update(

@@ -1,6 +1,8 @@
 """Blocks (``d2lcompat.nn``): the Gluon vocabulary of Dive into Deep Learning, chapter 5."""
 
 from ._block import Block, ParameterDict
+from ._conv import Conv1D, Conv2D
+from ._embedding import Embedding
 from ._layers import (
     Activation,
     BlockDict,
@@ -12,16 +14,29 @@ from ._layers import (
     ParameterList,
     Sequential,
 )
+from ._norm import BatchNorm, LayerNorm
+from ._pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool1D, MaxPool2D
 
 __all__ = [
     "Activation",
+    "AvgPool1D",
+    "AvgPool2D",
+    "BatchNorm",
     "Block",
     "BlockDict",
     "BlockList",
+    "Conv1D",
+    "Conv2D",
     "Dense",
     "Dropout",
+    "Embedding",
     "Flatten",
+    "GlobalAvgPool2D",
+    "GlobalMaxPool2D",
     "Lambda",
+    "LayerNorm",
+    "MaxPool1D",
+    "MaxPool2D",
     "ParameterDict",
     "ParameterList",
     "Sequential",

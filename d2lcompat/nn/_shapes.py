@@ -1,0 +1,83 @@
+"""Shape arithmetic shared by the convolution and pooling layers.
+
+Where is an output size computed? `out_size` (the formula of SCENARIOS LY02);
+where are kernel, stride and padding arguments normalised? `as_tuple`; where is
+a layer's input checked before the adapter's kernel runs? `check_input`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._errors import D2LCompatError, ShapeError
+
+__all__ = ["as_tuple", "check_input", "out_size"]
+
+#: The names of the spatial axes, by number of spatial axes (messages only).
+AXES = {1: ("W",), 2: ("H", "W")}
+LAYOUT = {1: "(N, C, W)", 2: "(N, C, H, W)"}
+
+
+def as_tuple(value: Any, n: int, what: str, layer: str, minimum: int) -> tuple[int, ...]:
+    """``value`` (an int or a sequence of ``n`` ints, each ``>= minimum``) as an ``n``-tuple."""
+    if isinstance(value, int):
+        out = (value,) * n
+    else:
+        try:
+            out = tuple(int(v) for v in value)
+        except TypeError:
+            raise D2LCompatError(
+                f"{layer}: {what} must be an int or a tuple of {n} ints; got {value!r}."
+            ) from None
+        if len(out) != n:
+            raise D2LCompatError(
+                f"{layer}: {what} must be an int or a tuple of {n} ints; got {value!r}."
+            )
+    if any(v < minimum for v in out):
+        raise D2LCompatError(f"{layer}: every {what} must be >= {minimum}; got {value!r}.")
+    return out
+
+
+def out_size(n: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """The output length of a window over ``n`` positions:
+    ``floor((n + 2p - d(k-1) - 1) / s) + 1``.
+
+    Examples
+    --------
+    >>> out_size(28, 5, 1, 2), out_size(7, 3, 2, 1, dilation=2)
+    (28, 3)
+    """
+    return (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def check_input(
+    layer: str,
+    shape: Sequence[Any],
+    kernel: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...] | None = None,
+    what: str = "kernel",
+) -> None:
+    """Raise `ShapeError` when ``shape`` is not ``(N, C, *spatial)`` with as many spatial
+    axes as ``kernel``, or when the (dilated) window is larger than a padded axis.
+    Unknown sizes (``None`` or -1 in a traced shape) are not checked."""
+    nsp = len(kernel)
+    if len(shape) != nsp + 2:
+        raise ShapeError(
+            f"{layer} expects a {nsp + 2}-D input {LAYOUT[nsp]}; received shape "
+            f"{tuple(shape)}. Add the missing batch or channel axis (reshape to "
+            f"{LAYOUT[nsp]})."
+        )
+    dilation = dilation or (1,) * nsp
+    for ax, n, k, p, d in zip(AXES[nsp], shape[2:], kernel, padding, dilation):
+        if n is None or int(n) < 0:  # unknown while tracing (None; Paddle: -1)
+            continue
+        span = d * (k - 1) + 1
+        if span > int(n) + 2 * p:
+            dil = f" (dilated to {span})" if d > 1 else ""
+            raise ShapeError(
+                f"{layer}: the {what} size {k}{dil} along {ax} is larger than the padded "
+                f"input ({int(n)} + 2*{p} = {int(n) + 2 * p}); received shape {tuple(shape)}. "
+                f"Use a smaller {what}, more padding, or a larger input."
+            )
