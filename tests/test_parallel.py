@@ -171,6 +171,33 @@ except UnsupportedError as exc:
     assert "running statistics" in str(exc), exc
 else:
     raise AssertionError("state updates over several devices must be refused")
+
+from d2lcompat._registry import active
+
+def batch_norm_run(devices):
+    d2lcompat.seed(0)
+    net = nn.Sequential(nn.Dense(8, in_units=4), nn.BatchNorm(in_channels=8), nn.Dense(1, in_units=8))
+    net.initialize()
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    step = d2lcompat.train_step(net, loss.L2Loss(), trainer, devices=devices)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        step(ops.tensor(rng.standard_normal((8, 4)).astype("float32")),
+             ops.tensor(rng.standard_normal((8, 1)).astype("float32")))
+    return {k: ops.to_numpy(p.data()) for k, p in net.collect_params().items()}
+
+if active().SUPPORTS_SHARDED_TRAIN_STEP:
+    # the whole step compiled over the devices: running statistics of the whole batch
+    one, two = batch_norm_run(None), batch_norm_run(devs)
+    for k in one:
+        np.testing.assert_allclose(two[k], one[k], rtol=1e-5, atol=1e-6, err_msg=k)
+else:
+    try:
+        batch_norm_run(devs)
+    except UnsupportedError as exc:
+        assert "running statistics" in str(exc), exc
+    else:
+        raise AssertionError("BatchNorm over several devices must be refused here")
 print("OK")
 """
 
