@@ -647,7 +647,7 @@ class JaxBackend(Backend):
         def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
             if scalars != cache[0]:
                 cache[0], cache[1] = scalars, jnp.asarray(np.asarray(scalars, np.float32))
-            return jitted(list(values), cache[1], X, y)
+            return jitted(values, cache[1], X, y)
 
         return run
 

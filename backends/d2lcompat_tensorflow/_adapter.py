@@ -959,6 +959,13 @@ class TensorFlowBackend(Backend):
         return _GatherV2(params=weight, indices=indices, axis=_i32(0))
 
     # ---------------------------------------------------------------- compile
+    def _tf_function(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``tf.function(fn)``, called through its concrete functions (`_Concrete`) in a
+        one-device process. With several devices the graph's placement follows the
+        caller's device scope, which a concrete function traced once would not."""
+        compiled = tf.function(fn, reduce_retracing=True)
+        return compiled if self._multi else _Concrete(compiled)
+
     def compile_train_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # One tf.function of forward, tape, update and the variable writes: the state
         # variables are captured (CapturedVariables), the new values assigned inside the
@@ -974,7 +981,7 @@ class TensorFlowBackend(Backend):
 
         compiled = CapturedVariables(
             graph_step,
-            lambda f: _Concrete(tf.function(f, reduce_retracing=True)),
+            self._tf_function,
             lambda v: isinstance(v, tf.Variable),
         )
         cache: list[Any] = [None, None]  # the scalars tensor, made again only on change
@@ -991,7 +998,7 @@ class TensorFlowBackend(Backend):
         # relaxes to unknown dimensions instead of tracing a graph per batch size.
         compiled: Callable[..., Any] = CapturedVariables(
             fn,
-            lambda f: _Concrete(tf.function(f, reduce_retracing=True)),
+            self._tf_function,
             lambda v: isinstance(v, tf.Variable),
         )
         if not self._multi:
