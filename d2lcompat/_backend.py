@@ -202,6 +202,11 @@ class Backend(abc.ABC):
     DEVICE_MISMATCH_ERRORS: ClassVar[tuple[type[Exception], ...]] = ()
     #: The adapter can compile a forward pass (``hybridize``).
     SUPPORTS_COMPILE: ClassVar[bool] = True
+    #: A hybridized net's `d2lcompat.train_step` runs as one compiled function of the
+    #: framework (`compile_train_step`). False where compiling the whole step does not
+    #: pay (torch and paddle on CPU, see docs/training.md): the step then is the eager
+    #: one — autograd plus the adapter's fused optimizer kernels (`fused_update`).
+    COMPILES_TRAIN_STEP: ClassVar[bool] = False
     #: The dtypes this framework has.
     SUPPORTED_DTYPES: ClassVar[frozenset[str]] = frozenset(DTYPES)
 

@@ -363,7 +363,8 @@ class TrainStep:
     def _step(self, X: Any, y: Any, outputs: bool) -> Any:
         # Several workers: the eager step, whose Trainer.step all-reduces the gradients
         # (the compiled step applies them inside the compiled function).
-        compiled = "forward" in self._net.__dict__ and active().SUPPORTS_COMPILE
+        b = active()
+        compiled = "forward" in self._net.__dict__ and b.SUPPORTS_COMPILE and b.COMPILES_TRAIN_STEP
         if compiled and _parallel.world_size() <= 1:
             try:
                 return self._run_compiled(X, y, outputs)

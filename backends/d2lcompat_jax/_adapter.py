@@ -299,6 +299,7 @@ class JaxBackend(Backend):
     SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = False
     SUPPORTS_CPU_DEVICES: ClassVar[bool] = True
     SUPPORTS_COMPILE: ClassVar[bool] = True
+    COMPILES_TRAIN_STEP: ClassVar[bool] = True
     #: What jax raises for an op on committed arrays of two devices ("Received
     #: incompatible devices for jitted computation"); the core turns it into DeviceError.
     DEVICE_MISMATCH_ERRORS: ClassVar[tuple[type[Exception], ...]] = (ValueError,)

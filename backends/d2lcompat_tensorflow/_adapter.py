@@ -639,6 +639,7 @@ class TensorFlowBackend(Backend):
     SUPPORTS_MUTABLE_VARIABLES: ClassVar[bool] = True
     SUPPORTS_CPU_DEVICES: ClassVar[bool] = True  # logical CPU devices
     SUPPORTS_COMPILE: ClassVar[bool] = True
+    COMPILES_TRAIN_STEP: ClassVar[bool] = True
     #: What tf.function raises when Python code needs a traced tensor's value that
     #: AutoGraph could not convert (``bool(t)``, ``t.numpy()``, ``np.asarray(t)``).
     COMPILE_FALLBACK_ERRORS: ClassVar[tuple[type[BaseException], ...]] = (
