@@ -26,7 +26,9 @@ from ._errors import (
     DeferredInitializationError,
     DeviceError,
     DTypeError,
+    InPlaceUpdateError,
     ShapeError,
+    TracedValueError,
     UnsupportedError,
 )
 from ._registry import BackendInfo, _activate, backend, backends
@@ -72,9 +74,11 @@ __all__ = [
     "DeferredInitializationError",
     "Device",
     "DeviceError",
+    "InPlaceUpdateError",
     "Parameter",
     "ParameterDict",
     "ShapeError",
+    "TracedValueError",
     "UnsupportedError",
     "__version__",
     "autograd",

@@ -248,6 +248,21 @@ class Backend(abc.ABC):
     def to_numpy(self, x: Any) -> np.ndarray:
         """A host NumPy array with ``x``'s values (bfloat16 may come back as ml_dtypes)."""
 
+    def to_numpy_copy(self, x: Any) -> np.ndarray:
+        """``x``'s values as a host NumPy array that shares no memory with ``x`` and is
+        writable (what ``ops.to_numpy`` returns). The default copies `to_numpy`'s
+        result unless it already owns its (writable) memory; an adapter whose
+        `to_numpy` always copies may return it directly."""
+        arr = self.to_numpy(x)
+        if arr.flags.owndata and arr.flags.writeable:
+            return arr
+        return np.array(arr, copy=True)
+
+    def item(self, x: Any) -> Any:
+        """The Python scalar in the one-element tensor ``x`` (``ops.item``). JAX
+        overrides it to read the concrete value of a tracer under eager autodiff."""
+        return self.to_numpy(x).item()
+
     @abc.abstractmethod
     def shape(self, x: Any) -> tuple[int, ...]:
         """``x``'s shape as a tuple of ints."""
@@ -332,6 +347,13 @@ class Backend(abc.ABC):
     def stop_gradient(self, x: Any) -> Any:
         """``x`` cut out of the gradient graph."""
         return x
+
+    def translate_grad_error(self, exc: BaseException) -> BaseException | None:
+        """A `D2LCompatError` to raise instead of ``exc``, which the framework raised while
+        `autograd.grad` differentiated the user's closure, or None to let ``exc`` through
+        (optional hook). torch turns its in-place autograd error into `InPlaceUpdateError`;
+        JAX turns its tracer conversion errors into `TracedValueError`."""
+        return None
 
     # --------------------------------------------------------------- compile
     #: Exceptions the compiled function raises when Python control flow depends on a

@@ -14,7 +14,9 @@ __all__ = [
     "DTypeError",
     "DeferredInitializationError",
     "DeviceError",
+    "InPlaceUpdateError",
     "ShapeError",
+    "TracedValueError",
     "UnsupportedError",
 ]
 
@@ -58,6 +60,16 @@ class DeviceError(D2LCompatError, RuntimeError):
 
 class UnsupportedError(D2LCompatError, NotImplementedError):
     """The backend in use cannot do this at all (see its ``SUPPORTS_*`` flags)."""
+
+
+class InPlaceUpdateError(D2LCompatError, RuntimeError):
+    """The closure given to `autograd.grad` changed in place a tensor the gradient needs
+    (``X /= 2`` on torch): write ``X = X / 2`` instead (docs/divergences.md)."""
+
+
+class TracedValueError(D2LCompatError, RuntimeError):
+    """Python code read a tensor's value (``ops.item``, ``bool(x)``, ``float(x)``) where the
+    framework only has a symbolic (traced) value, as under JAX's ``jit``."""
 
 
 class D2LCompatWarning(UserWarning):

@@ -132,7 +132,13 @@ def grad(
         return out, [v for _, v in updates.values()]
 
     changed: list[Parameter] = []
-    value, grads, new_state = b.value_and_grad_aux(pure, start)
+    try:
+        value, grads, new_state = b.value_and_grad_aux(pure, start)
+    except Exception as exc:
+        translated = b.translate_grad_error(exc)
+        if translated is None:
+            raise
+        raise translated from exc
     _state.apply_updates({id(p): (p, v) for p, v in zip(changed, new_state)})
     out: dict[str, Any] = {}
     for (name, p), g in zip(named, grads):

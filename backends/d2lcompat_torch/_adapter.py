@@ -44,8 +44,6 @@ class TorchOps(Ops):
     abs = staticmethod(torch.abs)
     sqrt = staticmethod(torch.sqrt)
     square = staticmethod(torch.square)
-    maximum = staticmethod(torch.maximum)
-    minimum = staticmethod(torch.minimum)
     where = staticmethod(torch.where)
     equal = staticmethod(torch.eq)
     not_equal = staticmethod(torch.ne)
@@ -57,6 +55,23 @@ class TorchOps(Ops):
     sigmoid = staticmethod(torch.sigmoid)
     tanh = staticmethod(torch.tanh)
     linear = staticmethod(F.linear)
+
+    @staticmethod
+    def maximum(a: Any, b: Any) -> torch.Tensor:
+        # torch.maximum takes tensors only; NumPy (and the other backends) take scalars.
+        if not isinstance(b, torch.Tensor):
+            b = torch.full((), b, dtype=a.dtype, device=a.device)
+        elif not isinstance(a, torch.Tensor):
+            a = torch.full((), a, dtype=b.dtype, device=b.device)
+        return torch.maximum(a, b)
+
+    @staticmethod
+    def minimum(a: Any, b: Any) -> torch.Tensor:
+        if not isinstance(b, torch.Tensor):
+            b = torch.full((), b, dtype=a.dtype, device=a.device)
+        elif not isinstance(a, torch.Tensor):
+            a = torch.full((), a, dtype=b.dtype, device=b.device)
+        return torch.minimum(a, b)
 
     @staticmethod
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ from .._backend import OP_NAMES
 from .._device import resolve as _resolve
 from .._dtypes import canonical as _canonical
 from .._registry import active as _active
+from .._semantics import wrap_ops as _wrap_ops
 from . import random
 
 _B = _active()
@@ -71,6 +72,9 @@ if _missing:  # pragma: no cover - an adapter author's error, caught by the conf
 
     raise BackendError(f"The {_B.name} adapter lacks the ops: {', '.join(_missing)}")
 globals().update({n: getattr(_B.ops, n) for n in OP_NAMES})
+# The broadcasting ops raise ShapeError naming both shapes, max/min raise it over an
+# empty axis (docs/ops-semantics.md); every other op stays the adapter's own function.
+globals().update(_wrap_ops(_B))
 
 
 def _dtype_or(dtype: Any, default: str) -> str:
@@ -131,6 +135,12 @@ def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None, devic
     """
     if stop is None:
         start, stop = 0, start
+    if step == 0:
+        raise ValueError("ops.arange: step must not be 0.")
+    if (stop - start) * step <= 0:  # empty, as numpy.arange (torch and paddle would raise)
+        ints = all(isinstance(v, int) for v in (start, stop, step))
+        name = _canonical(dtype) if dtype is not None else "int64" if ints else "float32"
+        return _B.full((0,), 0, name, _resolve(device))
     return _B.arange(start, stop, step, None if dtype is None else _canonical(dtype), _resolve(device))
 
 
@@ -144,9 +154,25 @@ def ones_like(x: Any, dtype: Any = None) -> Any:
     return _B.full(_B.shape(x), 1, _dtype_or(dtype, _B.dtype(x)), _B.device_of(x))
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    """A host NumPy copy of ``x``."""
-    return _B.to_numpy(x)
+def to_numpy(x: Any, copy: bool = True) -> np.ndarray:
+    """``x``'s values as a host NumPy array.
+
+    With ``copy=True`` (the default) the array is an independent, writable copy on
+    every backend: writing to it never changes ``x`` (nor the parameter ``x`` is the
+    data of), and a later change to ``x`` is never seen in it. ``copy=False`` is the
+    zero-copy path for code that only reads: the array may share memory with ``x``
+    (torch, CPU) or be read-only (JAX); never write to it.
+
+    Examples
+    --------
+    >>> from d2lcompat import ops
+    >>> x = ops.ones((2,)); a = ops.to_numpy(x); a[0] = 5.0
+    >>> ops.to_numpy(x).tolist()
+    [1.0, 1.0]
+    """
+    if not copy:
+        return _B.to_numpy(x)
+    return _B.to_numpy_copy(x)
 
 
 def shape(x: Any) -> tuple[int, ...]:
@@ -165,8 +191,18 @@ def cast(x: Any, dtype: Any) -> Any:
 
 
 def item(x: Any) -> Any:
-    """The Python scalar in a one-element tensor."""
-    return _B.to_numpy(x).item()
+    """The Python scalar in a one-element tensor.
+
+    It reads the tensor's value, so Python code that uses it (``if ops.item(x) > 0``)
+    cannot be traced: see `autograd.grad` and ``hybridize`` for what JAX needs.
+
+    Examples
+    --------
+    >>> from d2lcompat import ops
+    >>> ops.item(ops.tensor([2.5]))
+    2.5
+    """
+    return _B.item(x)
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
