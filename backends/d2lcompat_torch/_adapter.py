@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from d2lcompat._backend import Backend, DeviceTuple, Ops
-from d2lcompat._errors import DeviceError
+from d2lcompat._errors import DeviceError, InPlaceUpdateError
 
 _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -209,6 +209,14 @@ class TorchBackend(Backend):
             return t.to(torch.float32).cpu().numpy().astype(ml_dtypes.bfloat16)
         return t.cpu().numpy()
 
+    def to_numpy_copy(self, x: Any) -> np.ndarray:
+        # .numpy() of a CPU tensor shares its memory (a parameter's too): copy it, so a
+        # write to the result never reaches the tensor (the issue 13 aliasing bug).
+        arr = self.to_numpy(x)
+        if arr.dtype.name == "bfloat16":
+            return arr  # already a fresh array (see to_numpy)
+        return np.array(arr, copy=True)
+
     def shape(self, x: Any) -> tuple[int, ...]:
         return tuple(x.shape)
 
@@ -265,6 +273,24 @@ class TorchBackend(Backend):
 
     def stop_gradient(self, x: Any) -> Any:
         return x.detach()
+
+    def translate_grad_error(self, exc: BaseException) -> BaseException | None:
+        # torch's in-place checks: a tensor the backward pass needs changed after it was
+        # saved ("modified by an inplace operation"), or an in-place op on a leaf or a view.
+        msg = str(exc)
+        if isinstance(exc, RuntimeError) and (
+            "modified by an inplace operation" in msg
+            or "used in an in-place operation" in msg
+            or "is being modified inplace" in msg
+        ):
+            return InPlaceUpdateError(
+                "The closure given to autograd.grad changed a tensor in place (X /= 2, "
+                "X += 1, X[...] = v, X.relu_()) that torch needs for the gradient. In-place "
+                "operators on native tensors belong to the framework: write X = X / 2 (a new "
+                "tensor) instead, which works on every backend. See docs/divergences.md. "
+                f"torch said: {msg.splitlines()[0]}"
+            )
+        return None
 
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
