@@ -68,8 +68,9 @@ class InPlaceUpdateError(D2LCompatError, RuntimeError):
 
 
 class TracedValueError(D2LCompatError, RuntimeError):
-    """Python code read a tensor's value (``ops.item``, ``bool(x)``, ``float(x)``) where the
-    framework only has a symbolic (traced) value, as under JAX's ``jit``."""
+    """Python code read a tensor's value (``ops.item``, ``bool(x)``, ``np.asarray(x)``) where
+    the framework refuses it: a symbolic (traced) value under JAX's ``jit``, or NumPy
+    conversion of a tensor being differentiated (use ``ops.to_numpy``/``ops.item``)."""
 
 
 class D2LCompatWarning(UserWarning):

@@ -324,6 +324,121 @@ class _Rules:
         return _named(op, fn, name)
 
 
+def axis_error(name: str, shape: Sequence[int], axis: Any, extra: int = 0) -> ShapeError | None:
+    """A `ShapeError` when ``axis`` (None, an int or a sequence) does not fit a tensor of
+    ``shape`` (``extra``: axes the op adds, as expand_dims), else None."""
+    if axis is None:
+        return None
+    rank = len(shape) + extra
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    bad = [a for a in axes if not isinstance(a, int) or not -rank <= a < rank]
+    if bad:
+        return ShapeError(
+            f"ops.{name}: axis {axis!r} is out of range for a tensor of shape {tuple(shape)} "
+            f"(valid: {-rank} to {rank - 1})."
+        )
+    if len({a % rank for a in axes}) != len(axes):
+        return ShapeError(f"ops.{name}: axis {axis!r} repeats an axis.")
+    return None
+
+
+def _reshape_error(b: Any, x: Any, shape: Any) -> ShapeError | None:
+    have = tuple(b.shape(x))
+    want = (shape,) if isinstance(shape, int) else tuple(shape)
+    size = 1
+    for d in have:
+        size *= d
+    known = 1
+    for d in want:
+        known *= d if d != -1 else 1
+    unknown = sum(d == -1 for d in want)
+    fits = unknown == 0 and known == size or unknown == 1 and known and size % known == 0
+    if unknown > 1 or any(d < -1 for d in want) or not fits:
+        return ShapeError(
+            f"ops.reshape: cannot reshape a tensor of shape {have} ({size} elements) to "
+            f"{want}; the sizes must agree (at most one -1)."
+        )
+    return None
+
+
+def _matmul_error(name: str, b: Any, x: Any, y: Any) -> ShapeError | None:
+    sa, sb = tuple(b.shape(x)), tuple(b.shape(y))
+    if not sa or not sb:
+        return ShapeError(f"ops.{name}: operands must have at least one axis; got {sa} and {sb}.")
+    ka = sa[-1]
+    kb = sb[0] if len(sb) == 1 else sb[-2]
+    if ka != kb or broadcast_shapes(sa[:-2], sb[:-2]) is None:
+        return ShapeError(
+            f"ops.{name}: shapes {sa} and {sb} do not fit: the last axis of the first "
+            f"({ka}) must equal the {'only' if len(sb) == 1 else 'second-to-last'} axis of "
+            f"the second ({kb}), and batch axes must broadcast."
+        )
+    return None
+
+
+def _linear_error(b: Any, x: Any, w: Any, bias: Any = None) -> ShapeError | None:
+    sx, sw = tuple(b.shape(x)), tuple(b.shape(w))
+    sb = None if bias is None else tuple(b.shape(bias))
+    if not sx or len(sw) != 2 or sx[-1] != sw[1] or (sb is not None and sb != (sw[0],)):
+        return ShapeError(
+            f"ops.linear: input {sx}, weight {sw} and bias {sb} do not fit: the weight must "
+            "be (out, in) with in equal to the input's last axis, the bias (out,)."
+        )
+    return None
+
+
+def _join_error(name: str, b: Any, xs: Any, axis: int = 0) -> ShapeError | None:
+    shapes = [tuple(b.shape(x)) for x in xs]
+    if not shapes:
+        return ShapeError(f"ops.{name}: needs at least one tensor.")
+    first = shapes[0]
+    err = axis_error(name, first, axis, extra=1 if name == "stack" else 0)
+    if err is not None:
+        return err
+    if name == "stack":
+        ok = all(s == first for s in shapes)
+    else:
+        a = axis % len(first) if first else 0
+        ok = all(len(s) == len(first) and s[:a] + s[a + 1 :] == first[:a] + first[a + 1 :]
+                 for s in shapes)
+    if not ok:
+        rule = "equal" if name == "stack" else f"equal except along axis {axis}"
+        return ShapeError(f"ops.{name}: the shapes {shapes} must be {rule}.")
+    return None
+
+
+def _transpose_error(b: Any, x: Any, axes: Any = None) -> ShapeError | None:
+    shape = tuple(b.shape(x))
+    if axes is not None and sorted(a % max(len(shape), 1) for a in axes) != list(range(len(shape))):
+        return ShapeError(
+            f"ops.transpose: axes {tuple(axes)} are not a permutation of the "
+            f"{len(shape)} axes of a tensor of shape {shape}."
+        )
+    return None
+
+
+def _error_checked(
+    fn: Callable[..., Any], name: str, explain: Callable[..., ShapeError | None]
+) -> Callable[..., Any]:
+    """``fn`` whose framework errors become ``explain(*args)``'s `ShapeError` when it finds one."""
+
+    def op(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ShapeError:
+            raise
+        except Exception as exc:
+            try:
+                err = explain(*args, **kwargs)
+            except Exception:  # the arguments are too odd to explain: keep the original
+                err = None
+            if err is None:
+                raise
+            raise err from exc
+
+    return _named(op, fn, name)
+
+
 def _named(op: Callable[..., Any], fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     op.__name__ = op.__qualname__ = name
     op.__doc__ = fn.__doc__
@@ -357,4 +472,43 @@ def wrap_ops(backend: Any) -> dict[str, Callable[..., Any]]:
     out["sum"] = rules.unary(ops.sum, "sum", sum_result)
     for n in ("max", "min"):
         out[n] = rules.nonempty(getattr(ops, n), n)
+    b = backend
+
+    def axis_of(name: str, extra: int = 0, default: Any = None) -> Callable[..., ShapeError | None]:
+        def explain(x: Any, axis: Any = default, *_: Any, **__: Any) -> ShapeError | None:
+            return axis_error(name, tuple(b.shape(x)), axis, extra)
+
+        return explain
+
+    for n in ("sum", "mean", "max", "min", "norm"):
+        out[n] = _error_checked(out[n], n, axis_of(n))
+    for n in ("softmax", "log_softmax"):
+        out[n] = _error_checked(out[n], n, axis_of(n, default=-1))
+    out["expand_dims"] = _error_checked(ops.expand_dims, "expand_dims", axis_of("expand_dims", 1))
+    out["reshape"] = _error_checked(ops.reshape, "reshape", lambda x, shape: _reshape_error(b, x, shape))
+    for n in ("matmul", "dot"):
+        out[n] = _error_checked(getattr(ops, n), n, lambda x, y, n=n: _matmul_error(n, b, x, y))
+    out["linear"] = _error_checked(ops.linear, "linear", lambda *a: _linear_error(b, *a))
+    for n in ("concat", "stack"):
+        out[n] = _error_checked(getattr(ops, n), n, lambda xs, axis=0, n=n: _join_error(n, b, xs, axis))
+    out["transpose"] = _error_checked(ops.transpose, "transpose", lambda x, axes=None: _transpose_error(b, x, axes))
+    squeeze = ops.squeeze
+
+    def checked_squeeze(x: Any, axis: Any = None) -> Any:
+        if axis is not None and b.is_tensor(x):
+            shape = tuple(b.shape(x))
+            err = axis_error("squeeze", shape, axis)
+            if err is None:
+                axes = (axis,) if isinstance(axis, int) else tuple(axis)
+                wide = [a for a in axes if shape[a] != 1]
+                if wide:  # NumPy raises; Paddle would silently keep the axis
+                    err = ShapeError(
+                        f"ops.squeeze: axis {axis!r} of a tensor of shape {shape} has size "
+                        f"{shape[wide[0]]}, not 1; only axes of size 1 can be squeezed."
+                    )
+            if err is not None:
+                raise err
+        return squeeze(x, axis=axis)
+
+    out["squeeze"] = _named(checked_squeeze, squeeze, "squeeze")
     return out

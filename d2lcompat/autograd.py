@@ -128,6 +128,7 @@ def grad(
         # function they are traced values (JAX) or part of the graph.
         with substituted(plist, values), _state.collecting() as updates:
             out = fn()
+        _check_scalar(b, out)
         changed.extend(p for p, _ in updates.values())
         return out, [v for _, v in updates.values()]
 
@@ -148,3 +149,23 @@ def grad(
             p._grad = g
         out[name] = p._grad
     return value, out
+
+
+def _check_scalar(b: Any, out: Any) -> None:
+    """``out`` must be a tensor with one element (what a loss is)."""
+    from ._errors import ShapeError
+
+    if not b.is_tensor(out):
+        raise TypeError(
+            f"autograd.grad: the closure must return a scalar tensor (the loss), got "
+            f"{type(out).__name__}. Return e.g. ops.sum(loss(net(X), y))."
+        )
+    shape = tuple(b.shape(out))
+    size = 1
+    for d in shape:
+        size *= d
+    if size != 1:
+        raise ShapeError(
+            f"autograd.grad: the closure returned a tensor of shape {shape}; the gradient "
+            "needs a scalar. Reduce it first: ops.sum(...) or ops.mean(...)."
+        )

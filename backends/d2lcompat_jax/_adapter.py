@@ -55,7 +55,7 @@ _TRACER_VALUE_ATTRS = ("primal", "val")
 _TRACED_ADVICE = (
     "{what} needs a tensor's concrete value, which JAX does not have here: it is "
     "tracing the computation (jax.jit, as hybridize() uses, or np.asarray/float() on a "
-    "value being differentiated). Use ops.item(x) for Python control flow (it works "
+    "value being differentiated). Use ops.item(x) or ops.to_numpy(x) for Python control flow (they work "
     "under autograd.grad), keep the decision in tensors (ops.where(cond, a, b)), or run "
     "the block without hybridize(); see docs/divergences.md"
 )

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from d2lcompat._backend import Backend, DeviceTuple, Ops
-from d2lcompat._errors import DeviceError, InPlaceUpdateError
+from d2lcompat._errors import DeviceError, InPlaceUpdateError, TracedValueError
 
 _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -289,6 +289,12 @@ class TorchBackend(Backend):
                 "operators on native tensors belong to the framework: write X = X / 2 (a new "
                 "tensor) instead, which works on every backend. See docs/divergences.md. "
                 f"torch said: {msg.splitlines()[0]}"
+            )
+        if isinstance(exc, RuntimeError) and "numpy() on Tensor that requires grad" in msg:
+            return TracedValueError(
+                "The closure given to autograd.grad converted a tensor that needs a "
+                "gradient to NumPy (np.asarray(x), x.numpy()). Use ops.to_numpy(x) (a "
+                "detached copy) or ops.item(x), which work on every backend."
             )
         return None
 
