@@ -658,22 +658,26 @@ class ParameterDict(_ParamContainer):
         for p in self._params.values():
             p.zero_grad()
 
-    def reset_device(self, device: Any) -> None:
-        """Move every parameter to ``device`` (Gluon: ``collect_params().reset_ctx(ctx)``).
+    def reset_device(self, device: Any) -> ParameterDict:
+        """Move every parameter to ``device`` (Gluon: ``collect_params().reset_ctx(ctx)``);
+        return self.
 
         Examples
         --------
         >>> from d2lcompat import nn, cpu
         >>> net = nn.Dense(2, in_units=3); net.initialize()
-        >>> net.collect_params().reset_ctx(cpu()); net.weight.list_devices()
+        >>> _ = net.collect_params().reset_ctx(cpu()); net.weight.list_devices()
         [cpu(0)]
         """
         dev = _device.resolve(device)
         assert dev is not None
         for p in self._params.values():
             p._move_to(dev)
+        return self
 
-    reset_ctx = reset_device
+    def reset_ctx(self, ctx: Any) -> ParameterDict:
+        """Gluon's name for `reset_device`."""
+        return self.reset_device(ctx)
 
     def setattr(self, name: str, value: Any) -> None:
         """Set an attribute on every parameter (Gluon: ``params.setattr('grad_req', 'null')``)."""
