@@ -231,3 +231,30 @@ def test_host_value_inside_grad_is_a_clear_error_or_works() -> None:
         autograd.grad(f, net.collect_params())
     except d2lcompat.TracedValueError as e:
         assert "ops.item" in str(e) and "ops.to_numpy" in str(e)
+
+
+def test_item_in_a_hybridized_block() -> None:
+    """``ops.item`` in a hybridized forward: compiled where the compiler copes, else one
+    warning and eager (JAX: `TracedValueError` is a fallback error); same values."""
+    import warnings
+
+    class Gate(nn.Block):
+        def __init__(self) -> None:
+            super().__init__()
+            self.d = nn.Dense(2, in_units=3)
+
+        def forward(self, x: Any) -> Any:
+            y = self.d(x)
+            return y * 2 if ops.item(ops.sum(y)) > 0 else y
+
+    net = Gate()
+    net.initialize(init.Constant(0.5))
+    x = ops.ones((1, 3))
+    eager = ops.to_numpy(net(x))
+    net.hybridize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", d2lcompat.D2LCompatWarning)
+        for _ in range(3):
+            np.testing.assert_allclose(ops.to_numpy(net(x)), eager)
+        value, _ = autograd.grad(lambda: ops.sum(net(x)), net.collect_params())
+    assert ops.item(value) == pytest.approx(float(eager.sum()))
