@@ -258,3 +258,25 @@ def test_item_in_a_hybridized_block() -> None:
             np.testing.assert_allclose(ops.to_numpy(net(x)), eager)
         value, _ = autograd.grad(lambda: ops.sum(net(x)), net.collect_params())
     assert ops.item(value) == pytest.approx(float(eager.sum()))
+
+
+def test_to_numpy_is_a_snapshot_of_a_parameter() -> None:
+    """Issue 13: on torch, ops.to_numpy used to alias the parameter's memory."""
+    net = nn.Dense(2, in_units=2, use_bias=False)
+    net.initialize(init.One())
+    w = ops.to_numpy(net.weight.data())
+    w[0, 0] = 42.0  # writing to the copy leaves the parameter alone
+    assert ops.to_numpy(net.weight.data())[0, 0] == 1.0
+    snapshot = ops.to_numpy(net.weight.data())
+    net.weight.set_data(ops.full((2, 2), 0.5))  # an update after the snapshot ...
+    assert snapshot[0, 0] == 1.0  # ... is not seen in it
+    view = ops.to_numpy(net.weight.data(), copy=False)  # the explicit zero-copy path
+    np.testing.assert_array_equal(view, np.full((2, 2), 0.5, np.float32))
+    from d2lcompat import optim
+
+    before = ops.to_numpy(net.weight.data())
+    params = net.collect_params()
+    _, g = autograd.grad(lambda: ops.sum(net(ops.ones((1, 2)))), params)
+    optim.SGD(params, lr=0.5).step(g)  # the chapter's SGD step: 0.5 -> 0.0
+    np.testing.assert_array_equal(before, np.full((2, 2), 0.5, np.float32))
+    np.testing.assert_array_equal(ops.to_numpy(net.weight.data()), np.zeros((2, 2), np.float32))
