@@ -41,6 +41,47 @@ class Native:
         """Read ``path`` back into ``variables`` (as ``load_state_dict`` would)."""
         raise NotImplementedError
 
+    def save_fsync(self, variables: Mapping[str, Any], path: str) -> None:
+        """`save`, then fsync every file it wrote: the durable native save, the honest
+        reference for d2lcompat's atomic (fsynced) save."""
+        self.save(variables, path)
+        _fsync_written(path)
+
+    #: The ``safetensors.<module>`` with this framework's ``save_file``/``load_file``.
+    st_module: str = ""
+
+    def st_save(self, variables: Mapping[str, Any], path: str) -> None:
+        """safetensors' own framework API: ``save_file`` then an fsync."""
+        import importlib
+
+        importlib.import_module(self.st_module).save_file(self._st_tensors(variables), path)
+        _fsync_written(path)
+
+    def st_load(self, variables: Mapping[str, Any], path: str) -> Any:
+        """safetensors' own framework API: ``load_file`` plus copying into ``variables``."""
+        import importlib
+
+        return self._assign(variables, importlib.import_module(self.st_module).load_file(path))
+
+    def _st_tensors(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(variables)
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
+        raise NotImplementedError
+
+
+def _fsync_written(path: str) -> None:
+    import glob
+    import os
+
+    for name in [path, *glob.glob(glob.escape(path) + ".*")]:
+        if os.path.isfile(name):
+            fd = os.open(name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
 
 class TorchNative(Native):
     module = "torch"
@@ -69,8 +110,15 @@ class TorchNative(Native):
     def save(self, variables: Mapping[str, Any], path: str) -> None:
         self.torch.save(dict(variables), path)
 
+    st_module = "safetensors.torch"
+
     def load(self, variables: Mapping[str, Any], path: str) -> Any:
-        state = self.torch.load(path, weights_only=True)
+        self._assign(variables, self.torch.load(path, weights_only=True))
+
+    def _st_tensors(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v.detach() for k, v in variables.items()}
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
         with self.torch.no_grad():
             for k, v in variables.items():
                 v.copy_(state[k])
@@ -113,6 +161,15 @@ class TensorFlowNative(Native):
     def load(self, variables: Mapping[str, Any], path: str) -> Any:
         self._checkpoint(variables).read(path).assert_consumed()
 
+    st_module = "safetensors.tensorflow"
+
+    def _st_tensors(self, variables: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: self.tf.convert_to_tensor(v) for k, v in variables.items()}
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
+        for k, v in variables.items():
+            v.assign(state[k], read_value=False)
+
     def _checkpoint(self, variables: Mapping[str, Any]) -> Any:
         return self.tf.train.Checkpoint(**{k.replace(".", "_"): v for k, v in variables.items()})
 
@@ -143,8 +200,12 @@ class PaddleNative(Native):
     def save(self, variables: Mapping[str, Any], path: str) -> None:
         self.paddle.save(dict(variables), path)
 
+    st_module = "safetensors.paddle"
+
     def load(self, variables: Mapping[str, Any], path: str) -> Any:
-        state = self.paddle.load(path)
+        self._assign(variables, self.paddle.load(path))
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
         for k, v in variables.items():
             v.set_value(state[k])
 
@@ -203,6 +264,11 @@ class JaxNative(Native):
 
         with open(path, "rb") as f:
             state = serialization.msgpack_restore(f.read())
+        return self._assign(variables, state)
+
+    st_module = "safetensors.flax"
+
+    def _assign(self, variables: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
         # Arrays on the device, as the d2lcompat loader leaves them.
         return self.jax.block_until_ready({k: self.jnp.asarray(state[k]) for k in variables})
 

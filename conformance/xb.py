@@ -9,7 +9,9 @@ Files written by backend ``A`` into ``folder`` (all safetensors, written by d2lc
 * ``A.params.safetensors`` — ``save_parameters`` of a seeded MLP;
 * ``A.io.safetensors`` — ``save({'x': X, 'y': net(X)})``, the input and A's output;
 * ``A.tensor.safetensors``, ``A.list.safetensors``, ``A.dict.safetensors`` — `save` of a
-  tensor, a list and a dict with deterministic values in several dtypes.
+  tensor, a list and a dict with deterministic values in several dtypes;
+* ``A.sharded/`` — the same MLP saved with ``max_shard_size`` (3 shards and
+  ``model.safetensors.index.json``, the Hugging Face layout); XB01 loads it too.
 
 Examples
 --------
@@ -34,6 +36,8 @@ from d2lcompat import nn, ops
 __all__ = ["check_reference", "reference_tensors", "write_reference"]
 
 RTOL, ATOL = 1e-5, 1e-6
+#: Small enough for three shards of the MLP's 5,140 bytes.
+SHARD_BYTES = 2200
 
 
 def _mlp() -> nn.Sequential:
@@ -67,12 +71,14 @@ def write_reference(dir: str | Path) -> list[str]:  # noqa: A002 - the runner's 
     Y = net(X)
     paths = {k: folder / f"{name}.{k}.safetensors" for k in ("params", "io", "tensor", "list", "dict")}
     net.save_parameters(paths["params"])
+    sharded = folder / f"{name}.sharded"
+    net.save_parameters(sharded, max_shard_size=SHARD_BYTES)
     d2lcompat.save(paths["io"], {"x": X, "y": Y})
     ref = {k: _native(v) for k, v in reference_tensors().items()}
     d2lcompat.save(paths["tensor"], ref["a"])
     d2lcompat.save(paths["list"], [ref["a"], ref["b"], ref["c"]])
     d2lcompat.save(paths["dict"], {"d": ref["d"], "c": ref["c"], "b": ref["b"]})
-    return [str(p) for p in paths.values()]
+    return [str(p) for p in paths.values()] + [str(sharded)]
 
 
 def _result(sid: str, writer: str, status: str, message: str = "") -> dict[str, str]:
@@ -96,6 +102,14 @@ def _xb01(folder: Path, writer: str) -> None:
         np.testing.assert_array_equal(ops.to_numpy(p.data()), ops.to_numpy(stored[k]), err_msg=k)
     np.testing.assert_allclose(ops.to_numpy(net(io["x"])), ops.to_numpy(io["y"]), rtol=RTOL,
                                atol=ATOL, err_msg=f"{writer}'s output vs this backend's")
+    sharded = _mlp()
+    sharded.load_parameters(folder / f"{writer}.sharded")
+    shards = sorted(p.name for p in (folder / f"{writer}.sharded").iterdir())
+    assert shards == [f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)] + [
+        "model.safetensors.index.json"], f"sharded layout: {shards}"
+    for k, p in sharded.collect_params().items():
+        np.testing.assert_array_equal(ops.to_numpy(p.data()), ops.to_numpy(stored[k]),
+                                      err_msg=f"sharded {k}")
 
 
 def _xb03(folder: Path, writer: str) -> None:

@@ -246,13 +246,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def to_numpy(self, x: Any) -> np.ndarray:
-        """A host NumPy array with ``x``'s values (bfloat16 may come back as ml_dtypes)."""
+        """A host NumPy copy of ``x``'s values that shares no memory with ``x`` (bfloat16 may
+        come back as ml_dtypes); `host_view` is the zero-copy path."""
 
     def to_numpy_copy(self, x: Any) -> np.ndarray:
         """``x``'s values as a host NumPy array that shares no memory with ``x`` and is
-        writable (what ``ops.to_numpy`` returns). The default copies `to_numpy`'s
-        result unless it already owns its (writable) memory; an adapter whose
-        `to_numpy` always copies may return it directly."""
+        writable (what ``ops.to_numpy`` returns). The default returns `to_numpy`'s result
+        when it owns its (writable) memory and copies it otherwise, a guard against an
+        adapter whose `to_numpy` lends memory."""
         arr = self.to_numpy(x)
         if arr.flags.owndata and arr.flags.writeable:
             return arr
@@ -307,6 +308,19 @@ class Backend(abc.ABC):
         """Write ``value`` (a native tensor of the right shape, dtype and device) into
         ``var`` without breaking the graph identity of ``var``; return the object to keep
         (``var`` itself for mutable frameworks, the new array for JAX)."""
+
+    def host_view(self, x: Any) -> np.ndarray:
+        """``x``'s values on the host, without a copy where the framework can lend its
+        memory (a CPU tensor); read-only is fine. Used to write checkpoints straight
+        from the tensors. Default: `to_numpy` (a copy)."""
+        return self.to_numpy(x)
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        """Copy the host ``array`` (already ``dtype``'s values, the variable's shape) into
+        ``var`` with one copy (host to device once); return the object to keep, as
+        `assign`. Loads call it once per tensor with a view into a memory map, so it
+        must not keep a reference to ``array``. Default: `from_numpy` then `assign`."""
+        return self.assign(var, self.from_numpy(array, dtype, self.device_of(var)))
 
     def native_grad(self, var: Any) -> Any | None:
         """The gradient the framework itself accumulated on ``var`` (``.grad``), or None."""

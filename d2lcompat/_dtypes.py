@@ -9,7 +9,7 @@ import numpy as np
 from ._backend import DTYPES
 from ._errors import DTypeError
 
-__all__ = ["canonical", "numpy_dtype"]
+__all__ = ["NARROWER", "canonical", "numpy_dtype", "stored_as"]
 
 _ALIASES = {
     "float": "float32",
@@ -19,6 +19,23 @@ _ALIASES = {
     "long": "int64",
     "bool_": "bool",
 }
+
+
+#: What a backend without 64-bit types (JAX with ``jax_enable_x64`` off) gives instead.
+NARROWER = {"int64": "int32", "float64": "float32"}
+
+
+def stored_as(dtype: str, supported: frozenset[str]) -> str:
+    """The dtype a backend that supports ``supported`` holds a ``dtype`` value in.
+
+    Examples
+    --------
+    >>> stored_as("int64", frozenset({"int32", "float32"}))
+    'int32'
+    """
+    if dtype not in supported and dtype in NARROWER:
+        return NARROWER[dtype]
+    return dtype
 
 
 def canonical(dtype: Any) -> str:

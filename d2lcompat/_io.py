@@ -1,43 +1,46 @@
-"""Saving and loading: one safe, atomic, portable file format (API.md §7).
+"""Saving and loading: one safe, atomic, portable file format (API.md §7, §18).
 
-Where is the file format decided? Here, and only here:
+Where is the file format decided? Here, and in the small modules beside it:
 
-* **safetensors** (through the ``safetensors`` package: tensors and text metadata,
-  never code, never pickle), tensors named by the structural names of
-  `Block.collect_params` (``0.weight``), in the canonical layouts of the core
-  (`nn.Dense` weight ``(out, in)``), with their dtypes unchanged;
+* **safetensors** (`d2lcompat._stformat`: tensors and text metadata, never code,
+  never pickle), tensors named by the structural names of `Block.collect_params`
+  (``0.weight``), in the canonical layouts of the core (`nn.Dense` weight
+  ``(out, in)``), with their dtypes unchanged;
 * a metadata block: ``d2lcompat.format`` (the format version), ``d2lcompat.version``,
   ``d2lcompat.backend`` (the backend that wrote it), ``d2lcompat.kind``
-  (``parameters`` or ``object``) and, for `save`, ``d2lcompat.structure``;
-* atomic writes (temporary file in the same folder, flush, fsync, ``os.replace``,
-  fsync of the folder);
-* all-or-nothing loads: everything is read and validated before any parameter changes;
+  (``parameters`` or ``object``) and ``d2lcompat.structure``;
+* atomic writes (`d2lcompat._atomic`: a recognizable, locked temporary file in the
+  same folder, fsync, ``os.replace``, fsync of the folder; stale temporary files of
+  dead writers are removed by the next save);
+* sharded checkpoints in the Hugging Face layout (`d2lcompat._shards`), atomic as a
+  whole;
+* loads that validate every header, name, shape and dtype before any parameter
+  changes, then stream one tensor at a time from a memory map into the parameters;
 * native checkpoints (a torch ``state_dict``, a Paddle ``.pdparams``, a Keras
   ``.weights.h5``): the adapter only *reads* its framework's file
   (`Backend.read_native_checkpoint`); names and layouts are mapped here.
 
 Tensors cross into and out of the framework only through the adapter
-(``to_numpy``, ``from_numpy``, ``new_variable``, ``assign``); this module imports
-no framework.
+(``host_view``, ``from_numpy``, ``new_variable``, ``assign_host``); this module
+imports no framework.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
 import os
 import re
-import tempfile
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import _device
+from . import _atomic, _device, _shards, _stformat
 from ._errors import CheckpointError, D2LCompatError
 from ._registry import active
+from ._stformat import FormatError, Header, TensorInfo
 
 if TYPE_CHECKING:
     from ._parameter import Parameter
@@ -66,32 +69,8 @@ META_SOURCE = "d2lcompat.source"
 
 PathLike = str | os.PathLike[str]
 
-# safetensors dtype codes <-> canonical names (the canonical names are also NumPy's and
-# what `safetensors.TensorSpec` accepts).
-_CODES: dict[str, str] = {
-    "F16": "float16",
-    "BF16": "bfloat16",
-    "F32": "float32",
-    "F64": "float64",
-    "I8": "int8",
-    "I16": "int16",
-    "I32": "int32",
-    "I64": "int64",
-    "U8": "uint8",
-    "BOOL": "bool",
-}
-
-_MAGIC = (
-    (b"PK\x03\x04", "a zip archive (a PyTorch .pt/.pth file or a NumPy .npz?)"),
-    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (a Keras .h5 / .weights.h5 file?)"),
-    (b"\x93NUMPY", "a NumPy .npy file"),
-)
-# Which backend reads which native file, for the hint in an error message.
-_NATIVE_HINTS = (
-    ((".pt", ".pth", ".bin"), "torch"),
-    ((".pdparams",), "paddle"),
-    ((".h5", ".keras"), "tensorflow"),
-)
+_CODES = _stformat.CODES
+_storage_dtype = _stformat.storage_dtype
 
 
 # ------------------------------------------------------------------ host values
@@ -111,14 +90,6 @@ class _Entry:
         return f"shape {self.shape}, {self.dtype}"
 
 
-def _storage_dtype(dtype: str) -> np.dtype[Any]:
-    if dtype == "bfloat16":
-        return np.dtype("<u2")
-    if dtype in ("bool", "int8", "uint8"):
-        return np.dtype(dtype)
-    return np.dtype(dtype).newbyteorder("<")
-
-
 def _entry_from_numpy(arr: np.ndarray, what: str) -> _Entry:
     from ._dtypes import canonical
 
@@ -126,16 +97,17 @@ def _entry_from_numpy(arr: np.ndarray, what: str) -> _Entry:
         return _Entry("bfloat16", np.asarray(arr, order="C").view(np.uint16).astype("<u2"))
     try:
         dtype = canonical(arr.dtype)
-    except D2LCompatError as exc:
+    except D2LCompatError:
         raise CheckpointError(
             f"Cannot save {what}: its dtype {arr.dtype} is not one d2lcompat stores "
             f"({', '.join(_CODES.values())}). Cast it first (ops.cast(x, 'float32'))."
-        ) from exc
+        ) from None
     return _Entry(dtype, np.asarray(arr, dtype=_storage_dtype(dtype), order="C"))
 
 
 def _entry_from_native(x: Any, what: str) -> _Entry:
-    """A native tensor (or a NumPy array) on the host, dtype unchanged."""
+    """A native tensor (or a NumPy array) on the host, dtype unchanged; no copy where
+    the framework can lend its host memory (`Backend.host_view`)."""
     b = active()
     if isinstance(x, (np.ndarray, np.generic)):
         return _entry_from_numpy(np.asarray(x), what)
@@ -149,327 +121,319 @@ def _entry_from_native(x: Any, what: str) -> _Entry:
         # float32 holds every bfloat16 exactly; its top 16 bits are the bfloat16 bits.
         f32 = np.asarray(b.to_numpy(b.cast(x, "float32")), dtype="<f4", order="C")
         return _Entry("bfloat16", (f32.view("<u4") >> 16).astype("<u2"))
-    return _Entry(dtype, np.asarray(b.to_numpy(x), dtype=_storage_dtype(dtype), order="C"))
+    return _Entry(dtype, np.asarray(b.host_view(x), dtype=_storage_dtype(dtype), order="C"))
 
 
-def _host_value(e: _Entry) -> np.ndarray:
-    """What the adapter's ``from_numpy``/``new_variable`` get (with ``dtype=e.dtype``):
-    bfloat16 goes as float32, which converts to bfloat16 exactly."""
-    if e.dtype == "bfloat16":
-        return (e.array.astype("<u4") << 16).view("<f4")
-    return e.array.astype(e.array.dtype.newbyteorder("="), copy=False)
+def _held(dtype: str) -> str:
+    """The dtype the running backend holds a ``dtype`` value in (int64 -> int32 on a
+    backend without 64-bit types: JAX with ``jax_enable_x64`` off)."""
+    from ._dtypes import stored_as
+
+    return stored_as(dtype, active().SUPPORTED_DTYPES)
 
 
-def _to_native(e: _Entry, device: tuple[str, int] | None) -> Any:
-    return active().from_numpy(_host_value(e), e.dtype, device)
+def _host_value(dtype: str, arr: np.ndarray) -> np.ndarray:
+    """What the adapter's ``from_numpy``/``new_variable``/``assign_host`` get (with
+    ``dtype=_held(dtype)``): bfloat16 goes as float32, which converts to bfloat16
+    exactly; a narrowed dtype is cast here (its range was checked, `_value_problem`)."""
+    if dtype == "bfloat16":
+        return (arr.astype("<u4") << 16).view("<f4")
+    held = _held(dtype)
+    if held != dtype:
+        return arr.astype(np.dtype(held))
+    return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 
-# ------------------------------------------------------------------ safetensors
-def _specs(entries: Mapping[str, _Entry]) -> tuple[dict[str, Any], list[np.ndarray]]:
-    """What ``safetensors.serialize_file`` takes, and the arrays its raw pointers point
-    into (the caller keeps them alive until the file is written)."""
-    import safetensors
-
-    arrays = [np.asarray(e.array, order="C") for e in entries.values()]
-    spec_cls = getattr(safetensors, "TensorSpec", None)
-    specs: dict[str, Any]
-    if spec_cls is not None:  # safetensors >= 0.8: raw pointers, no copy of the data
-        specs = {
-            k: spec_cls(
-                dtype=e.dtype, shape=list(a.shape), data_ptr=a.ctypes.data, data_len=a.nbytes
-            )
-            for (k, e), a in zip(entries.items(), arrays)
-        }
-    else:  # safetensors < 0.8 takes the bytes themselves
-        specs = {
-            k: {"dtype": e.dtype, "shape": list(a.shape), "data": a.tobytes()}
-            for (k, e), a in zip(entries.items(), arrays)
-        }
-    return specs, arrays
-
-
-def _write_safetensors(
-    path: PathLike, entries: Mapping[str, _Entry], metadata: dict[str, str]
-) -> None:
-    """Write ``entries`` as a safetensors file, atomically.
-
-    ``safetensors.serialize_file`` writes the tensors straight from their buffers into
-    the temporary file (no file-sized bytes object in between); `_atomic_write` then
-    fsyncs it and moves it into place."""
-    import safetensors
-
-    specs, arrays = _specs(entries)
-
-    def write(tmp: str) -> None:
-        try:
-            safetensors.serialize_file(specs, tmp, metadata=metadata)
-        except (OSError, KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - SafetensorError wraps I/O errors
-            raise OSError(f"safetensors could not write it ({exc})") from exc
-
-    _atomic_write(path, write)
-    del arrays  # alive until here: ``specs`` points into them
+def _value_problem(name: str, dtype: str, arr: np.ndarray) -> str | None:
+    """What is wrong with the values of a stored tensor, or None: a bool that holds
+    other bytes than 0 and 1, a value that does not fit the narrower dtype the
+    backend holds it in."""
+    if dtype == "bool" and arr.size and arr.view(np.uint8).max() > 1:
+        return f"'{name}' is bool but holds bytes other than 0 and 1"
+    held = _held(dtype)
+    if held == dtype or not arr.size:
+        return None
+    if np.dtype(held).kind == "i":
+        info = np.iinfo(np.dtype(held))
+        lo, hi = int(arr.min()), int(arr.max())
+        bad: float = lo if lo < info.min else hi if hi > info.max else 0
+        ok = info.min <= lo and hi <= info.max
+    else:
+        finite = arr[np.isfinite(arr)]
+        big = float(np.abs(finite).max()) if finite.size else 0.0
+        ok = big <= float(np.finfo(np.dtype(held)).max)
+        bad = big
+    if ok:
+        return None
+    b = active()
+    return (
+        f"'{name}' is {dtype} and holds {bad!r}, which does not fit the {held} the "
+        f"{b.name} backend holds {dtype} values in while its 64-bit types are off; turn "
+        'them on first (under jax: jax.config.update("jax_enable_x64", True))'
+    )
 
 
-def _sniff(data: bytes) -> str | None:
-    for magic, what in _MAGIC:
-        if data.startswith(magic):
-            return what
-    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
-        return "a Python pickle (a PyTorch legacy file or a Paddle .pdparams?)"
-    return None
+def _to_native(dtype: str, arr: np.ndarray, device: tuple[str, int] | None) -> Any:
+    return active().from_numpy(_host_value(dtype, arr), _held(dtype), device)
 
 
-def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+# ------------------------------------------------------------------ what a load reads
+@dataclass
+class _Source:
+    """The tensors a load reads: portable files (one, or the shards of an index), or
+    a native checkpoint already read into memory. ``specs`` lists every tensor, in the
+    order the writer meant, with its dtype and shape; `read` streams their values."""
+
+    name: str
+    layout: str  # "portable" or the native convention ("torch", "keras", "paddle")
+    specs: dict[str, tuple[str, tuple[int, ...]]]
+    metadata: dict[str, str]
+    where: dict[str, tuple[Header, TensorInfo]] = field(default_factory=dict)
+    entries: dict[str, _Entry] = field(default_factory=dict)
+
+    def read(self, names: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
+        """``(name, stored values)`` for ``names``, one tensor at a time, file by file
+        in file order. A value is a view into a memory map: use it (copy it into the
+        framework) before asking for the next one."""
+        wanted = list(names)
+        if self.layout != "portable":
+            for k in wanted:
+                yield k, self.entries[k].array
+            return
+        by_file: dict[str, list[tuple[Header, TensorInfo]]] = {}
+        for k in wanted:
+            h, info = self.where[k]
+            by_file.setdefault(h.path, []).append((h, info))
+        for items in by_file.values():
+            items.sort(key=lambda hi: hi[1].begin)
+            try:
+                mapped = _stformat.Mapped(items[0][0])
+            except OSError as exc:
+                raise CheckpointError(
+                    f"Cannot read '{items[0][0].path}': {exc.strerror or exc}."
+                ) from None
+            except FormatError as exc:
+                raise CheckpointError(f"Cannot load '{items[0][0].path}': {exc}. Load it again.") from None
+            with mapped:
+                for _, info in items:
+                    arr = mapped.view(info)
+                    yield info.name, arr
+                    del arr
+                    mapped.release(info)
 
 
-def _read_into(f: Any, size: int) -> np.ndarray:
-    """The ``size`` bytes of the open file ``f``, read straight into one NumPy buffer;
-    ValueError when the file does not hold exactly ``size`` bytes."""
-    buf = np.empty(size, dtype=np.uint8)
-    view = memoryview(buf.data)
-    got = 0
-    while got < size:
-        n = f.readinto(view[got:])
-        if not n:
-            break
-        got += n
-    if got != size or f.read(1):
-        raise ValueError("it changed size while it was being read")
-    return buf
+def _open_portable(path: PathLike) -> _Source:
+    """The portable source at ``path`` (a file, an index, a folder with an index).
 
-
-def _load_safetensors(path: PathLike) -> tuple[dict[str, _Entry], dict[str, str]]:
-    """Read, parse and check every tensor of a safetensors file.
-
-    ``safetensors.safe_open`` validates the file (header, dtypes, shapes, offsets, exact
-    length) without copying any tensor; the file is then read once into one buffer, and
-    every tensor is a view into it (checked against what safe_open reported, and the file
-    must be the same, unchanged, one). Raises ValueError with the reason when the file is
-    not a valid safetensors file, CheckpointError when it cannot be opened."""
-    import safetensors
-
+    Raises FormatError when ``path`` is one file that is not safetensors (the caller
+    may try the framework's own reader), CheckpointError for everything else."""
     name = os.fspath(path)
-    try:
-        f = open(name, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except OSError as exc:
-        raise CheckpointError(f"Cannot read '{name}': {exc.strerror or exc}. Check the path.") from exc
-    with f:
-        before = os.fstat(f.fileno())
+    target, sharded = _shards.locate(name)
+    if sharded is None:
         try:
-            with safetensors.safe_open(name, framework="numpy") as sf:
-                raw_meta = sf.metadata()
-                spec = {}
-                for k in sf.keys():
-                    s = sf.get_slice(k)
-                    spec[k] = (str(s.get_dtype()), tuple(int(d) for d in s.get_shape()))
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - a Rust panic is a BaseException
-            raise ValueError(f"not a valid safetensors file ({exc})") from None
-        # safe_open opened the file by name: it must be the one ``f`` reads, unchanged.
-        if _identity(os.stat(name)) != _identity(before):
-            raise ValueError("it changed while it was being read")
-        buf = _read_into(f, before.st_size)
-        if _identity(os.fstat(f.fileno())) != _identity(before):
-            raise ValueError("it changed while it was being read")
-    # safe_open validated these very bytes: the header is sound JSON, every tensor's
-    # offsets lie inside the data, back to back, and match its dtype and shape.
-    n = int.from_bytes(buf[:8].tobytes(), "little")
-    header = json.loads(buf[8 : 8 + n].tobytes())
-    data = buf[8 + n :]
-    if not isinstance(raw_meta, dict) and raw_meta is not None:
-        raise ValueError("its __metadata__ is not a mapping of strings")
-    metadata = {str(k): str(v) for k, v in (raw_meta or {}).items()}
-    names = [k for k in header if k != "__metadata__"]
-    if sorted(names) != sorted(spec):
-        raise ValueError("it changed while it was being read")
-    entries: dict[str, _Entry] = {}
-    problems: list[str] = []
-    for key in names:
-        info = header[key]
-        code = info["dtype"]
-        shape = tuple(int(d) for d in info["shape"])
-        if spec[key] != (code, shape):
-            raise ValueError("it changed while it was being read")
-        dtype = _CODES.get(code)
-        if dtype is None:
-            problems.append(
-                f"'{key}' has dtype {code}, which d2lcompat does not support "
-                f"(it supports {', '.join(_CODES)})"
+            header = _stformat.read_header(target)
+        except OSError as exc:
+            raise CheckpointError(
+                f"Cannot read '{target}': {exc.strerror or exc}. Check the path."
+            ) from None
+        headers = {target: header}
+        metadata = header.metadata
+        order = list(header.tensors)
+    else:
+        files, metadata = sharded
+        headers = {}
+        problems: list[str] = []
+        order = []
+        for shard, names in files.items():
+            try:
+                headers[shard] = _stformat.read_header(shard)
+            except OSError as exc:
+                raise CheckpointError(
+                    f"Cannot read '{shard}' (a shard of '{name}'): {exc.strerror or exc}."
+                ) from None
+            except FormatError as exc:
+                raise _not_readable(shard, _read_head(shard), exc) from None
+            problems += _shards.check_shard(target, shard, names, list(headers[shard].tensors))
+            order += names
+        if problems:
+            raise CheckpointError(
+                f"Cannot load '{name}': its index and its shards disagree; nothing was "
+                "loaded.\n  - " + "\n  - ".join(problems)
             )
-            continue
-        begin, end = (int(o) for o in info["data_offsets"])
-        storage = _storage_dtype(dtype)
-        if not 0 <= begin <= end <= data.size or end - begin != storage.itemsize * int(
-            np.prod(shape, dtype=np.int64)
-        ):
-            raise ValueError(f"the offsets of '{key}' do not match its shape")
-        arr = data[begin:end].view(storage).reshape(shape)
-        if dtype == "bool" and arr.size and arr.view(np.uint8).max() > 1:
-            problems.append(f"'{key}' is bool but holds bytes other than 0 and 1")
-            continue
-        entries[key] = _Entry(dtype, arr)
-    if problems:
-        raise ValueError("; ".join(problems))
-    with contextlib.suppress(ValueError):  # the order the writer meant (header is sorted)
-        keys = _structure(metadata, entries).get("keys")
-        if keys is not None:
-            entries = {k: entries[k] for k in keys}
+    where = {k: (h, info) for h in headers.values() for k, info in h.tensors.items()}
+    try:
+        keys = _structure(metadata, where).get("keys")
+    except ValueError:
+        keys = None
+    if keys is not None:
+        order = list(keys)
     fmt = metadata.get(META_FORMAT)
     if fmt is not None:
         if not fmt.isdigit():
-            raise ValueError(f"its metadata {META_FORMAT}={fmt!r} is not a version number")
+            raise _not_readable(name, b"", FormatError(f"its metadata {META_FORMAT}={fmt!r} is not a version number"))
         if int(fmt) > FORMAT_VERSION:
-            raise ValueError(
-                f"it was written in d2lcompat format {fmt} (by d2lcompat "
-                f"{metadata.get(META_VERSION, '?')}); this d2lcompat reads format "
-                f"{FORMAT_VERSION} and older. Upgrade d2lcompat"
-            )
-    return entries, metadata
-
-
-# ------------------------------------------------------------------ file access
-_UMASK_LOCK = threading.Lock()
-
-
-def _new_file_mode(path: str) -> int:
-    try:
-        return os.stat(path).st_mode & 0o777
-    except OSError:
-        pass
-    with _UMASK_LOCK:  # the only portable way to read the umask is to set it
-        mask = os.umask(0o022)
-        os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open a folder; os.replace is enough there
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
-    """Write ``path`` so that a crash at any moment leaves either the old file or the new
-    one, never a mix: ``write(tmp)`` fills a temporary file in the same folder (created
-    here, private), which is then fsynced, ``os.replace``d over ``path``, and the folder
-    is fsynced. The temporary file is removed on failure."""
-    target = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(target)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise CheckpointError(
-            f"Cannot write '{target}': {exc.strerror or exc}. Check that the folder "
-            f"'{folder}' exists and is writable."
-        ) from exc
-    os.close(fd)
-    try:
-        write(tmp)
-        # ``write`` works by name (safetensors itself may write a file of its own and
-        # rename it to ``tmp``): fsync whatever file ``tmp`` is now.
-        fd = os.open(tmp, os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, _new_file_mode(target))
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
             raise CheckpointError(
-                f"Cannot write '{target}': {exc.strerror or exc}. The previous file, if any, "
-                "is unchanged. Free some space or choose another path."
-            ) from exc
-        raise
-    _fsync_dir(folder)
+                f"Cannot load '{name}': it was written in d2lcompat format {fmt} (by d2lcompat "
+                f"{metadata.get(META_VERSION, '?')}); this d2lcompat reads format "
+                f"{FORMAT_VERSION} and older. Upgrade d2lcompat. Nothing was loaded."
+            )
+    specs = {k: (where[k][1].dtype, where[k][1].shape) for k in order}
+    return _Source(name, "portable", specs, dict(metadata), where=where)
+
+
+def _open(path: PathLike, trusted: bool, mapping: Mapping[str, str] | None) -> _Source:
+    """A portable source, else the running framework's own checkpoint, under portable
+    names and layouts."""
+    try:
+        src = _open_portable(path)
+    except FormatError as exc:
+        portable_error = exc
+    else:
+        if mapping:
+            named = {k: (k, e) for k, e in _read_all(src).items()}
+            src = _source_of(src.name, "portable", _rename(named, mapping, path), src.metadata)
+        return src
+    head = _read_head(path)
+    native = _read_native(path, head, trusted)
+    if native is None:
+        raise _not_readable(path, head, portable_error)
+    layout, raw = native
+    return _source_of(os.fspath(path), layout, _map_native(layout, raw, mapping or {}, path), {})
+
+
+def _read_all(src: _Source) -> dict[str, _Entry]:
+    """Every tensor of ``src`` in memory (own copies), in ``src.specs`` order."""
+    if src.entries:
+        return dict(src.entries)
+    got = {k: _Entry(src.specs[k][0], np.array(v)) for k, v in src.read(src.specs)}
+    return {k: got[k] for k in src.specs}
+
+
+def _source_of(name: str, layout: str, entries: dict[str, _Entry], metadata: dict[str, str]) -> _Source:
+    specs = {k: (e.dtype, e.shape) for k, e in entries.items()}
+    return _Source(name, layout, specs, metadata, entries=entries)
+
+
+# ------------------------------------------------------------------ messages
+# What a file that is not safetensors looks like, and which native format reads it.
+_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "zip": ("a zip archive: a PyTorch .pt/.pth checkpoint, or a NumPy .npz", (".pt", ".pth")),
+    "hdf5": ("an HDF5 file: a Keras .weights.h5 checkpoint", (".weights.h5", ".h5")),
+    "npy": ("a NumPy .npy file", ()),
+    "pickle": (
+        "a Python pickle: a legacy PyTorch .pt/.pth file or a Paddle .pdparams checkpoint",
+        (".pt", ".pth", ".pdparams"),
+    ),
+}
+# Which backend converts which native file (data for the hints; no branch on the backend).
+_CONVERTERS = (
+    ((".pt", ".pth"), "torch", ""),
+    ((".pdparams",), "paddle", "--trusted "),
+    ((".weights.h5", ".h5"), "tensorflow", ""),
+)
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _sniff(data: bytes) -> str | None:
+    """The kind of a non-safetensors file from its first bytes (a key of `_KINDS`,
+    ``"text"``, ``"empty"``) or None."""
+    if not data:
+        return "empty"
+    if data.startswith(b"PK\x03\x04"):
+        return "zip"
+    if data.startswith(b"\x89HDF\r\n\x1a\n"):
+        return "hdf5"
+    if data.startswith(b"\x93NUMPY"):
+        return "npy"
+    if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
+        return "pickle"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if all(c.isprintable() or c in "\t\r\n" for c in text):
+        return "text"
+    return None
+
+
+def _clean(text: str, limit: int = 300) -> str:
+    """Framework text fit for our message: no ANSI codes, one line, cut at a word."""
+    text = " ".join(_ANSI.sub("", text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + " …"
 
 
 def _read_head(path: PathLike) -> bytes:
     """The first bytes of ``path`` (enough to tell what kind of file it is)."""
     try:
         with open(path, "rb") as f:
-            return f.read(16)
+            return f.read(64)
     except OSError as exc:
         raise CheckpointError(
             f"Cannot read '{os.fspath(path)}': {exc.strerror or exc}. Check the path."
-        ) from exc
+        ) from None
 
 
-def _not_readable(path: PathLike, data: bytes, reason: str) -> CheckpointError:
-    b = active()
-    what = _sniff(data) or ("an empty file" if not data else None)
-    found = f" It looks like {what}." if what else ""
-    formats = ", ".join(b.NATIVE_CHECKPOINT_FORMATS) or "none"
+def _readers(kind: str | None) -> str:
+    """Which backend (and `convert` flag) reads a file of this kind."""
+    suffixes = _KINDS.get(kind or "", ("", ()))[1]
+    ways = [
+        f"`D2LCOMPAT_BACKEND={backend} d2lcompat convert {flag}FILE out.safetensors`"
+        for sfx, backend, flag in _CONVERTERS
+        if set(sfx) & set(suffixes)
+    ]
+    if not ways:
+        return ""
+    return " Convert it to the portable file with " + " or ".join(ways) + "."
+
+
+def _not_readable(path: PathLike, data: bytes, reason: FormatError) -> CheckpointError:
+    """The message for a file that is not a readable checkpoint: the same under every
+    backend (what the file looks like, who reads it)."""
     name = os.fspath(path)
-    hint = ""
-    for suffixes, backend in _NATIVE_HINTS:
-        if name.endswith(suffixes) and backend != b.name:
-            hint = (
-                f" A {'/'.join(suffixes)} file is read under the {backend} backend: convert it "
-                f"there with `D2LCOMPAT_BACKEND={backend} d2lcompat convert {name} "
-                "out.safetensors`."
-            )
-    return CheckpointError(
-        f"Cannot load '{name}': {reason}.{found} d2lcompat reads safetensors files written "
-        f"by save_parameters()/save() on any backend; the {b.name} backend also reads its "
-        f"framework's own checkpoints ({formats}).{hint} Nothing was loaded; if the file was "
-        "cut short by a crash, save it again."
-    )
-
-
-def _read_any(
-    path: PathLike, trusted: bool, mapping: Mapping[str, str] | None
-) -> tuple[dict[str, _Entry], dict[str, str], str]:
-    """Every tensor of a portable or native file, under portable names and layouts.
-
-    Returns ``(entries, metadata, layout)`` where ``layout`` is ``"portable"`` or the
-    native convention that was mapped."""
-    try:
-        entries, metadata = _load_safetensors(path)
-    except ValueError as exc:
-        portable_error = str(exc)
+    kind = _sniff(data) if not reason.truncated else None
+    if kind == "text":
+        snippet = " ".join(data.decode("utf-8", "replace").split())[:40]
+        what = f" It looks like a text file (it begins {snippet!r}), not a checkpoint."
+    elif kind == "empty":
+        what = " It is an empty file."
+    elif kind is not None:
+        what = f" It looks like {_KINDS[kind][0]}.{_readers(kind)}"
     else:
-        if mapping:
-            entries = _rename({k: (k, e) for k, e in entries.items()}, mapping, path)
-        return entries, metadata, "portable"
-    data = _read_head(path)
-    native = _read_native(path, data, trusted)
-    if native is None:
-        raise _not_readable(path, data, portable_error)
-    layout, raw = native
-    return _map_native(layout, raw, mapping or {}, path), {}, layout
+        what = ""
+    crash = (
+        " It looks like a safetensors file that was cut short (a copy or a save that did "
+        "not finish): save or copy it again." if reason.truncated else ""
+    )
+    return CheckpointError(
+        f"Cannot load '{name}': it is not a valid safetensors file ({reason}).{what}{crash} "
+        "d2lcompat reads safetensors files (save_parameters()/save() of any backend, "
+        "Hugging Face shards) and, under the backend of their framework, PyTorch .pt/.pth, "
+        "Paddle .pdparams and Keras .weights.h5 checkpoints. Nothing was loaded."
+    )
 
 
 def _read_native(
     path: PathLike, data: bytes, trusted: bool
 ) -> tuple[str, dict[str, _Entry]] | None:
+    """The running framework's own checkpoint at ``path``, when the file is of a kind
+    that framework writes; None otherwise (the caller says what the file is)."""
     b = active()
-    if not b.NATIVE_CHECKPOINT_FORMATS:
+    kind = _sniff(data)
+    ours = set(b.NATIVE_CHECKPOINT_FORMATS)
+    if not ours or not (ours & set(_KINDS.get(kind or "", ("", ()))[1])):
         return None
     name = os.fspath(path)
     if b.NATIVE_CHECKPOINT_NEEDS_TRUST and not trusted:
-        if _sniff(data) is not None or name.endswith(b.NATIVE_CHECKPOINT_FORMATS):
-            raise CheckpointError(
-                f"'{name}' is not a safetensors file and may be a {b.name} checkpoint "
-                f"({', '.join(b.NATIVE_CHECKPOINT_FORMATS)}), which is a pickle: reading it "
-                "can run arbitrary code, so d2lcompat never reads it by default. If you "
-                "trust where it came from, pass trusted=True (or `d2lcompat convert "
-                "--trusted`); nothing was loaded."
-            )
-        return None
+        raise CheckpointError(
+            f"'{name}' is not a safetensors file and may be a {b.name} checkpoint "
+            f"({', '.join(b.NATIVE_CHECKPOINT_FORMATS)}), which is a pickle: reading it "
+            "can run arbitrary code, so d2lcompat never reads it by default. If you "
+            "trust where it came from, pass trusted=True (or `d2lcompat convert "
+            "--trusted`); nothing was loaded."
+        )
     try:
         result = b.read_native_checkpoint(name, trusted)
     except CheckpointError:
@@ -478,10 +442,11 @@ def _read_native(
         raise
     except BaseException as exc:  # noqa: BLE001 - the framework's own reader failed
         raise CheckpointError(
-            f"Cannot load '{name}': it is neither a safetensors file nor a {b.name} checkpoint "
-            f"that can be read safely ({type(exc).__name__}: {str(exc)[:300]}). A PyTorch file "
-            "must hold a state_dict (torch.save(model.state_dict(), path)), not a whole model. "
-            "Nothing was loaded."
+            f"Cannot load '{name}': it looks like {_KINDS[kind or 'pickle'][0]}, but the "
+            f"{b.name} reader could not read it ({type(exc).__name__}: {_clean(str(exc))}). "
+            "A PyTorch file must hold a state_dict (torch.save(model.state_dict(), path)), "
+            "not a whole model; a Paddle file must come from paddle.save(layer.state_dict())."
+            f"{_readers(kind)} Nothing was loaded."
         ) from None
     if result is None:
         return None
@@ -489,15 +454,21 @@ def _read_native(
     entries: dict[str, _Entry] = {}
     problems: list[str] = []
     for k, v in raw.items():
+        if not (b.is_tensor(v) or isinstance(v, (np.ndarray, np.generic))):
+            problems.append(f"'{k}' is a {type(v).__name__}, not a tensor")
+            continue
         try:
             entries[str(k)] = _entry_from_native(v, f"'{k}'")
         except CheckpointError as exc:
             problems.append(f"'{k}': {exc}")
     if problems:
         raise CheckpointError(
-            f"Cannot load '{name}': " + "; ".join(problems) + ". Nothing was loaded."
+            f"Cannot load '{name}': it looks like {_KINDS[kind or 'pickle'][0]}, and the "
+            f"{b.name} reader read it, but it is not a checkpoint of tensors: "
+            + "; ".join(problems[:10]) + f".{_readers(kind)} Nothing was loaded."
         )
-    return layout, entries
+    # Own copies: a native tensor's host view must not outlive it.
+    return layout, {k: _Entry(e.dtype, np.array(e.array)) for k, e in entries.items()}
 
 
 # ---------------------------------------------------------------- name mapping
@@ -622,6 +593,48 @@ def _metadata(kind: str, names: Iterable[str], **extra: str) -> dict[str, str]:
     return meta
 
 
+# ------------------------------------------------------------------ writing
+def _write(path: PathLike, entries: Mapping[str, _Entry], metadata: dict[str, str]) -> None:
+    """Write ``entries`` as one safetensors file, atomically: header, then every tensor
+    straight from its host buffer into the locked temporary file (no copy of the whole
+    file in memory), fsync, rename."""
+    arrays = {k: (e.dtype, e.array) for k, e in entries.items()}
+    _atomic.write_file(path, lambda fd: _stformat.write(fd, arrays, metadata))
+
+
+def _write_sharded(
+    folder: PathLike, tensors: Mapping[str, Callable[[], _Entry]],
+    sizes: Mapping[str, int], max_bytes: int, metadata: Callable[[str, list[str]], dict[str, str]],
+) -> None:
+    """Write a sharded checkpoint folder, atomically as a whole; each tensor is brought
+    to the host only while its shard is written."""
+    groups = _shards.plan(sizes, max_bytes)
+    n = len(groups)
+
+    def write(tmp: str) -> None:
+        weight_map: dict[str, str] = {}
+        for k, names in enumerate(groups, start=1):
+            file = _shards.shard_name(k, n)
+            arrays = {name: (e.dtype, e.array) for name in names for e in [tensors[name]()]}
+            meta = metadata("parameters", names)
+            _write_new(os.path.join(tmp, file), functools.partial(_stformat.write, arrays=arrays, metadata=meta))
+            del arrays
+            weight_map.update(dict.fromkeys(names, file))
+        index = _shards.index_bytes(weight_map, sum(sizes.values()), metadata("parameters", list(sizes)))
+        _write_new(os.path.join(tmp, _shards.INDEX), lambda fd: _atomic.write_all(fd, memoryview(index)))
+
+    _atomic.write_folder(folder, write, _shards.owned)
+
+
+def _write_new(path: str, write: Callable[[int], Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        write(fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # --------------------------------------------------------------- save / load
 def save(path: PathLike, obj: Any) -> None:
     """Save a tensor, a list/tuple of tensors or a ``dict[str, tensor]`` to ``path``.
@@ -676,14 +689,15 @@ def save(path: PathLike, obj: Any) -> None:
         structure = {"type": "tensor"}
         entries["tensor"] = _entry_from_native(obj, "the tensor")
     meta = _metadata("object", entries, **{META_STRUCTURE: json.dumps(structure)})
-    _write_safetensors(path, entries, meta)
+    _write(path, entries, meta)
 
 
 def load(path: PathLike, device: Any = None) -> Any:
     """Load what `save` wrote: a tensor, a list, a tuple or a dict of native tensors.
 
     A safetensors file written by anything else (``save_parameters``, another
-    library) loads as a ``dict[str, tensor]`` in file order.
+    library), or a sharded checkpoint (an index, or its folder), loads as a
+    ``dict[str, tensor]`` in the order it was written.
 
     Parameters
     ----------
@@ -708,20 +722,34 @@ def load(path: PathLike, device: Any = None) -> Any:
     """
     dev = _device.resolve(device)
     try:
-        entries, metadata = _load_safetensors(path)
-        structure = _structure(metadata, entries)
+        src = _open_portable(path)
+        structure = _structure(src.metadata, src.specs)
+    except FormatError as exc:
+        raise _not_readable(path, _read_head(path), exc) from None
     except ValueError as exc:
-        raise _not_readable(path, _read_head(path), str(exc)) from None
+        raise _not_readable(path, b"", FormatError(str(exc))) from None
+    problems = [
+        p for k, v in src.read(k for k, (d, _) in src.specs.items() if _needs_check(d))
+        if (p := _value_problem(k, src.specs[k][0], v)) is not None
+    ]
+    if problems:
+        raise CheckpointError(f"Cannot load '{src.name}': " + "; ".join(problems) + ". Nothing was loaded.")
+    values = {k: _to_native(src.specs[k][0], v, dev) for k, v in src.read(src.specs)}
     kind = structure["type"]
     if kind == "tensor":
-        return _to_native(entries["tensor"], dev)
+        return values["tensor"]
     if kind in ("list", "tuple"):
-        items = [_to_native(entries[str(i)], dev) for i in range(structure["length"])]
+        items = [values[str(i)] for i in range(structure["length"])]
         return items if kind == "list" else tuple(items)
-    return {k: _to_native(entries[k], dev) for k in structure["keys"]}
+    return {k: values[k] for k in structure["keys"]}
 
 
-def _structure(metadata: Mapping[str, str], entries: Mapping[str, _Entry]) -> dict[str, Any]:
+def _needs_check(dtype: str) -> bool:
+    """Whether a stored tensor's values must be checked before anything changes."""
+    return dtype == "bool" or _held(dtype) != dtype
+
+
+def _structure(metadata: Mapping[str, str], entries: Mapping[str, Any]) -> dict[str, Any]:
     raw = metadata.get(META_STRUCTURE)
     if raw is None:
         return {"type": "dict", "keys": list(entries)}
@@ -748,7 +776,7 @@ def _structure(metadata: Mapping[str, str], entries: Mapping[str, _Entry]) -> di
     return dict(s)
 
 
-def save_parameters(block: Block, path: PathLike) -> None:
+def save_parameters(block: Block, path: PathLike, max_shard_size: int | str | None = None) -> None:
     """Save every parameter of ``block`` (constants included) under its structural name.
 
     Parameters
@@ -756,7 +784,13 @@ def save_parameters(block: Block, path: PathLike) -> None:
     block : Block
         The network; every parameter must be initialized.
     path : str or os.PathLike
-        The file to write (replaced atomically if it exists).
+        The file to write (replaced atomically if it exists); with ``max_shard_size``,
+        the folder to write the shards and their index into (created, or replaced
+        atomically as a whole; other files in it are kept).
+    max_shard_size : int or str, optional
+        Write the Hugging Face sharded layout (``model-00001-of-0000N.safetensors``
+        and ``model.safetensors.index.json``), at most this many bytes of tensor data
+        per shard: an int, or ``"2GB"`` (10**9 bytes each) / ``"2GiB"`` (2**30).
 
     Raises
     ------
@@ -780,8 +814,21 @@ def save_parameters(block: Block, path: PathLike) -> None:
             f"{len(missing)} parameter(s) have no values yet: {', '.join(missing)}. Call "
             "net.initialize() and run one forward pass (net(X)) first."
         )
-    entries = {name: _entry_from_native(p._var, f"parameter '{name}'") for name, p in params.items()}
-    _write_safetensors(path, entries, _metadata("parameters", entries))
+    if max_shard_size is None:
+        entries = {name: _entry_from_native(p._var, f"parameter '{name}'") for name, p in params.items()}
+        _write(path, entries, _metadata("parameters", entries))
+        return
+    max_bytes = _shards.parse_size(max_shard_size)
+    b = active()
+    sizes = {
+        name: _storage_dtype(b.dtype(p._var)).itemsize * int(np.prod(b.shape(p._var), dtype=np.int64))
+        for name, p in params.items()
+    }
+    getters = {
+        name: (lambda p=p, name=name: _entry_from_native(p._var, f"parameter '{name}'"))
+        for name, p in params.items()
+    }
+    _write_sharded(path, getters, sizes, max_bytes, _metadata)
 
 
 def _shape_fits(p: Parameter, shape: tuple[int, ...]) -> bool:
@@ -801,17 +848,19 @@ def load_parameters(
     """Load parameters saved by `save_parameters` (on any backend), or a native
     checkpoint of the running framework, into ``block`` — all or nothing.
 
-    Every name, shape and dtype is checked before any parameter changes; on any
-    problem a `CheckpointError` lists all of them and every parameter is left as it
-    was. A parameter still waiting for deferred initialization takes its shape from
-    the file.
+    Every header, name, shape and dtype is checked before any parameter changes; on
+    any problem a `CheckpointError` lists all of them and every parameter is left as
+    it was. Then the tensors stream one at a time from a memory map of the file into
+    the parameters (peak extra memory: about one tensor). A parameter still waiting
+    for deferred initialization takes its shape from the file.
 
     Parameters
     ----------
     block : Block
         The network to fill.
     path : str or os.PathLike
-        A safetensors file, or a native checkpoint (torch ``.pt``/``.pth``, Paddle
+        A safetensors file; a sharded checkpoint (its ``.index.json``, or the folder
+        holding it); or a native checkpoint (torch ``.pt``/``.pth``, Paddle
         ``.pdparams`` with ``trusted=True``, Keras ``.weights.h5``) under its backend.
     device : Device, str or None
         Put every loaded parameter there (default: where each already lives, else the
@@ -841,37 +890,42 @@ def load_parameters(
     (2, 3)
     """
     dev = _device.resolve(device) if device is not None else None
-    entries, _, layout = _read_any(path, trusted, None)
+    src = _open(path, trusted, None)
     params = block.collect_params()
     name = os.fspath(path)
     problems: list[str] = []
     if not allow_missing:
         for k, p in params.items():
-            if k not in entries:
+            if k not in src.specs:
                 problems.append(f"missing: the file has no '{k}' (shape {p.shape}, {p.dtype})")
     if not ignore_extra:
-        for k, e in entries.items():
+        for k, (dtype, shape) in src.specs.items():
             if k not in params:
                 problems.append(
-                    f"unexpected: the file has '{k}' ({e.describe()}), which "
+                    f"unexpected: the file has '{k}' (shape {shape}, {dtype}), which "
                     f"{block._describe()} does not have"
                 )
-    plan: list[tuple[Parameter, _Entry]] = []
+    plan: dict[str, Parameter] = {}
     for k, p in params.items():
-        if k not in entries:
+        if k not in src.specs:
             continue
-        e = entries[k]
+        dtype, shape = src.specs[k]
         ok = True
-        if not _shape_fits(p, e.shape):
-            problems.append(f"shape: '{k}' is {p.shape} in the model but {e.shape} in the file")
+        if not _shape_fits(p, shape):
+            problems.append(f"shape: '{k}' is {p.shape} in the model but {shape} in the file")
             ok = False
-        if e.dtype != p.dtype:
-            problems.append(f"dtype: '{k}' is {p.dtype} in the model but {e.dtype} in the file")
+        if dtype != p.dtype and _held(dtype) != _held(p.dtype):
+            problems.append(f"dtype: '{k}' is {p.dtype} in the model but {dtype} in the file")
             ok = False
         if ok:
-            plan.append((p, e))
+            plan[k] = p
+    # The few checks that need the values (bools, narrowed dtypes) are made now too.
+    for k, v in src.read(k for k in plan if _needs_check(src.specs[k][0])):
+        problem = _value_problem(k, src.specs[k][0], v)
+        if problem is not None:
+            problems.append(f"value: {problem}")
     if problems:
-        source = "" if layout == "portable" else f" (read as a native {layout} checkpoint)"
+        source = "" if src.layout == "portable" else f" (read as a native {src.layout} checkpoint)"
         raise CheckpointError(
             f"Cannot load '{name}'{source} into {block._describe()}: {len(problems)} "
             "problem(s); no parameter was changed.\n  - "
@@ -881,38 +935,37 @@ def load_parameters(
             "mismatch build the model the file was saved from; for a file with other names "
             "rename them with d2lcompat.convert(src, dst, mapping={'native': 'portable'})."
         )
-    _apply(plan, dev)
+    _apply(src, plan, dev)
 
 
-def _apply(plan: Sequence[tuple[Parameter, _Entry]], dev: tuple[str, int] | None) -> None:
-    """Stage every native object first, then attach them: once staging succeeded, the
-    writes below cannot fail half-way for inputs that passed validation."""
+def _apply(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | None) -> None:
+    """Stream every planned tensor into its parameter: one copy from the memory map
+    into the framework's own memory (host to device once), one tensor at a time."""
     from ._parameter import Constant
 
     b = active()
-    staged: list[tuple[Parameter, _Entry, Any, bool]] = []
-    for p, e in plan:
-        trainable = p._grad_req != "null"
-        if p._var is None:
-            target = dev if dev is not None else (p._deferred[1] if p._deferred else None)
+    for k, stored in src.read(plan):
+        p = plan[k]
+        dtype = src.specs[k][0]
+        host = _host_value(dtype, stored)
+        held = _held(dtype)
+        if p._var is None or (dev is not None and b.device_of(p._var) != dev):
+            target = dev
+            if target is None:
+                target = p._deferred[1] if p._deferred else None
             if target is None:
                 target = _device.resolve(None)
-            staged.append((p, e, b.new_variable(_host_value(e), e.dtype, target, trainable), True))
-        elif dev is not None and b.device_of(p._var) != dev:
-            staged.append((p, e, b.new_variable(_host_value(e), e.dtype, dev, trainable), True))
-        else:
-            staged.append((p, e, _to_native(e, b.device_of(p._var)), False))
-    for p, e, obj, fresh in staged:
-        if fresh:
+            var = b.new_variable(host, held, target, p._grad_req != "null")
             if not p._known:
-                p._shape = e.shape
-            p._var = obj
+                p._shape = tuple(int(s) for s in stored.shape)
+            p._var = var
             p._deferred = None
             p._grad = None
         else:
-            p._var = b.assign(p._var, obj)
-        if isinstance(p, Constant) and e.dtype != "bfloat16":
-            p._value = _host_value(e).copy()  # force_reinit restores the loaded value
+            p._var = b.assign_host(p._var, host, held)
+        if isinstance(p, Constant) and dtype != "bfloat16":
+            p._value = np.array(host)  # force_reinit restores the loaded value
+        del host, stored
 
 
 # --------------------------------------------------------------------- native
@@ -971,9 +1024,10 @@ def convert(
     ...                   mapping={"weight": "0.weight", "bias": "0.bias"})
     ['0.weight', '0.bias']
     """
-    entries, metadata, layout = _read_any(src, trusted, mapping)
-    source = os.path.basename(os.fspath(src)) + ("" if layout == "portable" else f" ({layout})")
-    _write_safetensors(dst, entries, _metadata("parameters", entries, **{META_SOURCE: source}))
+    source = _open(src, trusted, mapping)
+    entries = _read_all(source)
+    what = os.path.basename(os.fspath(src)) + ("" if source.layout == "portable" else f" ({source.layout})")
+    _write(dst, entries, _metadata("parameters", entries, **{META_SOURCE: what}))
     return list(entries)
 
 

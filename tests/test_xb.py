@@ -11,7 +11,8 @@ from d2lcompat_conformance.xb import check_reference, write_reference
 
 def test_round_trip_same_backend(tmp_path: Path) -> None:
     paths = write_reference(tmp_path)
-    assert len(paths) == 5 and all(Path(p).is_file() for p in paths)
+    assert len(paths) == 6 and all(Path(p).is_file() for p in paths[:5])
+    assert (Path(paths[5]) / "model.safetensors.index.json").is_file()
     results = check_reference(tmp_path, d2lcompat.backend())
     assert [r["id"] for r in results] == ["XB01", "XB03"]
     for r in results:

@@ -4,11 +4,14 @@ JAX arrays are immutable, so this backend has no mutable variables: a
 parameter's "variable" is a plain ``jax.Array`` and `JaxBackend.assign` returns
 the replacement array, which the core stores in place of the old one.
 
-64-bit types are switched on (``jax_enable_x64``) when this module is imported,
-because d2lcompat promises that dtypes survive unchanged (an ``int64`` buffer
-in a checkpoint stays ``int64``); without it JAX silently turns every int64 and
-float64 array into its 32-bit sibling. Every tensor d2lcompat itself creates
-passes an explicit dtype, so float32 stays float32.
+JAX's global configuration is left as found: importing d2lcompat never changes
+``jax_enable_x64``. While 64-bit types are off (JAX's default), this backend has no
+``int64``/``float64`` (`JaxBackend.SUPPORTED_DTYPES` leaves them out, as Keras 3 on
+JAX does): a request for one gets its 32-bit sibling, as in JAX itself, but never a
+changed value (an int64 value outside the int32 range raises `DTypeError`). Turn x64
+on yourself (``jax.config.update("jax_enable_x64", True)``) to get them back; the
+check is made on each call, so it may happen before or after ``import d2lcompat``.
+See docs/divergences.md.
 """
 
 from __future__ import annotations
@@ -30,11 +33,6 @@ from d2lcompat._errors import (
     ShapeError,
     TracedValueError,
 )
-
-# Must happen before any array exists: arrays created while x64 is off are
-# already 32-bit. `jax_explicit_x64_dtypes="allow"` is not an alternative: it
-# still truncates int64 NumPy input to int32 in `device_put` (jax 0.10).
-jax.config.update("jax_enable_x64", True)
 
 _DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(jnp.bfloat16) if name == "bfloat16" else np.dtype(name) for name in DTYPES
@@ -60,14 +58,36 @@ _TRACED_ADVICE = (
     "the block without hybridize(); see docs/divergences.md"
 )
 
+# The 64-bit dtypes jax has only with ``jax_enable_x64``, and what they become without.
+_NARROW = {"int64": "int32", "float64": "float32"}
+_NARROW_NP = {np.dtype("int64"): np.dtype("int32"), np.dtype("float64"): np.dtype("float32")}
+_INT32 = np.iinfo(np.int32)
+
+
+def _x64() -> bool:
+    """Whether the user turned on jax's 64-bit types (read on each call, never set)."""
+    return bool(jax.config.jax_enable_x64)
+
 
 def _np_dtype(dtype: str) -> np.dtype[Any]:
+    if dtype in _NARROW and not _x64():
+        dtype = _NARROW[dtype]
     try:
         return _DTYPES[dtype]
     except KeyError:
         raise DTypeError(
             f"Unknown dtype {dtype!r}; the jax backend knows {', '.join(DTYPES)}."
         ) from None
+
+
+def _check_int32(arr: np.ndarray) -> None:
+    lo, hi = int(arr.min()), int(arr.max())
+    if lo < _INT32.min or hi > _INT32.max:
+        raise DTypeError(
+            f"An int64 value ({lo if lo < _INT32.min else hi}) does not fit the int32 that jax "
+            "uses while its 64-bit types are off. Turn them on before creating the tensor: "
+            'jax.config.update("jax_enable_x64", True).'
+        )
 
 
 def _axis(axis: Any) -> Any:
@@ -219,9 +239,9 @@ class JaxBackend(Backend):
     --------
     >>> b = JaxBackend()
     >>> b.configure(1)
-    >>> x = b.from_numpy(np.arange(3), "int64", ("cpu", 0))
+    >>> x = b.from_numpy(np.arange(3), "int32", ("cpu", 0))
     >>> b.dtype(x), b.device_of(x), b.move(x, ("cpu", 0), copy=False) is x
-    ('int64', ('cpu', 0), True)
+    ('int32', ('cpu', 0), True)
     """
 
     name: ClassVar[str] = "jax"
@@ -241,6 +261,11 @@ class JaxBackend(Backend):
     )
 
     ops: JaxOps
+
+    @property  # type: ignore[misc]  # read on each call: the user may turn x64 on at any time
+    def SUPPORTED_DTYPES(self) -> frozenset[str]:  # noqa: N802 - the Backend attribute's name
+        """Every d2lcompat dtype, less ``int64``/``float64`` while ``jax_enable_x64`` is off."""
+        return frozenset(DTYPES) if _x64() else frozenset(DTYPES) - frozenset(_NARROW)
 
     def __init__(self) -> None:
         self.ops = JaxOps()
@@ -397,9 +422,13 @@ class JaxBackend(Backend):
 
     def from_numpy(self, array: np.ndarray, dtype: str | None, device: DeviceTuple | None) -> Any:
         arr = np.asarray(array)
+        if dtype is None and arr.dtype in _NARROW_NP and not _x64():
+            dtype = _NAMES[arr.dtype]
         if dtype is not None:
             target = _np_dtype(dtype)
             if arr.dtype != target:
+                if target == np.int32 and arr.dtype.kind in "iu" and arr.size:
+                    _check_int32(arr)
                 # Cast on the host: exact for the values NumPy/ml_dtypes round the same way
                 # XLA does, and it avoids putting the wider array on the device first.
                 arr = arr.astype(target)
@@ -416,9 +445,6 @@ class JaxBackend(Backend):
                 raise TracedValueError(_TRACED_ADVICE.format(what="ops.to_numpy"))
             x = value
         return np.array(x)
-
-    def to_numpy_copy(self, x: Any) -> np.ndarray:
-        return self.to_numpy(x)  # np.array already copies
 
     def _concrete(self, x: Any) -> Any:
         """The concrete array behind ``x``: ``x`` itself, or the value a tracer of eager
@@ -518,6 +544,10 @@ class JaxBackend(Backend):
             value = value.astype(_np_dtype(dtype))
             return value if device is None else jax.device_put(value, self.native_device(device))
         return self.from_numpy(value, dtype, device)
+
+    def host_view(self, x: Any) -> np.ndarray:
+        # np.asarray lends the buffer of a CPU array (read-only, no copy).
+        return np.asarray(x)
 
     def read(self, var: Any) -> Any:
         return var

@@ -405,6 +405,20 @@ class PaddleBackend(Backend):
             paddle.assign(value, output=var)
         return var
 
+    def host_view(self, x: Any) -> np.ndarray:
+        if x.dtype != paddle.bfloat16 and x.place.is_cpu_place():
+            try:
+                return np.from_dlpack(x.detach())  # shares the tensor's memory: no copy
+            except (BufferError, TypeError, RuntimeError):
+                pass
+        return self.to_numpy(x)
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        if dtype == "bfloat16" or np.dtype(array.dtype).name != dtype:
+            return super().assign_host(var, array, dtype)
+        var.set_value(array)  # one copy into the parameter's own buffer
+        return var
+
     def native_grad(self, var: Any) -> Any | None:
         return getattr(var, "grad", None)
 

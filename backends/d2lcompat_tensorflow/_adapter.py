@@ -743,6 +743,21 @@ class TensorFlowBackend(Backend):
             return var
         return value
 
+    def host_view(self, x: Any) -> np.ndarray:
+        t = x.value() if isinstance(x, tf.Variable) else x
+        view = getattr(t, "_numpy", None)  # the tensor's own host buffer (copied off a GPU)
+        if view is None or x.dtype == tf.bfloat16:
+            return self.to_numpy(x)
+        return np.asarray(view())
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        if not isinstance(var, tf.Variable) or dtype == "bfloat16":
+            return super().assign_host(var, array, dtype)
+        # tf.constant copies the host buffer once; the assign copies it into the
+        # variable's own buffer (host to device once on a GPU).
+        var.assign(tf.constant(array), read_value=False)
+        return var
+
     # --------------------------------------------------------------- autodiff
     def value_and_grad(
         self, fn: Callable[[Sequence[Any]], Any], values: Sequence[Any]

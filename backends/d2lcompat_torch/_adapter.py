@@ -207,15 +207,11 @@ class TorchBackend(Backend):
             import ml_dtypes
 
             return t.to(torch.float32).cpu().numpy().astype(ml_dtypes.bfloat16)
+        if t.device.type == "cpu":
+            # .numpy() of a CPU tensor shares its memory (a parameter's too): a write to the
+            # result would change the tensor (issue 13). host_view is the zero-copy path.
+            return t.numpy().copy()
         return t.cpu().numpy()
-
-    def to_numpy_copy(self, x: Any) -> np.ndarray:
-        # .numpy() of a CPU tensor shares its memory (a parameter's too): copy it, so a
-        # write to the result never reaches the tensor (the issue 13 aliasing bug).
-        arr = self.to_numpy(x)
-        if arr.dtype.name == "bfloat16":
-            return arr  # already a fresh array (see to_numpy)
-        return np.array(arr, copy=True)
 
     def shape(self, x: Any) -> tuple[int, ...]:
         return tuple(x.shape)
@@ -250,6 +246,18 @@ class TorchBackend(Backend):
     def assign(self, var: Any, value: Any) -> Any:
         with torch.no_grad():
             var.copy_(value)
+        return var
+
+    def host_view(self, x: Any) -> np.ndarray:
+        t = x.detach()
+        if t.device.type == "cpu" and t.dtype != torch.bfloat16 and t.is_contiguous():
+            return t.numpy()  # shares the tensor's memory: no copy
+        return self.to_numpy(x)
+
+    def assign_host(self, var: Any, array: np.ndarray, dtype: str) -> Any:
+        src = torch.from_numpy(array) if array.flags.writeable else torch.from_numpy(array.copy())
+        with torch.no_grad():
+            var.copy_(src)  # one copy; host to device once on a GPU
         return var
 
     def native_grad(self, var: Any) -> Any | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -352,3 +353,48 @@ def io09(ctx: Context) -> None:
     clone = nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(3))
     clone.load_parameters(portable)
     np.testing.assert_array_equal(to_np(clone(io["x"])), to_np(net(io["x"])))
+
+
+@scenario("IO10", "sharded save (3 shards + index) loads with the same outputs; a missing shard changes nothing")
+def io10(ctx: Context) -> None:
+    d2lcompat.seed(100)
+    net = MLP()
+    net.initialize()
+    X = ops.random.uniform((2, 20))
+    Y = net(X)
+    folder = ctx.tmp / "sharded"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")  # a file of the user's: kept by every save
+    # 31,784 bytes of float32 data: hidden.weight alone, hidden.bias, out.*
+    net.save_parameters(folder, max_shard_size=11_000)
+    names = sorted(p.name for p in folder.iterdir())
+    shards = [f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)]
+    assert names == ["config.json", *shards, "model.safetensors.index.json"], names
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    assert index["weight_map"] == {"hidden.weight": shards[0], "hidden.bias": shards[1],
+                                   "out.bias": shards[2], "out.weight": shards[2]}
+    assert index["metadata"]["total_size"] == 31_784
+    for path in (folder, folder / "model.safetensors.index.json"):  # a folder or its index
+        clone = MLP()
+        clone.load_parameters(path)
+        np.testing.assert_array_equal(to_np(clone(X)), to_np(Y))
+    assert list(d2lcompat.load(folder)) == ["hidden.weight", "hidden.bias", "out.weight", "out.bias"]
+    # saving again replaces the set as a whole, keeps the user's file, leaves no temporary file
+    net.save_parameters(folder, max_shard_size="1MB")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json", "model-00001-of-00001.safetensors", "model.safetensors.index.json"]
+    assert [p.name for p in ctx.tmp.iterdir() if "d2lc-tmp" in p.name] == []
+    net.save_parameters(folder, max_shard_size=11_000)
+    # a missing shard: CheckpointError naming it, and the model is unchanged
+    (folder / shards[1]).unlink()
+    other = MLP()
+    other.initialize()
+    other(X)
+    before = _snapshot(other)
+    try:
+        other.load_parameters(folder)
+    except CheckpointError as exc:
+        assert shards[1] in str(exc), str(exc)
+    else:
+        raise AssertionError("a missing shard must raise CheckpointError")
+    _assert_unchanged(other, before)

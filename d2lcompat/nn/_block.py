@@ -457,9 +457,12 @@ class Block:
             return self(*args)
 
     # ------------------------------------------------------------------ files
-    def save_parameters(self, path: Any) -> None:
+    def save_parameters(self, path: Any, max_shard_size: int | str | None = None) -> None:
         """Save every parameter (constants included) to ``path``: safetensors with the
-        structural names, written atomically, loadable under every backend.
+        structural names, written atomically, loadable under every backend. With
+        ``max_shard_size`` (``"2GB"``), ``path`` is a folder that gets Hugging Face's
+        sharded layout (``model-00001-of-0000N.safetensors`` and
+        ``model.safetensors.index.json``), atomic as a whole.
 
         Examples
         --------
@@ -470,7 +473,7 @@ class Block:
         """
         from .._io import save_parameters
 
-        save_parameters(self, path)
+        save_parameters(self, path, max_shard_size)
 
     def load_parameters(
         self,

@@ -180,7 +180,7 @@ def to_numpy(x: Any, copy: bool = True) -> np.ndarray:
     [1.0, 1.0]
     """
     if not copy:
-        return _B.to_numpy(x)
+        return _B.host_view(x)
     return _B.to_numpy_copy(x)
 
 

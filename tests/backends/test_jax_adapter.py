@@ -40,6 +40,13 @@ def b() -> JaxBackend:
     return backend
 
 
+@pytest.fixture
+def x64() -> Any:
+    """jax's 64-bit types on for one test (thread-local; the process default stays off)."""
+    with jax.enable_x64(True):
+        yield
+
+
 def _rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
@@ -66,7 +73,9 @@ def test_is_a_backend_with_the_declared_flags(b: JaxBackend) -> None:
     assert b.SUPPORTS_MUTABLE_VARIABLES is False
     assert b.SUPPORTS_CPU_DEVICES is True
     assert b.SUPPORTS_COMPILE is True
-    assert b.SUPPORTED_DTYPES == frozenset(DTYPES)
+    assert b.SUPPORTED_DTYPES == frozenset(DTYPES) - {"int64", "float64"}  # x64 off
+    with jax.enable_x64(True):
+        assert b.SUPPORTED_DTYPES == frozenset(DTYPES)
     assert b.version == jax.__version__
     assert isinstance(b.ops, JaxOps)
 
@@ -76,8 +85,14 @@ def test_every_op_name_is_implemented(b: JaxBackend) -> None:
     assert missing == []
 
 
-def test_x64_is_on_and_float32_stays_float32(b: JaxBackend) -> None:
-    assert jax.config.read("jax_enable_x64")
+def test_float32_stays_float32_with_and_without_x64(b: JaxBackend) -> None:
+    assert not jax.config.read("jax_enable_x64")  # d2lcompat left jax's default alone
+    with jax.enable_x64(True):
+        _float32_stays_float32(b)
+    _float32_stays_float32(b)
+
+
+def _float32_stays_float32(b: JaxBackend) -> None:
     x = b.full((3,), 1.5, "float32", None)
     # Python scalars are weakly typed: they never widen a float32 array.
     assert (x * 2.0 + 1).dtype == jnp.float32
@@ -185,6 +200,7 @@ _EDGE_VALUES: dict[str, np.ndarray] = {
 }
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("given", [True, False], ids=["dtype", "inferred"])
 def test_numpy_round_trip_is_exact(b: JaxBackend, dtype: str, given: bool) -> None:
@@ -213,6 +229,20 @@ def test_from_numpy_casts_and_copies(b: JaxBackend) -> None:
         b.from_numpy(np.zeros(2, np.complex64), None, None)
 
 
+def test_without_x64_64_bit_requests_get_32_bits_never_another_value(b: JaxBackend) -> None:
+    assert not jax.config.jax_enable_x64
+    x = b.from_numpy(np.array([1, -(2**31), 2**31 - 1]), None, None)
+    assert b.dtype(x) == "int32"
+    assert b.to_numpy(x).tolist() == [1, -(2**31), 2**31 - 1]
+    assert b.dtype(b.from_numpy(np.array([0.5]), "float64", None)) == "float32"
+    assert b.dtype(b.full((2,), 3, "int64", None)) == "int32"
+    assert b.dtype(b.arange(0, 3, 1, None, None)) == "int32"
+    assert b.dtype(b.cast(b.arange(0, 3, 1, None, None), "float64")) == "float32"
+    with pytest.raises(DTypeError, match="jax_enable_x64"):
+        b.from_numpy(np.array([2**40]), "int64", None)
+    assert not jax.config.jax_enable_x64
+
+
 def test_to_numpy_is_a_writable_copy(b: JaxBackend) -> None:
     x = b.from_numpy(np.arange(4, dtype=np.float32), None, None)
     a = b.to_numpy(x)
@@ -231,6 +261,7 @@ def test_shape_and_dtype(b: JaxBackend) -> None:
         b.dtype(jnp.zeros(2, jnp.uint32))
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cast(b: JaxBackend, dtype: str) -> None:
     # In range for every dtype: out-of-range float -> int casts are undefined (NumPy wraps
@@ -242,6 +273,7 @@ def test_cast(b: JaxBackend, dtype: str) -> None:
     np.testing.assert_array_equal(b.to_numpy(y), want)
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize(
     ("value", "dtype"), [(1.5, "float32"), (3, "int64"), (True, "bool"), (-2, "int8")]
 )
@@ -253,6 +285,7 @@ def test_full(b: JaxBackend, value: Any, dtype: str) -> None:
     assert b.shape(b.full((), value, dtype, None)) == ()
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize(
     ("args", "dtype", "want_dtype"),
     [
@@ -289,10 +322,11 @@ def test_arange_low_precision_and_under_jit(b: JaxBackend) -> None:
 def test_arange_stop_none_and_device(b: JaxBackend) -> None:
     x = b.arange(4, None, None, None, CPU0)
     assert b.device_of(x) == CPU0
-    np.testing.assert_array_equal(b.to_numpy(x), np.arange(4, dtype=np.int64))
+    np.testing.assert_array_equal(b.to_numpy(x), np.arange(4, dtype=np.int32))
 
 
 # ------------------------------------------------------------------- variables
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("trainable", [True, False])
 def test_new_variable(b: JaxBackend, trainable: bool) -> None:
     src = np.arange(6, dtype=np.float64).reshape(2, 3)
@@ -319,6 +353,7 @@ def test_read_returns_its_argument(b: JaxBackend) -> None:
     assert seen == [True, True]
 
 
+@pytest.mark.usefixtures("x64")
 def test_assign_returns_the_new_value(b: JaxBackend) -> None:
     v = b.new_variable(np.zeros((2, 2)), "float32", CPU0, True)
     new = b.from_numpy(np.ones((2, 2), np.float32), None, CPU0)
@@ -585,6 +620,7 @@ def test_concat_and_stack(b: JaxBackend) -> None:
     _close(b.ops.stack([_t(b, p) for p in parts]), np.stack(parts))
 
 
+@pytest.mark.usefixtures("x64")
 def test_reduction_of_integers_keeps_numpy_dtypes(b: JaxBackend) -> None:
     x = b.from_numpy(np.array([[1, 2], [3, 4]]), "int64", None)
     assert b.dtype(b.ops.sum(x)) == "int64"
@@ -593,6 +629,7 @@ def test_reduction_of_integers_keeps_numpy_dtypes(b: JaxBackend) -> None:
     assert b.dtype(b.ops.divide(x, x)) == "float64"  # true division, as NumPy
 
 
+@pytest.mark.usefixtures("x64")
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float64"])
 def test_ops_keep_the_float_dtype(b: JaxBackend, dtype: str) -> None:
     x = b.from_numpy(A, dtype, None)
@@ -695,3 +732,44 @@ def test_configure_too_late_raises(b: JaxBackend) -> None:
         pytest.skip("this process already has 3 CPU devices")
     with pytest.raises(BackendError, match="D2LCOMPAT_CPU_DEVICES=3"):
         JaxBackend().configure(3)
+
+
+def test_import_leaves_jax_global_config_as_found() -> None:
+    # A fresh process: importing d2lcompat (and using it) changes no jax setting; the
+    # user's own jnp code keeps jax's 32-bit defaults.
+    script = textwrap.dedent(
+        """
+        import jax
+        before = {k: getattr(jax.config, k) for k in ("jax_enable_x64", "jax_default_matmul_precision",
+                                                     "jax_numpy_dtype_promotion")}
+        import d2lcompat
+        from d2lcompat import nn, ops
+        net = nn.Dense(2, in_units=3); net.initialize(); net(ops.ones((1, 3)))
+        import jax.numpy as jnp
+        assert jnp.zeros(3).dtype == jnp.float32, jnp.zeros(3).dtype
+        assert jnp.arange(3).dtype == jnp.int32, jnp.arange(3).dtype
+        after = {k: getattr(jax.config, k) for k in before}
+        assert after == before, (before, after)
+        assert jax.config.jax_enable_x64 is False
+        print("OK")
+        """
+    )
+    proc = _run(script)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]
+
+
+def test_import_keeps_x64_when_the_user_turned_it_on() -> None:
+    script = textwrap.dedent(
+        """
+        import jax
+        jax.config.update("jax_enable_x64", True)
+        import d2lcompat
+        from d2lcompat import ops
+        assert jax.config.jax_enable_x64 is True
+        assert ops.dtype(ops.arange(3)) == "int64"
+        assert ops.dtype(ops.zeros(3)) == "float32"
+        print("OK")
+        """
+    )
+    proc = _run(script)
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]
