@@ -280,11 +280,11 @@ class _Rules:
     def unary(self, fn: Callable[..., Any], name: str, result: Callable[[str], str]) -> Callable[..., Any]:
         """``fn(x, ...)`` with ``x`` cast first to ``result(dtype)`` where that differs."""
         same: dict[Any, bool] = {}
-        supported = getattr(self.b, "SUPPORTED_DTYPES", ())
 
         def result_of(d: str) -> str:
             r = result(d)
-            return r if r in supported else d  # no int64 (JAX without x64): keep d
+            # No int64 (JAX without x64): keep d. Read each time: x64 can be switched on.
+            return r if r in self.b.SUPPORTED_DTYPES else d
 
         def op(x: Any, *args: Any, **kwargs: Any) -> Any:
             try:

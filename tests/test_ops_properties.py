@@ -68,7 +68,13 @@ def t(a: np.ndarray, dtype: str) -> Any:
     return ops.tensor(a, dtype=dtype)
 
 
+# Where the backend lacks a 64-bit dtype (JAX without x64), it holds the 32-bit sibling.
+NARROW = {"int64": "int32", "float64": "float32"}
+
+
 def check(out: Any, want: np.ndarray, dtype: str, *, exact: bool = False, rtol: float = 0.0) -> None:
+    if dtype not in SUPPORTED:
+        dtype = NARROW.get(dtype, dtype)
     assert ops.dtype(out) == dtype, (ops.dtype(out), dtype)
     got = ops.to_numpy(out)
     want = np.asarray(want)
@@ -259,8 +265,6 @@ def test_reduction(name: str, data: st.DataObject, dtype: str, shape: Any, keepd
         else:
             want = np.sqrt(np.square(a64).sum(axis=axis, keepdims=keepdims))
             out_dtype = float_result(dtype)
-    if out_dtype == "int64" and "int64" not in SUPPORTED:
-        out_dtype = "int32"
     check(getattr(ops, name)(x, axis=axis, keepdims=keepdims), want, out_dtype)
 
 
