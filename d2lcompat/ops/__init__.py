@@ -213,7 +213,7 @@ def item(x: Any) -> Any:
     """
     if _B.is_tensor(x) and not _B.is_traced(x):
         shape = _B.shape(x)
-        if int(np.prod(shape)) != 1:
+        if all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != 1:
             from .._errors import ShapeError
 
             raise ShapeError(
