@@ -230,18 +230,14 @@ class _Rules:
 
         def op(a: Any, b: Any) -> Any:
             try:
-                if a.dtype == b.dtype and (not divide or self.names.get(a.dtype, "") in _FLOATS):
-                    return fn(a, b)  # the happy path: one dtype, nothing to promote
+                # The happy path: one dtype, nothing to promote.
+                same = a.dtype == b.dtype and (not divide or self.names.get(a.dtype, "") in _FLOATS)
             except AttributeError:
-                pass  # a Python scalar
-            except Exception as exc:
-                err = self.shape_error(name, (a, b))
-                if err is None:
-                    raise
-                raise err from exc
-            (a, b), target = self.align((a, b))
-            if divide and target is not None and target not in _FLOATS:
-                a, b = (self.b.cast(v, DEFAULT_FLOAT) if self.b.is_tensor(v) else v for v in (a, b))
+                same = False  # a Python scalar
+            if not same:
+                (a, b), target = self.align((a, b))
+                if divide and target is not None and target not in _FLOATS:
+                    a, b = (self.b.cast(v, DEFAULT_FLOAT) if self.b.is_tensor(v) else v for v in (a, b))
             try:
                 return fn(a, b)
             except Exception as exc:
@@ -257,16 +253,11 @@ class _Rules:
             if self.b.is_tensor(cond) and self.name(cond) != "bool":
                 cond = self.b.cast(cond, "bool")  # NumPy takes any truthy condition
             try:
-                if x.dtype == y.dtype:
-                    return fn(cond, x, y)
+                same = x.dtype == y.dtype
             except AttributeError:
-                pass
-            except Exception as exc:
-                err = self.shape_error("where", (cond, x, y))
-                if err is None:
-                    raise
-                raise err from exc
-            (x, y), _ = self.align((x, y))
+                same = False  # a Python scalar
+            if not same:
+                (x, y), _ = self.align((x, y))
             try:
                 return fn(cond, x, y)
             except Exception as exc:
@@ -286,21 +277,24 @@ class _Rules:
             # No int64 (JAX without x64): keep d. Read each time: x64 can be switched on.
             return r if r in self.b.SUPPORTED_DTYPES else d
 
+        def learn(x: Any) -> bool:
+            if not self.b.is_tensor(x):
+                return True  # not a tensor: the framework's own conversion decides
+            d = self.name(x)
+            ok = result_of(d) == d
+            try:
+                same[x.dtype] = ok
+            except TypeError:  # an unhashable dtype object
+                pass
+            return ok
+
         def op(x: Any, *args: Any, **kwargs: Any) -> Any:
             try:
-                if same[x.dtype]:
-                    return fn(x, *args, **kwargs)
+                ok = same[x.dtype]
             except (KeyError, TypeError, AttributeError):
-                if not self.b.is_tensor(x):
-                    return fn(x, *args, **kwargs)
-                d = self.name(x)
-                ok = result_of(d) == d
-                try:
-                    same[x.dtype] = ok
-                except TypeError:
-                    pass
-                if ok:
-                    return fn(x, *args, **kwargs)
+                ok = learn(x)
+            if ok:
+                return fn(x, *args, **kwargs)
             return fn(self.b.cast(x, result_of(self.name(x))), *args, **kwargs)
 
         return _named(op, fn, name)
