@@ -25,7 +25,14 @@ _DEFAULT_INIT = _init.Uniform(0.07)
 def _shape_tuple(shape: Any) -> tuple[int, ...]:
     if isinstance(shape, int):
         return (shape,)
-    return tuple(int(s) for s in shape)
+    try:
+        return tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        from ._errors import ShapeError
+
+        raise ShapeError(
+            f"A parameter shape is a tuple of ints (0 for unknown), got {shape!r}."
+        ) from None
 
 
 class Parameter:

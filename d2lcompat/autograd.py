@@ -108,6 +108,11 @@ def grad(
     >>> ops.item(y), ops.item(g["0.weight"])
     (9.0, 6.0)
     """
+    if not callable(fn):
+        raise TypeError(
+            f"autograd.grad: the first argument is a closure returning the loss, got "
+            f"{type(fn).__name__}: write autograd.grad(lambda: loss(net(X), y), params)."
+        )
     b = active()
     named = [(n, p) for n, p in _named(params) if p.grad_req != "null"]
     plist = [p for _, p in named]

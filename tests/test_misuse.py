@@ -70,6 +70,9 @@ CASES: list[tuple[str, Callable[[], Any], type[BaseException] | tuple[type[BaseE
     ("device-missing-gpu", lambda: ops.zeros((2,), device="gpu:99"), d2lcompat.DeviceError, r"gpu"),
     ("to-device-garbage", lambda: d2lcompat.to_device(X, "nowhere"), d2lcompat.DeviceError, r"nowhere"),
     ("data-wrong-device", lambda: _net()[0].weight.data(device="gpu:99"), d2lcompat.DeviceError, r"gpu"),
+    ("to-numpy-list", lambda: ops.to_numpy([1.0]), TypeError, r"ops.to_numpy.*list"),
+    ("param-shape-str", lambda: d2lcompat.Parameter(shape="ab"), d2lcompat.ShapeError, r"'ab'"),
+    ("grad-not-callable", lambda: autograd.grad(3, _NET.collect_params()), TypeError, r"closure.*int"),
     # --------------------------------------------------------------- parameters
     ("param-uninitialized", lambda: d2lcompat.Parameter((2,)).data(), d2lcompat.DeferredInitializationError, r"initialize"),
     ("param-deferred", lambda: nn.Dense(3).weight.data(), d2lcompat.DeferredInitializationError, r"weight"),

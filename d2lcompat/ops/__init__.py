@@ -179,6 +179,11 @@ def to_numpy(x: Any, copy: bool = True) -> np.ndarray:
     >>> ops.to_numpy(x).tolist()
     [1.0, 1.0]
     """
+    if not _B.is_tensor(x):
+        raise TypeError(
+            f"ops.to_numpy expects a {_B.name} tensor, got {type(x).__name__}; "
+            "use numpy.asarray for other data."
+        )
     if not copy:
         return _B.host_view(x)
     return _B.to_numpy_copy(x)
