@@ -322,6 +322,14 @@ class Backend(abc.ABC):
         must not keep a reference to ``array``. Default: `from_numpy` then `assign`."""
         return self.assign(var, self.from_numpy(array, dtype, self.device_of(var)))
 
+    def fill_variable(self, var: Any, fill: Callable[[np.ndarray], None]) -> Any | None:
+        """Let ``fill(buffer)`` write straight into ``var``'s own host memory (a
+        writable, C-contiguous NumPy view of it); return the object to keep, as
+        `assign`, or None when the framework cannot lend that memory (then the core
+        uses `assign_host`). Loads use it to read a file into a CPU parameter with no
+        copy in between. Default: None."""
+        return None
+
     def native_grad(self, var: Any) -> Any | None:
         """The gradient the framework itself accumulated on ``var`` (``.grad``), or None."""
         return None

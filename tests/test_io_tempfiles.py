@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import d2lcompat
-from d2lcompat import _atomic, nn, ops
+from d2lcompat import nn, ops
+from d2lcompat._io import atomic as _atomic
 from d2lcompat_conformance.models import to_np
 
 KILLS = int(os.environ.get("D2LCOMPAT_TEMPFILE_KILLS", "4"))
@@ -86,7 +87,7 @@ def test_a_live_writers_temp_file_is_never_removed(tmp_path: Path) -> None:
     # A writer that is alive and holds its lock: its temporary file stays, whatever its age.
     script = (
         "import os, sys, tempfile, time\n"
-        "from d2lcompat import _atomic\n"
+        "from d2lcompat._io import atomic as _atomic\n"
         "fd, tmp = tempfile.mkstemp(prefix=_atomic._prefix('x.safetensors'), dir=sys.argv[1])\n"
         "_atomic._lock(fd)\n"
         "os.utime(tmp, (0, 0))\n"  # very old

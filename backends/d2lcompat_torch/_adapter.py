@@ -260,6 +260,14 @@ class TorchBackend(Backend):
             var.copy_(src)  # one copy; host to device once on a GPU
         return var
 
+    def fill_variable(self, var: Any, fill: Callable[[np.ndarray], None]) -> Any | None:
+        if var.device.type != "cpu" or var.dtype == torch.bfloat16 or not var.is_contiguous():
+            return None
+        with torch.no_grad():
+            fill(var.detach().numpy())
+        torch.autograd.graph.increment_version(var)  # as copy_ would: stale graphs notice
+        return var
+
     def native_grad(self, var: Any) -> Any | None:
         return getattr(var, "grad", None)
 

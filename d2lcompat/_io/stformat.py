@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import write_all
+from .atomic import write_all
 
 __all__ = ["CODES", "FormatError", "Header", "Mapped", "TensorInfo", "read_header", "storage_dtype"]
 
@@ -228,6 +228,30 @@ def _parse(path: str, fd: int, st: os.stat_result) -> Header:
     if problems:
         raise FormatError("; ".join(problems))
     return Header(path, size, tensors, metadata, _identity(st))
+
+
+def open_checked(header: Header) -> int:
+    """A read-only descriptor of the very file ``header`` was read from (FormatError if
+    it was replaced or changed since)."""
+    fd = os.open(header.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    if _identity(os.fstat(fd)) != header.identity:
+        os.close(fd)
+        raise FormatError("it changed between reading its header and its data")
+    return fd
+
+
+def read_into(fd: int, info: TensorInfo, out: np.ndarray) -> None:
+    """Read the tensor's bytes straight into ``out`` (a writable, C-contiguous array of
+    exactly that many bytes): one copy, from the page cache into ``out``."""
+    view = memoryview(out.reshape(-1).view(np.uint8).data) if out.size else memoryview(b"")
+    at, n = 0, info.end - info.begin
+    if len(view) != n:
+        raise ValueError(f"the buffer holds {len(view)} bytes, the tensor {n}")
+    while at < n:
+        got = os.preadv(fd, [view[at : at + (1 << 30)]], info.begin + at)
+        if got <= 0:
+            raise FormatError("it became shorter while it was being read")
+        at += got
 
 
 class Mapped:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._errors import CheckpointError
+from .._errors import CheckpointError
 
 __all__ = ["INDEX", "SINGLE", "locate", "owned", "parse_size", "plan", "shard_name"]
 

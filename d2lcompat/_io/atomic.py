@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ._errors import CheckpointError
+from .._errors import CheckpointError
 
 __all__ = ["STALE_AFTER_S", "TMP_TAG", "clean_stale", "write_file", "write_folder"]
 
