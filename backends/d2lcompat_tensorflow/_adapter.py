@@ -143,7 +143,8 @@ def _matmul_last(x: Any, w: Any, transpose_w: bool) -> Any:
     out_dim = w.shape[0] if transpose_w else w.shape[-1]
     lead = x.shape[:-1]
     if lead.is_fully_defined() and in_dim is not None and out_dim is not None:
-        flat = _Reshape(tensor=x, shape=_i32((-1, in_dim)))
+        # The row count spelled out: -1 is ambiguous when in_dim is 0.
+        flat = _Reshape(tensor=x, shape=_i32((lead.num_elements(), in_dim)))
         y = _MatMul(a=flat, b=w, transpose_b=transpose_w)
         return _Reshape(tensor=y, shape=_i32((*lead.as_list(), out_dim)))
     # Traced with relaxed (unknown) dimensions: compute the shapes at run time.
