@@ -27,7 +27,9 @@ from ._errors import (
     DeferredInitializationError,
     DeviceError,
     DTypeError,
+    InPlaceUpdateError,
     ShapeError,
+    TracedValueError,
     UnsupportedError,
 )
 from ._registry import BackendInfo, _activate, backend, backends
@@ -77,11 +79,13 @@ __all__ = [
     "Device",
     "DeviceError",
     "History",
+    "InPlaceUpdateError",
     "Parameter",
     "TrainStep",
     "Trainer",
     "ParameterDict",
     "ShapeError",
+    "TracedValueError",
     "UnsupportedError",
     "__version__",
     "autograd",

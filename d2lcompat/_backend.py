@@ -256,7 +256,23 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def to_numpy(self, x: Any) -> np.ndarray:
-        """A host NumPy array with ``x``'s values (bfloat16 may come back as ml_dtypes)."""
+        """A host NumPy copy of ``x``'s values that shares no memory with ``x`` (bfloat16 may
+        come back as ml_dtypes); `host_view` is the zero-copy path."""
+
+    def to_numpy_copy(self, x: Any) -> np.ndarray:
+        """``x``'s values as a host NumPy array that shares no memory with ``x`` and is
+        writable (what ``ops.to_numpy`` returns). The default returns `to_numpy`'s result
+        when it owns its (writable) memory and copies it otherwise, a guard against an
+        adapter whose `to_numpy` lends memory."""
+        arr = self.to_numpy(x)
+        if arr.flags.owndata and arr.flags.writeable:
+            return arr
+        return np.array(arr, copy=True)
+
+    def item(self, x: Any) -> Any:
+        """The Python scalar in the one-element tensor ``x`` (``ops.item``). JAX
+        overrides it to read the concrete value of a tracer under eager autodiff."""
+        return self.to_numpy(x).item()
 
     @abc.abstractmethod
     def shape(self, x: Any) -> tuple[int, ...]:
@@ -408,6 +424,13 @@ class Backend(abc.ABC):
         from ._errors import UnsupportedError
 
         raise UnsupportedError(f"{self.name} does not support embedding lookup")
+
+    def translate_grad_error(self, exc: BaseException) -> BaseException | None:
+        """A `D2LCompatError` to raise instead of ``exc``, which the framework raised while
+        `autograd.grad` differentiated the user's closure, or None to let ``exc`` through
+        (optional hook). torch turns its in-place autograd error into `InPlaceUpdateError`;
+        JAX turns its tracer conversion errors into `TracedValueError`."""
+        return None
 
     # --------------------------------------------------------------- compile
     #: Exceptions the compiled function raises when Python control flow depends on a

@@ -15,7 +15,9 @@ __all__ = [
     "DataError",
     "DeferredInitializationError",
     "DeviceError",
+    "InPlaceUpdateError",
     "ShapeError",
+    "TracedValueError",
     "UnsupportedError",
 ]
 
@@ -64,6 +66,16 @@ class UnsupportedError(D2LCompatError, NotImplementedError):
 class DataError(D2LCompatError, ValueError):
     """A dataset cannot be built or read (arrays of different lengths, a corrupt IDX
     file, a missing optional dependency such as scikit-learn)."""
+
+class InPlaceUpdateError(D2LCompatError, RuntimeError):
+    """The closure given to `autograd.grad` changed in place a tensor the gradient needs
+    (``X /= 2`` on torch): write ``X = X / 2`` instead (docs/divergences.md)."""
+
+
+class TracedValueError(D2LCompatError, RuntimeError):
+    """Python code read a tensor's value (``ops.item``, ``bool(x)``, ``np.asarray(x)``) where
+    the framework refuses it: a symbolic (traced) value under JAX's ``jit``, or NumPy
+    conversion of a tensor being differentiated (use ``ops.to_numpy``/``ops.item``)."""
 
 
 class D2LCompatWarning(UserWarning):

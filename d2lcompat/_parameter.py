@@ -25,7 +25,14 @@ _DEFAULT_INIT = _init.Uniform(0.07)
 def _shape_tuple(shape: Any) -> tuple[int, ...]:
     if isinstance(shape, int):
         return (shape,)
-    return tuple(int(s) for s in shape)
+    try:
+        return tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        from ._errors import ShapeError
+
+        raise ShapeError(
+            f"A parameter shape is a tuple of ints (0 for unknown), got {shape!r}."
+        ) from None
 
 
 class Parameter:
@@ -143,8 +150,10 @@ class Parameter:
         init: _init.InitSpec = None,
         device: Any = None,
         force_reinit: bool = False,
+        ctx: Any = None,
     ) -> None:
         """Create the values with ``init`` (or the parameter's own init, or ``Uniform(0.07)``).
+        ``ctx=`` is Gluon's name for ``device=``.
 
         With an unknown dimension in the shape, only *schedules* the
         initialization; the first forward pass finishes it.
@@ -156,7 +165,9 @@ class Parameter:
         >>> p.is_initialized
         False
         """
-        self._initialize(_init.create(init), None, device, force_reinit)
+        from ._gluon import ctx_alias
+
+        self._initialize(_init.create(init), None, ctx_alias(device, ctx, "initialize"), force_reinit)
 
     def _initialize(self, init: Any, default: Any, device: Any, force_reinit: bool) -> bool:
         """Returns False when the parameter was already initialized and left alone."""
@@ -201,7 +212,7 @@ class Parameter:
         )
 
     # --------------------------------------------------------------- access
-    def data(self, device: Any = None) -> Any:
+    def data(self, device: Any = None, ctx: Any = None) -> Any:
         """The values as a native tensor (the very tensor the forward pass uses).
 
         Examples
@@ -211,6 +222,10 @@ class Parameter:
         >>> d2lcompat.ops.shape(p.data())
         (2,)
         """
+        if ctx is not None:
+            from ._gluon import ctx_alias
+
+            device = ctx_alias(device, ctx, "data")
         var = self._var
         if var is None:
             self._raise_uninitialized()
@@ -349,6 +364,27 @@ class Parameter:
                 return [_device.Device(*self._deferred[1])]
             return []
         return [_device.device_of(self._var)]
+
+    def list_ctx(self) -> list[_device.Device]:
+        """Gluon's name for `list_devices`."""
+        return self.list_devices()
+
+    def reset_ctx(self, ctx: Any) -> None:
+        """Move the values to ``ctx`` (Gluon's ``param.reset_ctx``; a deferred parameter
+        is created there).
+
+        Examples
+        --------
+        >>> import d2lcompat
+        >>> p = d2lcompat.Parameter((2,), init="zeros"); p.initialize(); p.reset_ctx("cpu")
+        >>> p.list_ctx()
+        [cpu(0)]
+        """
+        dev = _device.resolve(ctx)
+        assert dev is not None
+        self._move_to(dev)
+
+    reset_device = reset_ctx
 
     def _move_to(self, dev: tuple[str, int]) -> None:
         b = active()

@@ -108,6 +108,11 @@ def grad(
     >>> ops.item(y), ops.item(g["0.weight"])
     (9.0, 6.0)
     """
+    if not callable(fn):
+        raise TypeError(
+            f"autograd.grad: the first argument is a closure returning the loss, got "
+            f"{type(fn).__name__}: write autograd.grad(lambda: loss(net(X), y), params)."
+        )
     value, _, out = grad_with_aux(lambda: (fn(), None), params)
     return value, out
 
@@ -140,13 +145,20 @@ def grad_with_aux(
         # function they are traced values (JAX) or part of the graph.
         with substituted(plist, values), _state.collecting() as updates:
             out, aux = fn()
+        _check_scalar(b, out)
         changed.extend(p for p, _ in updates.values())
         if aux is not None:
             aux = _tree_stop(b, aux)
         return out, (aux, [v for _, v in updates.values()])
 
     changed: list[Parameter] = []
-    value, grads, (aux, new_state) = b.value_and_grad_aux(pure, start)
+    try:
+        value, grads, (aux, new_state) = b.value_and_grad_aux(pure, start)
+    except Exception as exc:
+        translated = b.translate_grad_error(exc)
+        if translated is None:
+            raise
+        raise translated from exc
     _state.apply_updates({id(p): (p, v) for p, v in zip(changed, new_state)})
     out: dict[str, Any] = {}
     for (name, p), g in zip(named, grads):
@@ -162,3 +174,23 @@ def _tree_stop(b: Any, aux: Any) -> Any:
     if isinstance(aux, list | tuple):
         return type(aux)(_tree_stop(b, a) for a in aux)
     return b.stop_gradient(aux)
+
+
+def _check_scalar(b: Any, out: Any) -> None:
+    """``out`` must be a tensor with one element (what a loss is)."""
+    from ._errors import ShapeError
+
+    if not b.is_tensor(out):
+        raise TypeError(
+            f"autograd.grad: the closure must return a scalar tensor (the loss), got "
+            f"{type(out).__name__}. Return e.g. ops.sum(loss(net(X), y))."
+        )
+    shape = tuple(b.shape(out))
+    size = 1
+    for d in shape:
+        size *= d
+    if size != 1:
+        raise ShapeError(
+            f"autograd.grad: the closure returned a tensor of shape {shape}; the gradient "
+            "needs a scalar. Reduce it first: ops.sum(...) or ops.mean(...)."
+        )

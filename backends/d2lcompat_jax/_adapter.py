@@ -26,7 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from d2lcompat._backend import DTYPES, Backend, DeviceTuple, Ops
-from d2lcompat._errors import BackendError, DeviceError, DTypeError, ShapeError
+from d2lcompat._errors import (
+    BackendError,
+    DeviceError,
+    DTypeError,
+    ShapeError,
+    TracedValueError,
+)
 
 _DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(jnp.bfloat16) if name == "bfloat16" else np.dtype(name) for name in DTYPES
@@ -43,6 +49,14 @@ _PRECISION = jax.lax.Precision.HIGHEST
 # Tracer attributes that hold the traced value when it is concrete (eager autodiff, vmap).
 _TRACER_VALUE_ATTRS = ("primal", "val")
 
+
+_TRACED_ADVICE = (
+    "{what} needs a tensor's concrete value, which JAX does not have here: it is "
+    "tracing the computation (jax.jit, as hybridize() uses, or np.asarray/float() on a "
+    "value being differentiated). Use ops.item(x) or ops.to_numpy(x) for Python control flow (they work "
+    "under autograd.grad), keep the decision in tensors (ops.where(cond, a, b)), or run "
+    "the block without hybridize(); see docs/divergences.md"
+)
 
 # The 64-bit dtypes jax has only with ``jax_enable_x64``, and what they become without.
 _NARROW = {"int64": "int32", "float64": "float32"}
@@ -309,6 +323,7 @@ class JaxBackend(Backend):
         jax.errors.ConcretizationTypeError,
         jax.errors.TracerIntegerConversionError,
         jax.errors.TracerArrayConversionError,
+        TracedValueError,  # ops.item under jit (see `item`)
     )
 
     ops: JaxOps
@@ -490,7 +505,52 @@ class JaxBackend(Backend):
 
     def to_numpy(self, x: Any) -> np.ndarray:
         # np.array copies: np.asarray would give a read-only view of the jax buffer.
+        if isinstance(x, jax.core.Tracer):  # inside autograd.grad: its concrete value
+            value = self._concrete(x)
+            if value is None:
+                raise TracedValueError(_TRACED_ADVICE.format(what="ops.to_numpy"))
+            x = value
         return np.array(x)
+
+    def _concrete(self, x: Any) -> Any:
+        """The concrete array behind ``x``: ``x`` itself, or the value a tracer of eager
+        autodiff (``jax.value_and_grad`` outside ``jit``) wraps; None under ``jit``."""
+        value = x
+        for _ in range(32):  # nesting depth of transformations; bounded for safety
+            if not isinstance(value, jax.core.Tracer):
+                return value
+            inner = None
+            for attr in _TRACER_VALUE_ATTRS:
+                candidate = getattr(value, attr, None)
+                if isinstance(candidate, jax.Array):
+                    inner = candidate
+                    break
+            if inner is None:
+                return None
+            value = inner
+        return None
+
+    def item(self, x: Any) -> Any:
+        # Under autograd.grad the closure runs eagerly inside jax.value_and_grad: the
+        # tracer holds the concrete value, so Python control flow on it works as on the
+        # other backends (the value is a constant for the gradient, as torch's .item()).
+        value = self._concrete(x)
+        if value is None:
+            raise TracedValueError(_TRACED_ADVICE.format(what="ops.item"))
+        return np.asarray(value).item()
+
+    def translate_grad_error(self, exc: BaseException) -> BaseException | None:
+        if isinstance(
+            exc,
+            jax.errors.ConcretizationTypeError
+            | jax.errors.TracerArrayConversionError
+            | jax.errors.TracerIntegerConversionError,
+        ):
+            return TracedValueError(
+                _TRACED_ADVICE.format(what="Python code in the closure given to autograd.grad")
+                + f" (jax: {type(exc).__name__})"
+            )
+        return None
 
     def shape(self, x: Any) -> tuple[int, ...]:
         return tuple(x.shape)

@@ -132,7 +132,6 @@ class PaddleOps(Ops):
     sqrt = staticmethod(paddle.sqrt)
     square = staticmethod(paddle.square)
     where = staticmethod(paddle.where)
-    relu = staticmethod(F.relu)
     sigmoid = staticmethod(F.sigmoid)
     tanh = staticmethod(paddle.tanh)
 
@@ -166,11 +165,21 @@ class PaddleOps(Ops):
     # amax/amin split the gradient evenly among ties, like torch.amax.
     @staticmethod
     def max(x: paddle.Tensor, axis: Any = None, keepdims: bool = False) -> paddle.Tensor:
+        if x.dtype == paddle.bool:  # no bool kernel: any()
+            return paddle.any(x, axis=_axis(axis), keepdim=keepdims)
         return paddle.amax(x, axis=_axis(axis), keepdim=keepdims)
 
     @staticmethod
     def min(x: paddle.Tensor, axis: Any = None, keepdims: bool = False) -> paddle.Tensor:
+        if x.dtype == paddle.bool:  # no bool kernel: all()
+            return paddle.all(x, axis=_axis(axis), keepdim=keepdims)
         return paddle.amin(x, axis=_axis(axis), keepdim=keepdims)
+
+    @staticmethod
+    def relu(x: paddle.Tensor) -> paddle.Tensor:
+        if x.dtype in (paddle.int32, paddle.int64, paddle.int16, paddle.int8, paddle.uint8):
+            return paddle.maximum(x, paddle.zeros([], dtype=x.dtype))  # no integer kernel
+        return F.relu(x)
 
     @staticmethod
     def norm(x: paddle.Tensor, axis: Any = None, keepdims: bool = False) -> paddle.Tensor:

@@ -143,7 +143,8 @@ def _matmul_last(x: Any, w: Any, transpose_w: bool) -> Any:
     out_dim = w.shape[0] if transpose_w else w.shape[-1]
     lead = x.shape[:-1]
     if lead.is_fully_defined() and in_dim is not None and out_dim is not None:
-        flat = _Reshape(tensor=x, shape=_i32((-1, in_dim)))
+        # The row count spelled out: -1 is ambiguous when in_dim is 0.
+        flat = _Reshape(tensor=x, shape=_i32((lead.num_elements(), in_dim)))
         y = _MatMul(a=flat, b=w, transpose_b=transpose_w)
         return _Reshape(tensor=y, shape=_i32((*lead.as_list(), out_dim)))
     # Traced with relaxed (unknown) dimensions: compute the shapes at run time.
@@ -175,6 +176,10 @@ def _transposed_input_is_cheaper(x: Any, w: Any) -> bool:
 def _floating(x: Any) -> Any:
     """``x`` as a floating tensor: NumPy gives float64 for the mean or norm of integers."""
     return x if x.dtype.is_floating else tf.cast(x, tf.float64)
+
+
+def _bool_as_int8(a: Any, b: Any) -> tuple[Any, Any]:
+    return tuple(tf.cast(v, tf.int8) if getattr(v, "dtype", None) == tf.bool else v for v in (a, b))  # type: ignore[return-value]
 
 
 class TensorFlowOps(Ops):
@@ -235,9 +240,13 @@ class TensorFlowOps(Ops):
     @staticmethod
     def divide(a: Any, b: Any) -> Any:
         t = a if isinstance(a, _TENSORS) else b
+        if isinstance(b, float) and b == 0.0 and isinstance(t, _TENSORS):
+            # TF's eager scalar cache holds 0.0 and -0.0 as one constant: keep the sign.
+            b = np.asarray(b, dtype=t.dtype.as_numpy_dtype)
         if isinstance(t, _TENSORS) and t.dtype.is_floating:
             return _RealDiv(x=a, y=b)
-        # Integers: true division to float64, as NumPy does (tf.math.truediv casts).
+        # Integers: true division to float64 (tf.math.truediv casts); d2lcompat.ops casts
+        # integers to float32 before it gets here (docs/ops-semantics.md).
         return tf.math.truediv(a, b)
 
     @staticmethod
@@ -284,18 +293,26 @@ class TensorFlowOps(Ops):
 
     @staticmethod
     def less(a: Any, b: Any) -> Any:
+        if getattr(a, "dtype", None) == tf.bool:  # TF orders no bools; NumPy does
+            a, b = _bool_as_int8(a, b)
         return _Less(x=a, y=b)
 
     @staticmethod
     def less_equal(a: Any, b: Any) -> Any:
+        if getattr(a, "dtype", None) == tf.bool:  # TF orders no bools; NumPy does
+            a, b = _bool_as_int8(a, b)
         return _LessEqual(x=a, y=b)
 
     @staticmethod
     def greater(a: Any, b: Any) -> Any:
+        if getattr(a, "dtype", None) == tf.bool:  # TF orders no bools; NumPy does
+            a, b = _bool_as_int8(a, b)
         return _Greater(x=a, y=b)
 
     @staticmethod
     def greater_equal(a: Any, b: Any) -> Any:
+        if getattr(a, "dtype", None) == tf.bool:  # TF orders no bools; NumPy does
+            a, b = _bool_as_int8(a, b)
         return _GreaterEqual(x=a, y=b)
 
     # ------------------------------------------------------------ reductions
@@ -357,6 +374,12 @@ class TensorFlowOps(Ops):
 
     @staticmethod
     def concat(xs: Sequence[Any], axis: int = 0) -> Any:
+        if len(xs) == 1:  # ConcatV2 wants two inputs or more
+            x = _tensor(xs[0])
+            rank = x.shape.rank
+            if rank is not None and not -rank <= int(axis) < rank:
+                raise IndexError(f"concat: axis {axis} is out of range for rank {rank}")
+            return x
         return _ConcatV2(values=list(xs), axis=_i32(int(axis)))
 
     @staticmethod

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from d2lcompat._backend import Backend, DeviceTuple, Ops
-from d2lcompat._errors import DeviceError
+from d2lcompat._errors import DeviceError, InPlaceUpdateError, TracedValueError
 
 _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
@@ -44,8 +44,6 @@ class TorchOps(Ops):
     abs = staticmethod(torch.abs)
     sqrt = staticmethod(torch.sqrt)
     square = staticmethod(torch.square)
-    maximum = staticmethod(torch.maximum)
-    minimum = staticmethod(torch.minimum)
     where = staticmethod(torch.where)
     equal = staticmethod(torch.eq)
     not_equal = staticmethod(torch.ne)
@@ -57,6 +55,23 @@ class TorchOps(Ops):
     sigmoid = staticmethod(torch.sigmoid)
     tanh = staticmethod(torch.tanh)
     linear = staticmethod(F.linear)
+
+    @staticmethod
+    def maximum(a: Any, b: Any) -> torch.Tensor:
+        # torch.maximum takes tensors only; NumPy (and the other backends) take scalars.
+        if not isinstance(b, torch.Tensor):
+            b = torch.full((), b, dtype=a.dtype, device=a.device)
+        elif not isinstance(a, torch.Tensor):
+            a = torch.full((), a, dtype=b.dtype, device=b.device)
+        return torch.maximum(a, b)
+
+    @staticmethod
+    def minimum(a: Any, b: Any) -> torch.Tensor:
+        if not isinstance(b, torch.Tensor):
+            b = torch.full((), b, dtype=a.dtype, device=a.device)
+        elif not isinstance(a, torch.Tensor):
+            a = torch.full((), a, dtype=b.dtype, device=b.device)
+        return torch.minimum(a, b)
 
     @staticmethod
     def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -192,6 +207,10 @@ class TorchBackend(Backend):
             import ml_dtypes
 
             return t.to(torch.float32).cpu().numpy().astype(ml_dtypes.bfloat16)
+        if t.device.type == "cpu":
+            # .numpy() of a CPU tensor shares its memory (a parameter's too): a write to the
+            # result would change the tensor (issue 13). host_view is the zero-copy path.
+            return t.numpy().copy()
         return t.cpu().numpy()
 
     def shape(self, x: Any) -> tuple[int, ...]:
@@ -346,6 +365,30 @@ class TorchBackend(Backend):
                  beta1=hp["beta1"], beta2=hp["beta2"], lr=hp["lr"],
                  weight_decay=hp["weight_decay"], eps=hp["eps"], maximize=False)
         return True
+
+    def translate_grad_error(self, exc: BaseException) -> BaseException | None:
+        # torch's in-place checks: a tensor the backward pass needs changed after it was
+        # saved ("modified by an inplace operation"), or an in-place op on a leaf or a view.
+        msg = str(exc)
+        if isinstance(exc, RuntimeError) and (
+            "modified by an inplace operation" in msg
+            or "used in an in-place operation" in msg
+            or "is being modified inplace" in msg
+        ):
+            return InPlaceUpdateError(
+                "The closure given to autograd.grad changed a tensor in place (X /= 2, "
+                "X += 1, X[...] = v, X.relu_()) that torch needs for the gradient. In-place "
+                "operators on native tensors belong to the framework: write X = X / 2 (a new "
+                "tensor) instead, which works on every backend. See docs/divergences.md. "
+                f"torch said: {msg.splitlines()[0]}"
+            )
+        if isinstance(exc, RuntimeError) and "numpy() on Tensor that requires grad" in msg:
+            return TracedValueError(
+                "The closure given to autograd.grad converted a tensor that needs a "
+                "gradient to NumPy (np.asarray(x), x.numpy()). Use ops.to_numpy(x) (a "
+                "detached copy) or ops.item(x), which work on every backend."
+            )
+        return None
 
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -59,7 +59,7 @@ class Block:
     _ready: bool
 
     def __init__(self) -> None:
-        object.__setattr__(self, "_children", {})
+        object.__setattr__(self, "_children", _Children(self))
         object.__setattr__(self, "_params", {})
         object.__setattr__(self, "_parent", None)
         object.__setattr__(self, "_key", "")
@@ -97,7 +97,13 @@ class Block:
         object.__setattr__(self, "_ready", False)
 
     def _register(self, name: str, block: Block) -> None:
-        self._children[name] = block
+        if block is self or _is_ancestor(block, self):
+            raise D2LCompatError(
+                f"Cannot register {block._describe()} as child {name!r} of "
+                f"{self._describe()}: a block cannot contain itself (the tree would be a "
+                "cycle). Use two blocks, or one block twice in a Sequential to share it."
+            )
+        dict.__setitem__(self._children, name, block)
         if block._parent is None or block._parent() is None:
             # A block is named after its first parent: a shared block keeps its first name.
             object.__setattr__(block, "_parent", weakref.ref(self))
@@ -128,6 +134,72 @@ class Block:
         else:
             self._register(key, block)
         return block
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: Gluon names get a hint (docs/gluon-porting.md).
+        from .._gluon import hint
+
+        raise hint(self, name)
+
+    def children(self) -> Iterator[Block]:
+        """The direct children, in registration order (PyTorch's ``children()``).
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> [type(b).__name__ for b in nn.Sequential(nn.Dense(2), nn.Dense(1)).children()]
+        ['Dense', 'Dense']
+        """
+        return iter(list(self._children.values()))
+
+    def named_children(self) -> Iterator[tuple[str, Block]]:
+        """``(key, child)`` pairs of the direct children, in registration order.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> [k for k, _ in nn.Sequential(nn.Dense(2), nn.Dense(1)).named_children()]
+        ['0', '1']
+        """
+        return iter(list(self._children.items()))
+
+    @property
+    def params(self) -> ParameterDict:
+        """This block's own parameters (not its children's): Gluon's ``block.params``.
+
+        ``self.params.get(name, shape=...)`` creates and registers a parameter as Gluon's
+        does, ``self.params.get_constant(name, value)`` a constant; ``Dense(...,
+        params=other.params)`` shares them. `collect_params` gives the whole tree.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> class MyDense(nn.Block):
+        ...     def __init__(self, units, in_units):
+        ...         super().__init__()
+        ...         self.weight = self.params.get("weight", shape=(in_units, units))
+        >>> list(MyDense(3, 2).params), nn.Sequential(MyDense(3, 2))[0].weight.shape
+        (['weight'], (2, 3))
+        """
+        return _OwnParams._bound(self)
+
+    def name_scope(self) -> Any:
+        """Gluon 1.x's ``with self.name_scope():``; names are structural here, so it does
+        nothing.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> with nn.Sequential().name_scope():
+        ...     pass
+        """
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def reset_ctx(self, ctx: Any) -> Block:
+        """Gluon's name for `to` (move every parameter to ``ctx``); returns self."""
+        return self.to(ctx)
 
     def _path(self) -> str:
         parts: list[str] = []
@@ -235,13 +307,14 @@ class Block:
         init: _init.InitSpec = None,
         device: Any = None,
         force_reinit: bool = False,
+        ctx: Any = None,
     ) -> None:
         """Initialize every parameter of the tree.
 
         ``init`` is the default: a parameter's own ``init`` wins over it. A parameter
         with an unknown dimension is only scheduled; the first forward pass creates it.
         Parameters that already have values are kept (with one warning) unless
-        ``force_reinit=True``.
+        ``force_reinit=True``. ``ctx=`` is Gluon's name for ``device=``.
 
         Examples
         --------
@@ -250,6 +323,9 @@ class Block:
         >>> float(ops.to_numpy(net[0].weight.data()).sum()), float(ops.to_numpy(net[0].bias.data()).sum())
         (12.0, 0.0)
         """
+        from .._gluon import ctx_alias
+
+        device = ctx_alias(device, ctx, "initialize")
         params = self.collect_params()
         default = _init.create(init)
         kept = [
@@ -406,6 +482,7 @@ class Block:
         allow_missing: bool = False,
         ignore_extra: bool = False,
         trusted: bool = False,
+        ctx: Any = None,
     ) -> None:
         """Load parameters from ``path`` (written by ``save_parameters`` on any backend,
         or the running framework's own checkpoint), all or nothing: on any missing,
@@ -423,8 +500,10 @@ class Block:
         >>> clone = nn.Dense(2); clone.load_parameters(path); clone.weight.shape
         (2, 3)
         """
+        from .._gluon import ctx_alias
         from .._io import load_parameters
 
+        device = ctx_alias(device, ctx, "load_parameters")
         load_parameters(self, path, device, allow_missing, ignore_extra, trusted)
 
     # ---------------------------------------------------------------- devices
@@ -491,6 +570,10 @@ class _ParamContainer(Block):
         params = self.__dict__.get("_params", {})
         if name in params:
             return params[name]
+        from .._gluon import _HINTS, hint
+
+        if name in _HINTS:
+            raise hint(self, name)
         raise AttributeError(f"{type(self).__name__} has no attribute or parameter {name!r}")
 
     def __len__(self) -> int:
@@ -578,6 +661,27 @@ class ParameterDict(_ParamContainer):
         for p in self._params.values():
             p.zero_grad()
 
+    def reset_device(self, device: Any) -> ParameterDict:
+        """Move every parameter to ``device`` (Gluon: ``collect_params().reset_ctx(ctx)``);
+        return self.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn, cpu
+        >>> net = nn.Dense(2, in_units=3); net.initialize()
+        >>> _ = net.collect_params().reset_ctx(cpu()); net.weight.list_devices()
+        [cpu(0)]
+        """
+        dev = _device.resolve(device)
+        assert dev is not None
+        for p in self._params.values():
+            p._move_to(dev)
+        return self
+
+    def reset_ctx(self, ctx: Any) -> ParameterDict:
+        """Gluon's name for `reset_device`."""
+        return self.reset_device(ctx)
+
     def setattr(self, name: str, value: Any) -> None:
         """Set an attribute on every parameter (Gluon: ``params.setattr('grad_req', 'null')``)."""
         for p in self._params.values():
@@ -591,3 +695,107 @@ class ParameterDict(_ParamContainer):
 
     def _repr_items(self) -> list[str]:
         return [f"Parameter {k} (shape={v.shape}, dtype={v.dtype})" for k, v in self._params.items()]
+
+
+def _is_ancestor(candidate: Block, block: Block) -> bool:
+    """Whether ``candidate`` is ``block``'s parent, grandparent, ... (a cycle in the making)."""
+    seen: set[int] = set()
+    stack = [candidate]
+    while stack:
+        b = stack.pop()
+        if id(b) in seen:
+            continue
+        seen.add(id(b))
+        for child in b._children.values():
+            if child is block:
+                return True
+            stack.append(child)
+    return False
+
+
+class _Children(dict):  # type: ignore[type-arg]
+    """``Block._children``: a dict that registers what Gluon code assigns into it.
+
+    The literal Gluon ``self._children[block.name] = block`` works: a block not yet
+    registered has the name ``''``, so it gets its position (``'0'``, ``'1'``...) as
+    key, as `Block.register_child` would give it.
+    """
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: Block) -> None:
+        super().__init__()
+        self._owner = owner
+
+    def __setitem__(self, key: str, block: Block) -> None:
+        if not isinstance(block, Block):
+            raise D2LCompatError(
+                f"_children values must be Blocks, got {type(block).__name__}; use "
+                "register_child(block) (functions: nn.Lambda)."
+            )
+        key = str(key) or str(len(self))
+        self._owner._register(key, block)
+
+    def __reduce__(self) -> Any:
+        return (_Children._rebuild, (self._owner, dict(self)))
+
+    @staticmethod
+    def _rebuild(owner: Block, items: dict[str, Block]) -> _Children:
+        out = _Children(owner)
+        dict.update(out, items)
+        return out
+
+
+class _OwnParams(ParameterDict):
+    """`Block.params`: a view of one block's own parameters whose ``get``/``get_constant``
+    create and register parameters on that block, as Gluon's ``self.params`` does."""
+
+    _owner_block: Block
+
+    @classmethod
+    def _bound(cls, owner: Block) -> _OwnParams:
+        view = cls()
+        view._params.update(owner._params)
+        object.__setattr__(view, "_owner_block", owner)
+        return view
+
+    def get(self, key: str, default: Any = None, **kwargs: Any) -> Any:
+        """The parameter ``key``; with Gluon's keywords (``shape``, ``init``, ``dtype``,
+        ``grad_req``) a missing one is created and registered on the block."""
+        if key in self._params or not kwargs:
+            return self._params.get(key, default)
+        allowed = {"shape", "init", "dtype", "grad_req"}
+        unknown = set(kwargs) - allowed
+        if unknown:
+            raise TypeError(
+                f"params.get({key!r}): d2lcompat's Parameter takes {', '.join(sorted(allowed))}; "
+                f"not {', '.join(sorted(unknown))}."
+            )
+        param = Parameter(**kwargs)
+        self._add(key, param)
+        return param
+
+    def get_constant(self, key: str, value: Any = None) -> Any:
+        """The constant ``key``, created from ``value`` and registered when missing."""
+        from .._parameter import Constant
+
+        if key in self._params:
+            return self._params[key]
+        if value is None:
+            raise KeyError(f"No constant {key!r}; pass its value: params.get_constant({key!r}, value).")
+        const = Constant(value)
+        self._add(key, const)
+        return const
+
+    def __setitem__(self, key: str, param: Parameter) -> None:
+        if not isinstance(param, Parameter):
+            raise D2LCompatError(f"params values must be Parameters, got {type(param).__name__}")
+        self._add(str(key), param)
+
+    def _add(self, key: str, param: Parameter) -> None:
+        owner = self._owner_block
+        if key.isidentifier():
+            setattr(owner, key, param)
+        else:
+            owner._register_param(key, param)
+        self._params[key] = param

@@ -103,7 +103,7 @@ class Dense(Block):
     """A fully connected layer: ``y = activation(x · Wᵀ + b)`` over the last axis.
 
     ``weight`` has shape ``(units, in_units)``; ``in_units=0`` means "inferred at the
-    first call".
+    first call". ``params=other.params`` (Gluon) shares ``other``'s weight and bias.
 
     Examples
     --------
@@ -124,6 +124,7 @@ class Dense(Block):
         weight_initializer: Any = None,
         bias_initializer: Any = "zeros",
         dtype: str = "float32",
+        params: Any = None,
     ) -> None:
         super().__init__()
         self._units = int(units)
@@ -135,6 +136,8 @@ class Dense(Block):
         self.bias: Parameter | None = (
             Parameter((units,), dtype=dtype, init=bias_initializer) if use_bias else None
         )
+        if params is not None:  # Gluon's Dense(..., params=shared.params): share them
+            self.share_parameters(params)
 
     def infer_shape(self, x: Any) -> None:
         self.weight.shape = (self._units, int(active().shape(x)[-1]))

@@ -22,7 +22,9 @@ import numpy as np
 from .._backend import OP_NAMES
 from .._device import resolve as _resolve
 from .._dtypes import canonical as _canonical
+from .._gluon import ctx_alias as _ctx_alias
 from .._registry import active as _active
+from .._semantics import wrap_ops as _wrap_ops
 from . import random
 
 _B = _active()
@@ -71,13 +73,16 @@ if _missing:  # pragma: no cover - an adapter author's error, caught by the conf
 
     raise BackendError(f"The {_B.name} adapter lacks the ops: {', '.join(_missing)}")
 globals().update({n: getattr(_B.ops, n) for n in OP_NAMES})
+# The broadcasting ops raise ShapeError naming both shapes, max/min raise it over an
+# empty axis (docs/ops-semantics.md); every other op stays the adapter's own function.
+globals().update(_wrap_ops(_B))
 
 
 def _dtype_or(dtype: Any, default: str) -> str:
     return default if dtype is None else _canonical(dtype)
 
 
-def tensor(data: Any, dtype: Any = None, device: Any = None) -> Any:
+def tensor(data: Any, dtype: Any = None, device: Any = None, ctx: Any = None) -> Any:
     """A native tensor from data (lists, NumPy arrays, scalars or native tensors).
 
     Python floats become float32 and Python ints int64, as in PyTorch.
@@ -88,11 +93,19 @@ def tensor(data: Any, dtype: Any = None, device: Any = None) -> Any:
     >>> ops.dtype(ops.tensor([1.0, 2.0])), ops.dtype(ops.tensor([1, 2]))
     ('float32', 'int64')
     """
-    dev = _resolve(device)
+    dev = _resolve(_ctx_alias(device, ctx, "ops"))
     if _B.is_tensor(data):
         out = data if dtype is None else _B.cast(data, _canonical(dtype))
         return out if dev is None else _B.move(out, dev, copy=False)
     arr = np.asarray(data)
+    if arr.dtype == object:
+        from .._errors import DTypeError
+
+        kinds = sorted({type(v).__name__ for v in arr.flat})
+        raise DTypeError(
+            f"ops.tensor: cannot make a tensor from Python objects of type "
+            f"{', '.join(kinds)}; pass numbers, bools, NumPy arrays or native tensors."
+        )
     if dtype is None:
         if arr.dtype.kind == "f" and arr.dtype == np.float64:
             dtype = "float32"
@@ -103,24 +116,24 @@ def tensor(data: Any, dtype: Any = None, device: Any = None) -> Any:
     return _B.from_numpy(arr, _canonical(dtype), dev)
 
 
-def zeros(shape: Any, dtype: Any = None, device: Any = None) -> Any:
+def zeros(shape: Any, dtype: Any = None, device: Any = None, ctx: Any = None) -> Any:
     """A tensor of zeros (float32 by default)."""
-    return _B.full(_shape(shape), 0, _dtype_or(dtype, "float32"), _resolve(device))
+    return _B.full(_shape(shape), 0, _dtype_or(dtype, "float32"), _resolve(_ctx_alias(device, ctx, "ops")))
 
 
-def ones(shape: Any, dtype: Any = None, device: Any = None) -> Any:
+def ones(shape: Any, dtype: Any = None, device: Any = None, ctx: Any = None) -> Any:
     """A tensor of ones (float32 by default)."""
-    return _B.full(_shape(shape), 1, _dtype_or(dtype, "float32"), _resolve(device))
+    return _B.full(_shape(shape), 1, _dtype_or(dtype, "float32"), _resolve(_ctx_alias(device, ctx, "ops")))
 
 
-def full(shape: Any, value: Any, dtype: Any = None, device: Any = None) -> Any:
+def full(shape: Any, value: Any, dtype: Any = None, device: Any = None, ctx: Any = None) -> Any:
     """A tensor filled with ``value`` (float32 for a float, int64 for an int, bool for a bool)."""
     if dtype is None:
         dtype = "bool" if isinstance(value, bool) else "int64" if isinstance(value, int) else "float32"
-    return _B.full(_shape(shape), value, _canonical(dtype), _resolve(device))
+    return _B.full(_shape(shape), value, _canonical(dtype), _resolve(_ctx_alias(device, ctx, "ops")))
 
 
-def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None, device: Any = None) -> Any:
+def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None, device: Any = None, ctx: Any = None) -> Any:
     """``numpy.arange``: int64 for int arguments, float32 otherwise.
 
     Examples
@@ -131,7 +144,13 @@ def arange(start: Any, stop: Any = None, step: Any = 1, dtype: Any = None, devic
     """
     if stop is None:
         start, stop = 0, start
-    return _B.arange(start, stop, step, None if dtype is None else _canonical(dtype), _resolve(device))
+    if step == 0:
+        raise ValueError("ops.arange: step must not be 0.")
+    if (stop - start) * step <= 0:  # empty, as numpy.arange (torch and paddle would raise)
+        ints = all(isinstance(v, int) for v in (start, stop, step))
+        name = _canonical(dtype) if dtype is not None else "int64" if ints else "float32"
+        return _B.full((0,), 0, name, _resolve(_ctx_alias(device, ctx, "ops")))
+    return _B.arange(start, stop, step, None if dtype is None else _canonical(dtype), _resolve(_ctx_alias(device, ctx, "ops")))
 
 
 def zeros_like(x: Any, dtype: Any = None) -> Any:
@@ -144,9 +163,30 @@ def ones_like(x: Any, dtype: Any = None) -> Any:
     return _B.full(_B.shape(x), 1, _dtype_or(dtype, _B.dtype(x)), _B.device_of(x))
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    """A host NumPy copy of ``x``."""
-    return _B.to_numpy(x)
+def to_numpy(x: Any, copy: bool = True) -> np.ndarray:
+    """``x``'s values as a host NumPy array.
+
+    With ``copy=True`` (the default) the array is an independent, writable copy on
+    every backend: writing to it never changes ``x`` (nor the parameter ``x`` is the
+    data of), and a later change to ``x`` is never seen in it. ``copy=False`` is the
+    zero-copy path for code that only reads: the array may share memory with ``x``
+    (torch, CPU) or be read-only (JAX); never write to it.
+
+    Examples
+    --------
+    >>> from d2lcompat import ops
+    >>> x = ops.ones((2,)); a = ops.to_numpy(x); a[0] = 5.0
+    >>> ops.to_numpy(x).tolist()
+    [1.0, 1.0]
+    """
+    if not _B.is_tensor(x):
+        raise TypeError(
+            f"ops.to_numpy expects a {_B.name} tensor, got {type(x).__name__}; "
+            "use numpy.asarray for other data."
+        )
+    if not copy:
+        return _B.host_view(x)
+    return _B.to_numpy_copy(x)
 
 
 def shape(x: Any) -> tuple[int, ...]:
@@ -165,12 +205,39 @@ def cast(x: Any, dtype: Any) -> Any:
 
 
 def item(x: Any) -> Any:
-    """The Python scalar in a one-element tensor."""
-    return _B.to_numpy(x).item()
+    """The Python scalar in a one-element tensor.
+
+    It reads the tensor's value, so Python code that uses it (``if ops.item(x) > 0``)
+    cannot be traced: see `autograd.grad` and ``hybridize`` for what JAX needs.
+
+    Examples
+    --------
+    >>> from d2lcompat import ops
+    >>> ops.item(ops.tensor([2.5]))
+    2.5
+    """
+    if _B.is_tensor(x) and not _B.is_traced(x):
+        shape = _B.shape(x)
+        if all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != 1:
+            from .._errors import ShapeError
+
+            raise ShapeError(
+                f"ops.item needs a tensor with exactly one element, got shape {tuple(shape)}; "
+                "reduce it first (ops.sum, ops.mean) or index it."
+            )
+    return _B.item(x)
 
 
 def _shape(shape: Any) -> tuple[int, ...]:
-    return (int(shape),) if isinstance(shape, int) else tuple(int(s) for s in shape)
+    try:
+        dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    except TypeError:
+        dims = (None,)
+    if not all(isinstance(d, int | np.integer) and not isinstance(d, bool) and d >= 0 for d in dims):
+        from .._errors import ShapeError
+
+        raise ShapeError(f"A shape is a tuple of non-negative ints, got {shape!r}.")
+    return tuple(int(d) for d in dims)
 
 
 __all__ = [
