@@ -74,196 +74,184 @@ def ours(layers_spec: tuple[int, list[int]], x: np.ndarray, y: np.ndarray,
 
 
 # -------------------------------------------------------------------- natives
+# Each framework's own SGD loop, for any model: the MLP rows below and the LeNet rows
+# (benchmarks/_train_cnn.py) build their model and hand it to these.
+def torch_sgd_step(model: Any, fwd: Any, x: np.ndarray, y: np.ndarray) -> Step:
+    """``loss.backward()`` + ``torch.optim.SGD(foreach=True)``; ``fwd`` is ``model`` or
+    ``torch.compile(model)``."""
+    import torch
+
+    opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step() -> Any:
+        opt.zero_grad(set_to_none=True)
+        loss = 0.5 * torch.mean((fwd(X) - Y) ** 2)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
+def tf_sgd_step(forward: Callable[[Any], Any], variables: list[Any], X: Any, Y: Any,
+                compiled: bool) -> Step:
+    """A ``GradientTape`` step + ``keras.optimizers.SGD.apply_gradients``, under
+    ``tf.function`` when ``compiled``. The batch is an argument, as in a training loop
+    (captured constants would let TensorFlow skip binding inputs every real step binds)."""
+    import keras
+    import tensorflow as tf
+
+    opt = keras.optimizers.SGD(learning_rate=LR)
+    opt.build(variables)
+
+    def step(X: Any, Y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            loss = 0.5 * tf.reduce_mean(tf.square(forward(X) - Y))
+        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    fn = tf.function(step) if compiled else step
+    return lambda: fn(X, Y)
+
+
+def paddle_sgd_step(model: Any, fwd: Any, x: np.ndarray, y: np.ndarray) -> Step:
+    """``loss.backward()`` + ``paddle.optimizer.SGD``; ``fwd`` is ``model`` or
+    ``paddle.jit.to_static(model)``."""
+    import paddle
+
+    opt = paddle.optimizer.SGD(learning_rate=LR, parameters=model.parameters())
+    X, Y = paddle.to_tensor(x), paddle.to_tensor(y)
+
+    def step() -> Any:
+        loss = 0.5 * paddle.mean((fwd(X) - Y) ** 2)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+        return loss
+
+    return step
+
+
+def jax_sgd_step(forward: Callable[[Any, Any], Any], params: Any, x: np.ndarray,
+                 y: np.ndarray, compiled: bool) -> Step:
+    """``jax.value_and_grad`` + a ``tree_map`` update of ``forward(params, X)``: op by op,
+    or one ``jax.jit`` with the parameters donated when ``compiled``."""
+    import jax
+    import jax.numpy as jnp
+
+    def update(ps: Any, X: Any, Y: Any) -> Any:
+        value, grads = jax.value_and_grad(
+            lambda ps: 0.5 * jnp.mean((forward(ps, X) - Y) ** 2))(ps)
+        return value, jax.tree_util.tree_map(lambda p, g: p - LR * g, ps, grads)
+
+    run = jax.jit(update, donate_argnums=(0,)) if compiled else update
+    X, Y = jnp.asarray(x), jnp.asarray(y)
+    state = [params]
+
+    def step() -> Any:
+        value, state[0] = run(state[0], X, Y)
+        return value
+
+    return step
+
+
 class TorchTrain:
-    def __init__(self) -> None:
-        import torch
-
-        self.torch = torch
-
     def _model(self, layers: list[Layer]) -> Any:
         from ._native import TorchNative
 
         return TorchNative().mlp(layers)
 
     def eager(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
-        torch = self.torch
         model = self._model(layers)
-        opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
-        X, Y = torch.from_numpy(x), torch.from_numpy(y)
-
-        def step() -> Any:
-            opt.zero_grad(set_to_none=True)
-            loss = 0.5 * torch.mean((model(X) - Y) ** 2)
-            loss.backward()
-            opt.step()
-            return loss
-
-        return step
+        return torch_sgd_step(model, model, x, y)
 
     def compiled(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
         # torch.compile of the forward + fused SGD; the driver keeps the faster of this
         # and the eager loop as the native compiled baseline.
-        torch = self.torch
+        import torch
+
         model = self._model(layers)
-        fwd = torch.compile(model)
-        opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
-        X, Y = torch.from_numpy(x), torch.from_numpy(y)
-
-        def step() -> Any:
-            opt.zero_grad(set_to_none=True)
-            loss = 0.5 * torch.mean((fwd(X) - Y) ** 2)
-            loss.backward()
-            opt.step()
-            return loss
-
-        return step
+        return torch_sgd_step(model, torch.compile(model), x, y)
 
     def sync(self, v: Any) -> None:
         pass
 
 
 class TensorFlowTrain:
-    def __init__(self) -> None:
-        import keras
+    def _step(self, layers: list[Layer], x: np.ndarray, y: np.ndarray, compiled: bool) -> Step:
         import tensorflow as tf
 
-        self.tf, self.keras = tf, keras
-
-    def _setup(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> tuple[Any, ...]:
-        tf = self.tf
-        ws = [tf.Variable(w.T.copy()) for w, _, _ in layers]
+        ws = [tf.Variable(w.T.copy()) for w, _, _ in layers]  # kernels (in, out), as Keras
         bs = [tf.Variable(b) for _, b, _ in layers]
         relus = [r for _, _, r in layers]
-        variables = [v for pair in zip(ws, bs) for v in pair]
-        opt = self.keras.optimizers.SGD(learning_rate=LR)
-        opt.build(variables)
-        X, Y = tf.constant(x), tf.constant(y)
 
-        def loss_fn(X: Any, Y: Any) -> Any:
-            h = X
+        def forward(h: Any) -> Any:
             for w, b, r in zip(ws, bs, relus):
                 h = tf.matmul(h, w) + b
                 if r:
                     h = tf.nn.relu(h)
-            return 0.5 * tf.reduce_mean(tf.square(h - Y))
+            return h
 
-        def step(X: Any, Y: Any) -> Any:
-            with tf.GradientTape() as tape:
-                loss = loss_fn(X, Y)
-            grads = tape.gradient(loss, variables)
-            opt.apply_gradients(zip(grads, variables))
-            return loss
-
-        return step, X, Y
+        variables = [v for pair in zip(ws, bs) for v in pair]
+        return tf_sgd_step(forward, variables, tf.constant(x), tf.constant(y), compiled)
 
     def eager(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
-        step, X, Y = self._setup(layers, x, y)
-        return lambda: step(X, Y)
+        return self._step(layers, x, y, False)
 
     def compiled(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
-        # The batch is an argument, as in a training loop (captured constants would let
-        # TensorFlow skip binding inputs that every real step binds).
-        step, X, Y = self._setup(layers, x, y)
-        compiled = self.tf.function(step)
-        return lambda: compiled(X, Y)
+        return self._step(layers, x, y, True)
 
     def sync(self, v: Any) -> None:
         pass
 
 
 class PaddleTrain:
-    def __init__(self) -> None:
-        import paddle
-
-        self.paddle = paddle
-
     def _model(self, layers: list[Layer]) -> Any:
         from ._native import PaddleNative
 
         return PaddleNative().mlp(layers)
 
-    def _step(self, model: Any, fwd: Any, x: np.ndarray, y: np.ndarray) -> Step:
-        paddle = self.paddle
-        opt = paddle.optimizer.SGD(learning_rate=LR, parameters=model.parameters())
-        X, Y = paddle.to_tensor(x), paddle.to_tensor(y)
-
-        def step() -> Any:
-            loss = 0.5 * paddle.mean((fwd(X) - Y) ** 2)
-            loss.backward()
-            opt.step()
-            opt.clear_grad()
-            return loss
-
-        return step
-
     def eager(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
         model = self._model(layers)
-        return self._step(model, model, x, y)
+        return paddle_sgd_step(model, model, x, y)
 
     def compiled(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
+        import paddle
+
         model = self._model(layers)
-        return self._step(model, self.paddle.jit.to_static(model), x, y)
+        return paddle_sgd_step(model, paddle.jit.to_static(model), x, y)
 
     def sync(self, v: Any) -> None:
         pass
 
 
 class JaxTrain:
-    def __init__(self) -> None:
-        import jax
+    def _step(self, layers: list[Layer], x: np.ndarray, y: np.ndarray, compiled: bool) -> Step:
         import jax.numpy as jnp
 
-        self.jax, self.jnp = jax, jnp
-
-    def _loss(self, layers: list[Layer]) -> tuple[Any, list[Any]]:
-        jnp = self.jnp
         relus = tuple(r for _, _, r in layers)
         params = [(jnp.asarray(w), jnp.asarray(b)) for w, b, _ in layers]
 
-        def loss(ps: Any, X: Any, Y: Any) -> Any:
-            h = X
+        def forward(ps: Any, h: Any) -> Any:
             for (w, b), r in zip(ps, relus):
                 h = h @ w.T + b
                 if r:
-                    h = jnp.maximum(h, 0)
-            return 0.5 * jnp.mean((h - Y) ** 2)
+                    h = jnp.maximum(h, 0)  # plain jnp, not jax.nn.relu's custom-JVP path
+            return h
 
-        return loss, params
+        return jax_sgd_step(forward, params, x, y, compiled)
 
     def eager(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
-        jax = self.jax
-        loss, params = self._loss(layers)
-        vg = jax.value_and_grad(loss)
-        X, Y = self.jnp.asarray(x), self.jnp.asarray(y)
-        state = [params]
-
-        def step() -> Any:
-            value, grads = vg(state[0], X, Y)
-            state[0] = jax.tree_util.tree_map(lambda p, g: p - LR * g, state[0], grads)
-            return value
-
-        return step
+        return self._step(layers, x, y, False)
 
     def compiled(self, layers: list[Layer], x: np.ndarray, y: np.ndarray) -> Step:
-        jax = self.jax
-        loss, params = self._loss(layers)
-
-        def update(ps: Any, X: Any, Y: Any) -> Any:
-            value, grads = jax.value_and_grad(loss)(ps, X, Y)
-            return value, jax.tree_util.tree_map(lambda p, g: p - LR * g, ps, grads)
-
-        update = jax.jit(update, donate_argnums=(0,))
-        X, Y = self.jnp.asarray(x), self.jnp.asarray(y)
-        state = [params]
-
-        def step() -> Any:
-            value, state[0] = update(state[0], X, Y)
-            return value
-
-        return step
+        return self._step(layers, x, y, True)
 
     def sync(self, v: Any) -> None:
-        self.jax.block_until_ready(v)
+        import jax
+
+        jax.block_until_ready(v)
 
 
 NATIVE_TRAIN: dict[str, type[Any]] = {

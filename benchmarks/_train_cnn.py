@@ -18,92 +18,37 @@ from typing import Any
 import numpy as np
 
 from ._native import NATIVE, LeNetWeights
-
-LR = 0.1
-Step = Callable[[], Any]
+from ._train import LR, Step, jax_sgd_step, paddle_sgd_step, tf_sgd_step, torch_sgd_step
 
 
 def _torch(weights: LeNetWeights, x: np.ndarray, y: np.ndarray, compiled: bool) -> Step:
     import torch
 
     model = NATIVE["torch"]().lenet(weights)
-    fwd = torch.compile(model) if compiled else model
-    opt = torch.optim.SGD(model.parameters(), lr=LR, foreach=True)
-    X, Y = torch.from_numpy(x), torch.from_numpy(y)
-
-    def step() -> Any:
-        opt.zero_grad(set_to_none=True)
-        loss = 0.5 * torch.mean((fwd(X) - Y) ** 2)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return torch_sgd_step(model, torch.compile(model) if compiled else model, x, y)
 
 
 def _tensorflow(weights: LeNetWeights, x: np.ndarray, y: np.ndarray, compiled: bool) -> Step:
-    import keras
     import tensorflow as tf
 
     native = NATIVE["tensorflow"]()
     model = native.lenet(weights)
-    variables = list(model.trainable_variables)
-    opt = keras.optimizers.SGD(learning_rate=LR)
-    opt.build(variables)
-    X, Y = native.lenet_input(x), tf.constant(y)
-
-    def step(X: Any, Y: Any) -> Any:
-        with tf.GradientTape() as tape:
-            loss = 0.5 * tf.reduce_mean(tf.square(model(X) - Y))
-        opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        return loss
-
-    fn = tf.function(step) if compiled else step
-    return lambda: fn(X, Y)
+    return tf_sgd_step(model, list(model.trainable_variables), native.lenet_input(x),
+                       tf.constant(y), compiled)
 
 
 def _paddle(weights: LeNetWeights, x: np.ndarray, y: np.ndarray, compiled: bool) -> Step:
     import paddle
 
     model = NATIVE["paddle"]().lenet(weights)
-    fwd = paddle.jit.to_static(model) if compiled else model
-    opt = paddle.optimizer.SGD(learning_rate=LR, parameters=model.parameters())
-    X, Y = paddle.to_tensor(x), paddle.to_tensor(y)
-
-    def step() -> Any:
-        loss = 0.5 * paddle.mean((fwd(X) - Y) ** 2)
-        loss.backward()
-        opt.step()
-        opt.clear_grad()
-        return loss
-
-    return step
+    return paddle_sgd_step(model, paddle.jit.to_static(model) if compiled else model, x, y)
 
 
 def _jax(weights: LeNetWeights, x: np.ndarray, y: np.ndarray, compiled: bool) -> Step:
-    import jax
     import jax.numpy as jnp
 
-    native = NATIVE["jax"]()
-    f = native._lenet_fn()
     params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in weights]
-
-    def loss(ps: Any, X: Any, Y: Any) -> Any:
-        return 0.5 * jnp.mean((f(ps, X) - Y) ** 2)
-
-    def update(ps: Any, X: Any, Y: Any) -> Any:
-        value, grads = jax.value_and_grad(loss)(ps, X, Y)
-        return value, jax.tree_util.tree_map(lambda p, g: p - LR * g, ps, grads)
-
-    run = jax.jit(update, donate_argnums=(0,)) if compiled else update
-    X, Y = jnp.asarray(x), jnp.asarray(y)
-    state = [params]
-
-    def step() -> Any:
-        value, state[0] = run(state[0], X, Y)
-        return value
-
-    return step
+    return jax_sgd_step(NATIVE["jax"]()._lenet_fn(), params, x, y, compiled)
 
 
 NATIVE_STEP: dict[str, Callable[..., Step]] = {
