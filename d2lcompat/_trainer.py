@@ -326,7 +326,7 @@ class TrainStep:
         # The hot path of a compiled step: a few Python operations around one call of
         # the framework's compiled function (a small model's step takes ~50 µs).
         opt = self._trainer._optimizer
-        if self._key != (opt.version, len(opt._params)):
+        if self._key != self._structure():
             self._compiled.clear()
         compiled = self._compiled.get(outputs)
         if compiled is None:
