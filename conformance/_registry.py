@@ -33,7 +33,7 @@ __all__ = [
     "scenario",
 ]
 
-GROUPS = ("mc", "pa", "in_", "di", "cl", "ty", "io", "dv", "hy", "ls", "op", "ly", "da", "dp")
+GROUPS = ("mc", "pa", "in_", "di", "cl", "ty", "io", "dv", "hy", "ls", "op", "ly", "da", "dp", "gl", "gl_hybrid", "rn", "at", "tx")
 
 
 class Unsupported(Exception):

@@ -1,0 +1,3 @@
+"""TX — text data (chapter 9; API.md §19)."""
+
+from __future__ import annotations
