@@ -590,9 +590,14 @@ def _conv2d(
         data_format="NHWC",
         dilations=[1, dh, dw, 1],
     )
-    if b is not None:
-        y = _BiasAdd(value=y, bias=b)
-    return _nchw(y)
+    if b is None:
+        return _nchw(y)
+    if groups > 1:
+        # Grappler's remapper fuses Conv2D + BiasAdd into _FusedConv2D inside a
+        # tf.function, and that kernel refuses grouped convolutions: add the bias after
+        # the transpose back to NCHW, where nothing fuses it.
+        return _nchw(y) + tf.reshape(b, (1, -1, 1, 1))
+    return _nchw(_BiasAdd(value=y, bias=b))
 
 
 def _pool2d(
