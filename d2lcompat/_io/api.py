@@ -489,7 +489,10 @@ def convert_cli(args: Any) -> int:
     try:
         names = convert(args.src, args.dst, mapping or None, bool(args.trusted))
     except D2LCompatError as exc:
-        print(f"d2lcompat convert: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise  # --debug: the command prints the traceback
+        print(f"d2lcompat convert: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("(run with --debug to see the traceback)", file=sys.stderr)
         return 1
     print(f"wrote {len(names)} tensors to {args.dst}: {', '.join(names)}")
     return 0
