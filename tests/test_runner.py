@@ -491,7 +491,7 @@ def test_install_reports_a_backend_pip_cannot_install(
         f"ERROR: No matching distribution found for {specs[fail].extra}"
     )
     assert info["error"].startswith("could not be installed on this machine (ERROR: Could not")
-    assert f"retrying with --extra-index-url https://example.invalid/whl" in out
+    assert "retrying with --extra-index-url https://example.invalid/whl" in out
     assert f"{fail} could not be installed" in out
     assert data["environment"]["install_seconds"] > 0
     assert "wall time" in out and "(installing" in out
