@@ -669,12 +669,16 @@ def install_missing(
         cmd = [*PIP, f"d2lcompat[{run.extra}]"]
         if constraints is not None:
             cmd += ["-c", str(constraints)]
-        console.print(f"installing {run.name}: {escape(' '.join(cmd[1:]))}")
+        console.print(
+            f"installing {run.name}: pip install {escape(' '.join(cmd[len(PIP):]))}", soft_wrap=True
+        )
         start = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if proc.returncode != 0 and run.name in EXTRA_INDEX:
             cmd += ["--extra-index-url", EXTRA_INDEX[run.name]]
-            console.print(f"  retrying with --extra-index-url {EXTRA_INDEX[run.name]}")
+            console.print(
+                f"  retrying with --extra-index-url {EXTRA_INDEX[run.name]}", soft_wrap=True
+            )
             proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         run.install_seconds = time.perf_counter() - start
         importlib.invalidate_caches()
@@ -691,7 +695,8 @@ def install_missing(
             )
             console.print(
                 f"  [red]{run.name} could not be installed[/] ({run.install_seconds:.0f} s): "
-                f"{escape(run.install_error)}"
+                f"{escape(run.install_error)}",
+                soft_wrap=True,
             )
     return time.perf_counter() - total
 
@@ -855,9 +860,10 @@ def print_summary(report: dict[str, Any], console: Any) -> None:
     for b, info in report["environment"]["backends"].items():
         if not (info["registered"] and info["installed"]):
             style = "bold red" if b in report["summary"]["missing"] else "bold yellow"
-            label = f" ({info['missing']}, n/a above)" if runnable and info.get("missing") else ""
+            label = " (n/a above)" if runnable else ""
             console.print(
-                f"[{style}]{b}[/]{label}: {escape(info['error'] or 'not available')}"
+                f"[{style}]{b}[/]{label}: {escape(info['error'] or 'not available')}",
+                soft_wrap=True,  # an install command is never cut
             )
         elif info.get("error"):
             console.print(f"[bold red]{b} failed to start[/]: {escape(info['error'])}")
