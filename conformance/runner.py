@@ -112,6 +112,9 @@ class ConformanceError(AssertionError):
     """Raised by `check_backend` when a scenario fails or the backend cannot run at all."""
 
 
+ConformanceError.__module__ = "d2lcompat_conformance"  # where adapter authors import it from
+
+
 # --------------------------------------------------------------------------------------
 # The catalogue, read without importing a framework
 

@@ -200,6 +200,12 @@ def test_public_errors_print_under_the_package_name() -> None:
         assert cls is getattr(_errors, name)
         assert (cls.__module__, cls.__qualname__) == ("d2lcompat", name)
     assert d2lcompat.optim.OptimizerError.__module__ == "d2lcompat.optim"
+    import d2lcompat_conformance
+    import d2lcompat_spec
+
+    for module, name in ((d2lcompat_conformance, "ConformanceError"),
+                         (d2lcompat_spec, "PluginError")):
+        assert getattr(module, name).__module__ == module.__name__
     try:
         raise d2lcompat.BackendError("no such backend")
     except d2lcompat.BackendError as exc:
