@@ -191,7 +191,8 @@ def fit(
     metrics : sequence of str or callable
         ``'accuracy'`` or ``metric(pred, label) -> float`` over NumPy arrays.
     verbose : bool
-        Show a rich progress bar (epoch, loss, metrics, samples/s).
+        Show a rich progress bar (epoch, loss, metrics, samples/s) and one line per
+        epoch; where stdout is not a terminal (a log, CI), only the lines.
 
     Returns
     -------
