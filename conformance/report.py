@@ -43,6 +43,27 @@ def _runnable(report: dict[str, Any]) -> list[str]:
     return [b for b in report["backends"] if b in report["summary"]["backends"]]
 
 
+def _not_run(report: dict[str, Any]) -> dict[str, str]:
+    """The backends that did not run, with their matrix cell ("not installed", ...)."""
+    env = report["environment"]["backends"]
+    return {
+        b: env.get(b, {}).get("missing") or "not available"
+        for b in report["backends"]
+        if b not in report["summary"]["backends"]
+    }
+
+
+def _did_not_run_text(report: dict[str, Any]) -> str:
+    """``" on 2 of 4 backends (paddle: not installed; ...)"`` when some did not run."""
+    not_run = _not_run(report)
+    if not not_run:
+        return ""
+    n = len(report["backends"])
+    return f" on {n - len(not_run)} of {n} backends (" + "; ".join(
+        f"{b}: {why}" for b, why in not_run.items()
+    ) + ")"
+
+
 def _ids(report: dict[str, Any]) -> list[tuple[str, str]]:
     return [(s["id"], s["title"]) for s in report["scenarios"] if not s["id"].startswith("XB")]
 
@@ -113,7 +134,7 @@ def to_markdown(report: dict[str, Any]) -> str:
         if report["ok"]
         else f"**not conformant** ({s['failed']} failure(s)"
         + (f", missing: {', '.join(s['missing'])})" if s["missing"] else ")")
-    )
+    ) + _did_not_run_text(report)
     out = [
         "# d2lcompat conformance",
         "",
@@ -138,27 +159,36 @@ def to_markdown(report: dict[str, Any]) -> str:
             f"| {name} | {info.get('version') or '—'} | "
             f"{_md_cell(', '.join(info.get('devices') or []) or '—')} | {_md_cell(result)} |"
         )
-    runnable = _runnable(report)
     by_key = {(r["id"], r["backend"]): r for r in report["results"]}
     out += ["", _totals_text(report)]
     slow = _slowest(report)
     if slow:
         out += ["", "Slowest scenario per backend: " + "; ".join(slow) + "."]
+    not_run = _not_run(report)
+    columns = list(report["backends"])  # a backend that did not run keeps its column
     out += [
         "",
         "## Scenarios",
         "",
-        "| ID | scenario | " + " | ".join(runnable) + " |",
-        "|---|---|" + "---|" * len(runnable),
+        "| ID | scenario | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
     ]
     for sid, title in _ids(report):
         cells = [
-            _MD_STATUS.get(by_key[(sid, b)]["status"], by_key[(sid, b)]["status"])
+            f"⛔ {not_run[b]}"
+            if b in not_run
+            else _MD_STATUS.get(by_key[(sid, b)]["status"], by_key[(sid, b)]["status"])
             if (sid, b) in by_key
             else "—"
-            for b in runnable
+            for b in columns
         ]
         out.append(f"| {sid} | {_md_cell(title)} | " + " | ".join(cells) + " |")
+    if not_run:
+        out += [""] + [
+            f"⛔ **{b}** did not run: {_md_cell(env['backends'].get(b, {}).get('error') or why)}"
+            + "  "
+            for b, why in not_run.items()
+        ]
     if report["xb"]:
         names = _xb_names(report)
         out += [
@@ -289,7 +319,8 @@ def to_html(report: dict[str, Any]) -> str:
     """
     env = report["environment"]
     s = report["summary"]
-    runnable = _runnable(report)
+    columns = list(report["backends"])  # a backend that did not run keeps its column
+    not_run = _not_run(report)
     by_key = {(r["id"], r["backend"]): r for r in report["results"]}
     ok = report["ok"]
     verdict = (
@@ -297,7 +328,7 @@ def to_html(report: dict[str, Any]) -> str:
         if ok
         else f"not conformant: {s['failed']} failure(s)"
         + (f", missing backend(s): {', '.join(s['missing'])}" if s["missing"] else "")
-    )
+    ) + _did_not_run_text(report)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -339,15 +370,18 @@ def to_html(report: dict[str, Any]) -> str:
         "</tbody></table>",
         "<h2 id=\"scenarios\">Scenarios</h2>",
         '<table class="matrix"><thead><tr><th>ID</th><th>scenario</th>'
-        + "".join(f"<th>{_e(b)}</th>" for b in runnable)
+        + "".join(f"<th>{_e(b)}</th>" for b in columns)
         + "</tr></thead><tbody>",
     ]
     for sid, title in _ids(report):
         row = [f'<tr id="{_e(sid)}"><th>{_e(sid)}</th><td class="title">{_e(title)}</td>']
-        for b in runnable:
+        for b in columns:
             attrs = f' data-id="{_e(sid)}" data-backend="{_e(b)}"'
             rec = by_key.get((sid, b))
-            if rec is None:
+            if b in not_run:
+                why = env["backends"].get(b, {}).get("error") or not_run[b]
+                row.append(f'<td class="cell none"{attrs} title="{_e(why)}">{_e(not_run[b])}</td>')
+            elif rec is None:
                 row.append(f'<td class="cell none"{attrs}>not run</td>')
             else:
                 row.append(_cell(rec["status"], rec["status"], _result_body(report, rec), attrs))
@@ -356,7 +390,9 @@ def to_html(report: dict[str, Any]) -> str:
         '<tr class="totals"><th></th><td>pass · fail · unsupported</td>'
         + "".join(
             f"<td>{c['pass']} · {c['fail']} · {c['unsupported']}</td>"
-            for c in (s["backends"][b] for b in runnable)
+            if (c := s["backends"].get(b)) is not None
+            else f"<td>{_e(not_run.get(b, '—'))}</td>"
+            for b in columns
         )
         + "</tr>"
     )

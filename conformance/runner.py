@@ -96,6 +96,12 @@ XB_FILE_IDS = ("XB01", "XB03", "XB04", "XB05")
 XB02_RTOL, XB02_ATOL = 1e-5, 1e-6
 
 DEFAULT_TIMEOUT = 300.0
+#: Written when ``--report`` is not given (relative to the current directory).
+DEFAULT_REPORTS = (
+    "reports/conformance.html",
+    "reports/conformance.md",
+    "reports/conformance.json",
+)
 #: ``python -m`` target of the worker processes (tests point it at a fake worker).
 WORKER_MODULE = "d2lcompat_conformance._worker"
 MAX_RESTARTS = 3
@@ -104,6 +110,9 @@ STATUSES = ("pass", "fail", "unsupported")
 
 class ConformanceError(AssertionError):
     """Raised by `check_backend` when a scenario fails or the backend cannot run at all."""
+
+
+ConformanceError.__module__ = "d2lcompat_conformance"  # where adapter authors import it from
 
 
 # --------------------------------------------------------------------------------------
@@ -179,10 +188,24 @@ class BackendRun:
     xb_write_error: str | None = None
     seconds: float = 0.0
     workers: int = 0
+    #: Asked for (``--backends``, ``D2LCOMPAT_BACKEND``, ``--install``): missing, it fails the run.
+    #: Without them every registered backend is listed and a missing one is only reported.
+    requested: bool = True
+    #: ``--install`` tried pip and it failed: the end of pip's output.
+    install_error: str | None = None
+    install_seconds: float = 0.0
 
     @property
     def runnable(self) -> bool:
         return self.registered and self.installed
+
+    def missing_label(self) -> str:
+        """The matrix cell of a backend that did not run: a few words."""
+        if not self.registered:
+            return "not registered"
+        if self.install_error is not None:
+            return "install failed"
+        return "not installed"
 
     def missing_reason(self) -> str:
         """Why this backend did not run (empty when it did)."""
@@ -190,6 +213,11 @@ class BackendRun:
             known = next((n for n in self.notes if n.startswith("registered backends")), "")
             return f"{self.name!r} is not a registered d2lcompat backend" + (
                 f" ({known})" if known else ""
+            )
+        if self.install_error is not None:
+            return (
+                f"could not be installed on this machine ({self.install_error}); "
+                f"install by hand: {install_hint(self.extra)}"
             )
         if not self.installed:
             return f"not installed: {install_hint(self.extra)}"
@@ -578,12 +606,12 @@ def _xb02(runs: Sequence[BackendRun], shared: Path) -> list[dict[str, Any]]:
 
 def _resolve(requested: str | None) -> tuple[list[BackendRun], dict[str, BackendSpec]]:
     """The backends to run: the requested ones (missing ones kept, marked), else every
-    installed one."""
+    registered one, the ones not installed kept as columns that say so."""
     specs = discover()
     if requested:
         names = list(dict.fromkeys(n.strip().lower() for n in requested.split(",") if n.strip()))
     else:
-        names = [n for n, s in specs.items() if is_installed(s)]
+        names = list(specs)
     runs = []
     for n in names:
         spec = specs.get(n)
@@ -598,9 +626,82 @@ def _resolve(requested: str | None) -> tuple[list[BackendRun], dict[str, Backend
                     installed=is_installed(spec),
                     extra=spec.extra,
                     version=installed_version(spec),
+                    requested=bool(requested),
                 )
             )
     return runs, specs
+
+
+#: A backend whose pinned build is not on PyPI, and the index that has it: constraints.txt
+#: pins torch's CPU build (``torch==X+cpu``), which PyTorch publishes on its own index.
+EXTRA_INDEX = {"torch": "https://download.pytorch.org/whl/cpu"}
+
+#: The installer ``--install`` runs (tests point it at a fake).
+PIP: list[str] = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check"]
+
+
+def _pip_error(output: str) -> str:
+    """The lines of pip's output that say why it failed (its ``ERROR:`` lines), else its end."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    picked = errors[-2:] or lines[-2:] or ["pip failed without output"]
+    return " ".join(picked)[:600]
+
+
+def install_missing(
+    runs: Sequence[BackendRun],
+    specs: dict[str, BackendSpec],
+    *,
+    constraints: Path | None,
+    console: Any,
+) -> float:
+    """``--install``: pip-install the framework of every registered backend that is not
+    installed, one backend at a time, into this environment, pinned by ``constraints``.
+
+    The requirement is ``d2lcompat[<extra>]``: with d2lcompat installed, pip adds only the
+    extra's packages. A backend pip cannot install keeps its column, with pip's reason
+    (`BackendRun.install_error`), and the others go on. Returns the seconds spent.
+    """
+    from rich.markup import escape
+
+    total = time.perf_counter()
+    for run in runs:
+        if not run.registered or run.installed:
+            continue
+        run.requested = True  # asked to be installed: if it cannot be, the run fails
+        cmd = [*PIP, f"d2lcompat[{run.extra}]"]
+        if constraints is not None:
+            cmd += ["-c", str(constraints)]
+        console.print(
+            f"installing {run.name}: pip install {escape(' '.join(cmd[len(PIP):]))}", soft_wrap=True
+        )
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0 and run.name in EXTRA_INDEX:
+            cmd += ["--extra-index-url", EXTRA_INDEX[run.name]]
+            console.print(
+                f"  retrying with --extra-index-url {EXTRA_INDEX[run.name]}", soft_wrap=True
+            )
+            proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        run.install_seconds = time.perf_counter() - start
+        importlib.invalidate_caches()
+        spec = specs.get(run.name)
+        if proc.returncode == 0 and spec is not None and is_installed(spec):
+            run.installed = True
+            run.version = installed_version(spec)
+            console.print(f"  {run.name} {run.version} installed in {run.install_seconds:.0f} s")
+        else:
+            run.install_error = (
+                _pip_error(proc.stdout + "\n" + proc.stderr)
+                if proc.returncode != 0
+                else f"pip succeeded but {spec.module if spec else run.name!r} still cannot be imported"
+            )
+            console.print(
+                f"  [red]{run.name} could not be installed[/] ({run.install_seconds:.0f} s): "
+                f"{escape(run.install_error)}",
+                soft_wrap=True,
+            )
+    return time.perf_counter() - total
 
 
 # --------------------------------------------------------------------------------------
@@ -623,6 +724,7 @@ def build_report(
     device: str | None,
     seconds: float,
     command: str,
+    install_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """Assemble the report (the JSON document; the other formats render it)."""
     results = [r.results[sid] for r in runs for sid in ids if sid in r.results]
@@ -647,6 +749,9 @@ def build_report(
             "python": r.env.get("python"),
             "platform": r.env.get("platform"),
             "error": r.error if r.runnable else r.missing_reason(),
+            "missing": None if r.runnable else r.missing_label(),
+            "install_error": r.install_error,
+            "install_seconds": round(r.install_seconds, 3),
             "notes": r.notes,
             "seconds": round(r.seconds, 3),
             "workers": r.workers,
@@ -656,7 +761,7 @@ def build_report(
         for r in runs
         if r.runnable
     }
-    missing = [r.name for r in runs if not r.runnable]
+    missing = [r.name for r in runs if not r.runnable and r.requested]
     xb_counts = _counts(xb)
     failed = sum(c["fail"] for c in summary_backends.values()) + xb_counts["fail"]
     return {
@@ -674,6 +779,7 @@ def build_report(
             "d2lcompat": version,
             "device": device,
             "backends": backends_env,
+            "install_seconds": round(install_seconds, 3),
         },
         "backends": [r.name for r in runs],
         "scenarios": [{"id": sid, "title": titles.get(sid, "")} for sid in all_ids]
@@ -685,6 +791,7 @@ def build_report(
             "backends": summary_backends,
             "xb": xb_counts,
             "missing": missing,
+            "not_run": [r.name for r in runs if not r.runnable],
             "failed": failed,
         },
     }
@@ -707,11 +814,13 @@ def print_summary(report: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     runnable = [b for b in report["backends"] if b in report["summary"]["backends"]]
+    # A backend that did not run keeps its column ("n/a"), explained under the table.
+    columns = list(report["backends"])
     by_key = {(r["id"], r["backend"]): r for r in report["results"]}
     ids = [s["id"] for s in report["scenarios"] if not s["id"].startswith("XB")]
     # The titles only help when there is room: on a narrow terminal (or a CI log, 80
     # columns) the status columns must not be squeezed into ellipses.
-    need = len("scenario") + 4 + sum(max(len(b), 6) + 3 for b in runnable)  # + padding, borders
+    need = len("scenario") + 4 + sum(max(len(b), 6) + 3 for b in columns)  # + padding, borders
     with_titles = console.width >= need + 28
     table = Table(title="d2lcompat conformance", show_lines=False)
     table.add_column("scenario", style="bold", no_wrap=True)
@@ -719,13 +828,15 @@ def print_summary(report: dict[str, Any], console: Any) -> None:
         table.add_column(
             "title", max_width=min(60, console.width - need - 3), overflow="ellipsis", no_wrap=True
         )
-    for b in runnable:
+    for b in columns:
         table.add_column(b, justify="center", no_wrap=True)
     for sid in ids:
         cells = []
-        for b in runnable:
+        for b in columns:
             rec = by_key.get((sid, b))
-            if rec is None:
+            if b not in runnable:
+                cells.append("[dim]n/a[/]")
+            elif rec is None:
                 cells.append("[dim]-[/]")
             else:
                 text, style = _STYLE.get(rec["status"], (rec["status"], ""))
@@ -739,14 +850,24 @@ def print_summary(report: dict[str, Any], console: Any) -> None:
         table.add_row(
             text if not with_titles else "",
             *label,
-            *[f"[{style}]{report['summary']['backends'][b][status]}[/]" for b in runnable],
+            *[
+                f"[{style}]{report['summary']['backends'][b][status]}[/]"
+                if b in runnable
+                else "[dim]-[/]"
+                for b in columns
+            ],
         )
     if runnable:  # with no backend that ran, the matrix would be an empty frame
         console.print(table)
 
     for b, info in report["environment"]["backends"].items():
         if not (info["registered"] and info["installed"]):
-            console.print(f"[bold red]{b}[/]: {escape(info['error'] or 'not available')}")
+            style = "bold red" if b in report["summary"]["missing"] else "bold yellow"
+            label = " (n/a above)" if runnable else ""
+            console.print(
+                f"[{style}]{b}[/]{label}: {escape(info['error'] or 'not available')}",
+                soft_wrap=True,  # an install command is never cut
+            )
         elif info.get("error"):
             console.print(f"[bold red]{b} failed to start[/]: {escape(info['error'])}")
 
@@ -782,10 +903,18 @@ def print_summary(report: dict[str, Any], console: Any) -> None:
 
     verdict = "[bold green]all passed[/]" if report["ok"] else "[bold red]not conformant[/]"
     s = report["summary"]
+    not_run = [b for b in s.get("not_run", []) if b not in s["missing"]]
+    installing = report["environment"].get("install_seconds") or 0.0
     console.print(
-        f"{verdict}: {s['failed']} failure(s)"
+        f"{verdict}: {s['failed']} failure(s) on {len(runnable)} of {len(columns)} backend(s)"
         + (f", missing backend(s): {', '.join(s['missing'])}" if s["missing"] else "")
-        + f"; {report['duration']:.1f} s"
+        + (f", not installed: {', '.join(not_run)}" if not_run else "")
+        + (
+            f"; wall time {installing + report['duration']:.1f} s "
+            f"(installing {installing:.1f} s, running {report['duration']:.1f} s)"
+            if installing
+            else f"; wall time {report['duration']:.1f} s"
+        )
     )
 
 
@@ -931,7 +1060,7 @@ def main(args: argparse.Namespace) -> int:
     from . import report as reports
 
     console = Console()
-    reports_out = [Path(p) for p in (getattr(args, "report", None) or [])]
+    reports_out = [Path(p) for p in (getattr(args, "report", None) or DEFAULT_REPORTS)]
     bad = [str(p) for p in reports_out if p.suffix.lower() not in reports.WRITERS]
     if bad:
         console.print(
@@ -954,7 +1083,15 @@ def main(args: argparse.Namespace) -> int:
     except PluginError as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         return 2
-    if not runs:
+    install_seconds = 0.0
+    if getattr(args, "install", False):
+        constraints = getattr(args, "constraints", None)
+        if constraints is None and Path("constraints.txt").is_file():
+            constraints = "constraints.txt"  # run in the d2lcompat checkout
+        install_seconds = install_missing(
+            runs, specs, constraints=Path(constraints) if constraints else None, console=console
+        )
+    if not any(r.runnable for r in runs) and not any(r.requested for r in runs):
         console.print(
             "[red]No d2lcompat backend is installed.[/] Install one from the d2lcompat "
             "checkout, e.g. "
@@ -1002,11 +1139,12 @@ def main(args: argparse.Namespace) -> int:
         device=device,
         seconds=time.perf_counter() - start,
         command=" ".join(["d2lcompat", *sys.argv[1:]]) if sys.argv else "",
+        install_seconds=install_seconds,
     )
     print_summary(report, console)
     for path in reports_out:
         reports.write(report, path)
-        console.print(f"report written: {path}")
+        console.print(f"report written: {escape(str(path.resolve()))}", soft_wrap=True)
     return 0 if report["ok"] else 1
 
 

@@ -80,3 +80,23 @@ class TracedValueError(D2LCompatError, RuntimeError):
 
 class D2LCompatWarning(UserWarning):
     """Warnings issued by d2lcompat (for example a second ``initialize()``)."""
+
+
+# Users import these from ``d2lcompat`` (``d2lcompat.BackendError``); a traceback and
+# ``repr`` show that name, not this private module's.
+for _cls in (
+    D2LCompatError,
+    BackendError,
+    DeferredInitializationError,
+    ShapeError,
+    DTypeError,
+    CheckpointError,
+    DeviceError,
+    UnsupportedError,
+    DataError,
+    InPlaceUpdateError,
+    TracedValueError,
+    D2LCompatWarning,
+):
+    _cls.__module__ = "d2lcompat"
+del _cls

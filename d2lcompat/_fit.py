@@ -115,6 +115,10 @@ class History:
             axes[1].set_ylabel("metric")
             axes[1].legend()
             axes[1].grid(alpha=0.3)
+        from matplotlib.ticker import MaxNLocator
+
+        for ax in axes:  # epochs are whole numbers: no 1.5, 2.5 ticks
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if title:
             fig.suptitle(title)
         fig.tight_layout()
@@ -187,7 +191,8 @@ def fit(
     metrics : sequence of str or callable
         ``'accuracy'`` or ``metric(pred, label) -> float`` over NumPy arrays.
     verbose : bool
-        Show a rich progress bar (epoch, loss, metrics, samples/s).
+        Show a rich progress bar (epoch, loss, metrics, samples/s) and one line per
+        epoch; where stdout is not a terminal (a log, CI), only the lines.
 
     Returns
     -------
@@ -286,6 +291,7 @@ class _Progress:
 
     def __enter__(self) -> _Progress:
         if self._on:
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -294,6 +300,7 @@ class _Progress:
                 TimeElapsedColumn,
             )
 
+            console = Console()
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -301,6 +308,10 @@ class _Progress:
                 TextColumn("loss {task.fields[loss]}"),
                 TextColumn("{task.fields[samples]} samples/s"),
                 TimeElapsedColumn(),
+                console=console,
+                # In a log or CI (stdout not a terminal) a live bar cannot redraw: rich
+                # would print every bar again at the end. There, only the epoch lines.
+                disable=not (console.is_terminal or console.is_jupyter),
             )
             self._bar.__enter__()
         return self

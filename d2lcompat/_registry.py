@@ -65,9 +65,14 @@ def _choose(specs: dict[str, BackendSpec]) -> BackendSpec:
             )
         return specs[installed[0]]
     if wanted not in specs:
+        what = (
+            f"set it to an installed one ({hint}) or unset it to use the first installed"
+            if installed
+            else f"unset it and install a backend, e.g. {install_hint('torch')}"
+        )
         raise BackendError(
             f"{ENV_BACKEND}={wanted!r} is not a known backend. Known: {', '.join(specs)}; "
-            f"installed: {hint}."
+            f"installed: {hint}. To fix: {what}."
         )
     spec = specs[wanted]
     if wanted not in installed:

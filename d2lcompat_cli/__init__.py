@@ -25,7 +25,7 @@ def _is_d2lcompat_error(exc: BaseException) -> bool:
     choose a backend, and may be the very thing that failed."""
     for cls in type(exc).__mro__:
         if (cls.__module__, cls.__name__) in {
-            ("d2lcompat._errors", "D2LCompatError"),
+            ("d2lcompat", "D2LCompatError"),
             ("d2lcompat_spec", "PluginError"),
         }:
             return True
@@ -166,10 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backends",
         default=None,
-        help="comma-separated (default: D2LCOMPAT_BACKEND if set, else every installed one)",
+        help="comma-separated (default: D2LCOMPAT_BACKEND if set, else every registered one; "
+        "one not installed is reported as such, with its install command)",
     )
     p.add_argument("--device", default=None, help="default device for every scenario, e.g. gpu:0")
-    p.add_argument("--report", action="append", default=[], help="out.html, out.md or out.json (repeatable)")
+    p.add_argument("--report", action="append", default=[],
+                   help="out.html, out.md or out.json (repeatable; default: "
+                   "reports/conformance.html, .md and .json)")
+    p.add_argument("--install", action="store_true",
+                   help="first pip-install every backend that is not installed, one at a time, "
+                   "into this environment (a failure is reported in its column)")
+    p.add_argument("--constraints", default=None,
+                   help="pip constraints for --install (default: ./constraints.txt if present)")
     p.add_argument("--only", default=None, help="comma-separated scenario IDs or prefixes (MC,IO01)")
     p.add_argument("--no-xb", action="store_true", help="skip the cross-backend (XB) matrix")
     p.add_argument("--jobs", type=int, default=None, help="backends run at once (default: one per core, at most 4)")

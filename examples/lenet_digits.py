@@ -76,13 +76,26 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # (what predict mode uses) lag behind weights that still move fast; a small final
     # rate lets them catch up (the test accuracy otherwise swings by several points).
     slow = max(1, args.epochs // 5) if args.epochs > 1 else 0
+    drop_at = args.epochs - slow + 1  # the first epoch at the small rate
+    # One `fit` per epoch, so that one counter runs over the whole run and the rate can
+    # drop between two epochs; the history of each call holds that epoch.
+    runs, rates = [], []
     start = time.perf_counter()
-    runs = [d2lcompat.fit(net, train_iter, ce, trainer, args.epochs - slow,
-                          valid_iter=test_iter, verbose=not args.quiet)]
-    if slow:
-        trainer.set_learning_rate(args.lr / 10)
-        runs.append(d2lcompat.fit(net, train_iter, ce, trainer, slow, valid_iter=test_iter,
-                                  verbose=not args.quiet))
+    for epoch in range(1, args.epochs + 1):
+        if slow and epoch == drop_at:
+            trainer.set_learning_rate(args.lr / 10)
+            if not args.quiet:
+                print(f"learning rate {args.lr:g} -> {args.lr / 10:g} for the last {slow} "
+                      "epoch(s), so that BatchNorm's running statistics catch up")
+        tick = time.perf_counter()
+        h = d2lcompat.fit(net, train_iter, ce, trainer, 1, valid_iter=test_iter, verbose=False)
+        runs.append(h)
+        rates.append(trainer.learning_rate)
+        if not args.quiet:
+            print(f"epoch {epoch}/{args.epochs}  lr {trainer.learning_rate:g}  "
+                  f"loss {h['loss'][0]:.4f}  accuracy {h['accuracy'][0]:.4f}  "
+                  f"val_loss {h['val_loss'][0]:.4f}  val_accuracy {h['val_accuracy'][0]:.4f}  "
+                  f"({time.perf_counter() - tick:.1f} s)", flush=True)
     took = time.perf_counter() - start
 
     def joined(key: str) -> list[float]:
@@ -96,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "loss": joined("loss"),
         "val_loss": joined("val_loss"),
         "val_accuracy": joined("val_accuracy"),
+        "learning_rate": rates,
         "test_accuracy": joined("val_accuracy")[-1],
     }
     print(f"{d2lcompat.backend()}: test accuracy {result['test_accuracy']:.3f} after "

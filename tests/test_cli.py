@@ -94,10 +94,12 @@ def test_a_user_error_is_one_message_and_debug_shows_the_traceback() -> None:
     out = _run("convert", "in.pt", "out.safetensors", backend="mxnet")
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
+    installed = ", ".join(b.name for b in d2lcompat.backends() if b.installed)
     assert out.stderr.splitlines() == [
         "d2lcompat convert: BackendError: D2LCOMPAT_BACKEND='mxnet' is not a known backend. "
         f"Known: {', '.join(b.name for b in d2lcompat.backends())}; "
-        f"installed: {', '.join(b.name for b in d2lcompat.backends() if b.installed)}.",
+        f"installed: {installed}. To fix: set it to an installed one ({installed}) or unset "
+        "it to use the first installed.",
         "(run with --debug to see the traceback)",
     ]
     for argv in (("--debug", "convert", "in.pt", "o.safetensors"),
@@ -107,9 +109,10 @@ def test_a_user_error_is_one_message_and_debug_shows_the_traceback() -> None:
         assert "Traceback (most recent call last)" in out.stderr
         assert out.stderr.rstrip().endswith("is not a known backend. Known: "
                                              + ", ".join(b.name for b in d2lcompat.backends())
-                                             + "; installed: "
-                                             + ", ".join(b.name for b in d2lcompat.backends()
-                                                         if b.installed) + ".")
+                                             + f"; installed: {installed}. To fix: set it to an"
+                                             f" installed one ({installed}) or unset it to use"
+                                             " the first installed.")
+        assert "d2lcompat.BackendError: D2LCOMPAT_BACKEND='mxnet'" in out.stderr
 
 
 def test_main_catches_every_d2lcompat_error_and_os_error(
@@ -167,3 +170,68 @@ def test_help_names_the_three_commands() -> None:
     assert out.returncode == 0
     for cmd in ("info", "conformance", "convert", "--version", "--debug"):
         assert cmd in out.stdout
+
+
+def test_convert_debug_shows_the_traceback(tmp_path: os.PathLike[str]) -> None:
+    bad = os.path.join(tmp_path, "bad.pt")
+    with open(bad, "w", encoding="utf-8") as f:
+        f.write("not a checkpoint")
+    out = _run("convert", bad, os.path.join(tmp_path, "o.safetensors"))
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.splitlines()
+    assert lines[0].startswith(f"d2lcompat convert: CheckpointError: Cannot load '{bad}'"), lines
+    assert lines[-1] == "(run with --debug to see the traceback)"
+    for argv in (("--debug", "convert"), ("convert", "--debug")):
+        out = _run(*argv, bad, os.path.join(tmp_path, "o.safetensors"))
+        assert out.returncode == 1
+        assert "Traceback (most recent call last)" in out.stderr
+        assert f"d2lcompat.CheckpointError: Cannot load '{bad}'" in out.stderr
+    assert not os.path.exists(os.path.join(tmp_path, "o.safetensors"))
+
+
+def test_public_errors_print_under_the_package_name() -> None:
+    import traceback
+
+    from d2lcompat import _errors
+
+    for name in _errors.__all__:
+        cls = getattr(d2lcompat, name)
+        assert cls is getattr(_errors, name)
+        assert (cls.__module__, cls.__qualname__) == ("d2lcompat", name)
+    assert d2lcompat.optim.OptimizerError.__module__ == "d2lcompat.optim"
+    import d2lcompat_conformance
+    import d2lcompat_spec
+
+    for module, name in ((d2lcompat_conformance, "ConformanceError"),
+                         (d2lcompat_spec, "PluginError")):
+        assert getattr(module, name).__module__ == module.__name__
+    try:
+        raise d2lcompat.BackendError("no such backend")
+    except d2lcompat.BackendError as exc:
+        shown = traceback.format_exception_only(exc)
+    assert shown == ["d2lcompat.BackendError: no such backend\n"]
+    assert repr(d2lcompat.ShapeError).endswith("'d2lcompat.ShapeError'>")
+
+
+@pytest.mark.parametrize("case", ["unknown", "not installed"])
+def test_a_bad_backend_at_import_is_one_paragraph(case: str) -> None:
+    if case == "unknown":
+        name, expected = "mxnet", "D2LCOMPAT_BACKEND='mxnet' is not a known backend."
+    else:
+        missing = _not_installed()
+        # With every framework installed there is no missing one to import; the unknown
+        # case above still runs.
+        name = missing[0].name if missing else "mxnet"
+        expected = (f"D2LCOMPAT_BACKEND={name!r} but" if missing
+                    else "D2LCOMPAT_BACKEND='mxnet' is not a known backend.")
+    env = dict(os.environ, D2LCOMPAT_BACKEND=name)
+    out = subprocess.run([sys.executable, "-c", "import d2lcompat"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    last = out.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("d2lcompat.BackendError: " + expected), out.stderr
+    assert "To fix" in last or "Install it" in last  # says what to do, in the same paragraph
+    # one exception, not a chain of them
+    assert out.stderr.count("Traceback (most recent call last)") == 1, out.stderr
+    assert "During handling" not in out.stderr and "direct cause" not in out.stderr

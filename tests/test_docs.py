@@ -97,3 +97,32 @@ def test_conformance_counts_are_not_typed_by_hand(page: Path) -> None:
     assert not re.search(r"\b\d+ (scenario )?IDs\b", text), (
         f"{_rel(page)} quotes a count of scenario IDs: link docs/conformance-report.md instead"
     )
+
+
+def _repl_breaks(text: str) -> list[tuple[int, str]]:
+    """The ``...`` continuation lines that are blank and followed by more of the same
+    statement: pasted into the Python REPL, that blank line ends the statement (a class
+    ends before its next method), so the example does not paste cleanly."""
+    lines = text.splitlines()
+    found = []
+    for i, line in enumerate(lines[:-1]):
+        stripped = line.strip()
+        if stripped == "..." and lines[i + 1].lstrip().startswith("... "):
+            found.append((i + 1, lines[i + 1].strip()))
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=_rel)
+def test_doctest_examples_paste_into_the_repl(page: Path) -> None:
+    breaks = _repl_breaks(page.read_text(encoding="utf-8"))
+    assert breaks == [], (
+        f"{_rel(page)}: a blank '...' line inside an indented block (line, next line): {breaks}; "
+        "remove the blank line, or end the block there"
+    )
+
+
+def test_repl_breaks_are_found() -> None:
+    bad = ">>> class A:\n...     x = 1\n...\n...     def f(self):\n...         pass\n>>> A()"
+    good = ">>> class A:\n...     x = 1\n...     def f(self):\n...         pass\n...\n>>> A()"
+    assert _repl_breaks(bad) == [(3, "...     def f(self):")]
+    assert _repl_breaks(good) == []

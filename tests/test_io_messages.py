@@ -153,3 +153,28 @@ def test_64_bit_values_load_where_the_backend_holds_them(tmp_path: Path) -> None
     else:
         with pytest.raises(CheckpointError, match="jax_enable_x64"):
             d2lcompat.load(big)
+
+
+def test_a_never_run_deferred_net_shows_no_placeholder_shape(tmp_path: Path) -> None:
+    import re
+
+    ran = nn.Sequential(nn.Dense(128, activation="relu"), nn.Dense(10))
+    ran.initialize()
+    ran(ops.ones((2, 20)))
+    ran.save_parameters(tmp_path / "a.safetensors")
+    deferred = nn.Sequential(nn.Dense(64, activation="relu"), nn.Dense(10), nn.Dense(3))
+    deferred.initialize()  # never run: the input sizes are unknown
+    with pytest.raises(d2lcompat.CheckpointError) as info:
+        deferred.load_parameters(tmp_path / "a.safetensors")
+    text = str(info.value)
+    assert not re.search(r"\(\d+, 0\)", text), text  # no (64, 0) placeholder
+    assert ("shape: '0.weight' is (64, ?) in the model, not yet initialized (input size "
+            "unknown), but (128, 20) in the file") in text
+    assert "shape: '0.bias' is (64,) in the model but (128,) in the file" in text
+    assert ("missing: the file has no '2.weight' (shape (3, ?): not yet initialized (input "
+            "size unknown), float32)") in text
+    with pytest.raises(d2lcompat.CheckpointError) as info:
+        deferred.save_parameters(tmp_path / "b.safetensors")
+    text = str(info.value)
+    assert "'0.weight' (shape (64, ?): not yet initialized (input size unknown))" in text
+    assert not re.search(r"\(\d+, 0\)", text), text

@@ -151,12 +151,15 @@ def test_markdown_matrix(doc: dict[str, Any]) -> None:
     md = reports.to_markdown(doc)
     lines = md.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| ID |"))
-    assert lines[header] == "| ID | scenario | torch | jax |"
-    assert lines[header + 1] == "|---|---|---|---|"
+    # paddle did not run: it keeps its column, which says why
+    assert lines[header] == "| ID | scenario | torch | jax | paddle |"
+    assert lines[header + 1] == "|---|---|---|---|---|"
     rows = {line.split(" | ")[0][2:]: line for line in lines[header + 2 : header + 2 + len(IDS)]}
     assert list(rows) == IDS
     for row in rows.values():  # every row has one cell per column: pipes in titles are escaped
-        assert row.replace("\\|", "").count("|") == 5
+        assert row.replace("\\|", "").count("|") == 6
+        assert row.split(" | ")[4] == "⛔ not installed |"
+    assert '⛔ **paddle** did not run: not installed: pip install ".[paddle]" -c constraints.txt' in md
     assert "❌" in rows["PA02"].split(" | ")[3] and "✅" in rows["PA02"].split(" | ")[2]
     assert "unsupported" in rows["DV06"].split(" | ")[2]
     assert "### PA02 on jax" in md and "AssertionError: <b>names</b> & order" in md
@@ -207,7 +210,9 @@ def test_html_parses_and_has_every_cell(doc: dict[str, Any], tmp_path: Path) -> 
     parser.feed(text)
     parser.close()
     assert parser.external == []  # self-contained: no scripts, stylesheets or images
-    assert set(parser.cells) == {(i, b) for i in IDS for b in ("torch", "jax")}
+    assert set(parser.cells) == {(i, b) for i in IDS for b in ("torch", "jax", "paddle")}
+    assert {parser.cells[(i, "paddle")] for i in IDS} == {"cell none"}  # the column says why
+    assert '>not installed</td>' in text
     assert parser.cells[("PA02", "jax")] == "cell fail"
     assert parser.cells[("DV06", "torch")] == "cell unsupported"
     assert parser.cells[("MC01", "torch")] == "cell pass"
@@ -381,3 +386,112 @@ def test_check_backend_one_call() -> None:
     assert [(type(r), r.id, r.status) for r in results] == [(Result, "MC01", "pass")]
     with pytest.raises(ConformanceError, match="not a registered"):
         check_backend("no-such-backend")
+
+
+# ---------------------------------------------------------------------------- backends not installed
+
+
+def _installed_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, names: set[str]) -> None:
+    """Pretend only ``names`` (and what the fake pip "installs": a marker file) are installed."""
+
+    def fake_is_installed(spec: Any) -> bool:
+        return spec.name in names or (tmp_path / f"installed-{spec.extra}").exists()
+
+    monkeypatch.setattr(runner, "is_installed", fake_is_installed)
+    monkeypatch.setattr(runner, "installed_version", lambda spec: "9.9")
+
+
+def test_bare_command_shows_every_backend_and_writes_the_default_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from d2lcompat_spec import discover, install_hint
+
+    specs = discover()
+    first = next(iter(specs))
+    _fake(tmp_path, monkeypatch)
+    _installed_only(monkeypatch, tmp_path, {first})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("D2LCOMPAT_BACKEND", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    ns = argparse.Namespace(backends=None, device=None, report=[], only="MC01,PA02", no_xb=True)
+    assert runner.main(ns) == 0  # a backend nobody asked for is reported, not a failure
+    out = capsys.readouterr().out
+    written = [tmp_path / "reports" / f"conformance.{ext}" for ext in ("html", "md", "json")]
+    assert all(p.is_file() for p in written)
+    for p in written:
+        assert f"report written: {p}\n" in out
+    data = json.loads(written[2].read_text(encoding="utf-8"))
+    others = [n for n in specs if n != first]
+    assert data["backends"] == list(specs)  # every registered backend is a column
+    assert data["summary"]["not_run"] == others and data["summary"]["missing"] == []
+    for name in others:
+        info = data["environment"]["backends"][name]
+        assert info["missing"] == "not installed"
+        assert info["error"] == f"not installed: {install_hint(specs[name].extra)}"
+        assert out.count(f"not installed: {install_hint(specs[name].extra)}") == 1  # said once
+    md = written[1].read_text(encoding="utf-8")
+    assert "| ID | scenario | " + " | ".join(specs) + " |" in md
+    assert f"on 1 of {len(specs)} backends" in md
+    assert f"all passed: 0 failure(s) on 1 of {len(specs)} backend(s), not installed: " in out
+
+
+_FAKE_PIP = """
+import pathlib, sys
+req = next(a for a in sys.argv[1:] if a.startswith("d2lcompat["))
+extra = req[len("d2lcompat["):-1]
+if extra == "{fail}":
+    print("Collecting " + extra)
+    print("ERROR: Could not find a version that satisfies the requirement " + extra, file=sys.stderr)
+    print("ERROR: No matching distribution found for " + extra, file=sys.stderr)
+    sys.exit(1)
+if extra == "{index}" and "--extra-index-url" not in sys.argv:
+    print("ERROR: No matching distribution found for " + extra, file=sys.stderr)
+    sys.exit(1)
+assert "-c" in sys.argv and sys.argv[sys.argv.index("-c") + 1].endswith("constraints.txt")
+pathlib.Path(r"{folder}", "installed-" + extra).touch()
+"""
+
+
+def test_install_reports_a_backend_pip_cannot_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from d2lcompat_spec import discover
+
+    specs = discover()
+    names = list(specs)
+    fail, index = names[-1], names[0]  # index: found only on its own index (torch's CPU build)
+    monkeypatch.setitem(runner.EXTRA_INDEX, index, "https://example.invalid/whl")
+    pip = tmp_path / "fake_pip.py"
+    pip.write_text(
+        textwrap.dedent(_FAKE_PIP)
+        .replace("{fail}", specs[fail].extra)
+        .replace("{index}", specs[index].extra)
+        .replace("{folder}", str(tmp_path))
+    )
+    monkeypatch.setattr(runner, "PIP", [sys.executable, str(pip)])
+    _fake(tmp_path, monkeypatch)
+    _installed_only(monkeypatch, tmp_path, set())
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "constraints.txt").write_text("")
+    monkeypatch.delenv("D2LCOMPAT_BACKEND", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    ns = argparse.Namespace(backends=None, device=None, report=[str(tmp_path / "r.json")],
+                            only="MC01", no_xb=True, install=True)
+    assert runner.main(ns) == 1  # a backend that could not be installed fails the run
+    out = capsys.readouterr().out
+    data = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert data["backends"] == names
+    ran = [n for n in names if n != fail]
+    assert sorted(data["summary"]["backends"]) == sorted(ran)
+    assert data["summary"]["missing"] == [fail]
+    info = data["environment"]["backends"][fail]
+    assert info["missing"] == "install failed"
+    assert info["install_error"] == (
+        f"ERROR: Could not find a version that satisfies the requirement {specs[fail].extra} "
+        f"ERROR: No matching distribution found for {specs[fail].extra}"
+    )
+    assert info["error"].startswith("could not be installed on this machine (ERROR: Could not")
+    assert "retrying with --extra-index-url https://example.invalid/whl" in out
+    assert f"{fail} could not be installed" in out
+    assert data["environment"]["install_seconds"] > 0
+    assert "wall time" in out and "(installing" in out

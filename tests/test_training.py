@@ -242,6 +242,49 @@ def test_fit_progress_bar_prints_epochs(capsys: pytest.CaptureFixture[str]) -> N
     assert "epoch 1/2" in out and "epoch 2/2" in out and "accuracy" in out
 
 
+def test_fit_in_a_log_prints_each_epoch_once(capsys: pytest.CaptureFixture[str]) -> None:
+    # capsys's stdout is not a terminal, as in a log or CI: no live bar re-rendered at
+    # the end, one line per epoch
+    import sys
+
+    assert not sys.stdout.isatty()
+    X, y = _batch()
+    net = _net(6)
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    hist = d2lcompat.fit(net, [(X, y)], loss.SoftmaxCrossEntropyLoss(), trainer, 4)
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split("  ")[0] for ln in lines] == [f"epoch {k}/4" for k in range(1, 5)]
+    for line, loss_value in zip(lines, hist["loss"]):
+        assert f"loss {loss_value:.4f}" in line
+    assert not any("━" in ln or "samples/s" in ln for ln in lines)  # no bar in a log
+
+
+def test_history_plot_labels_whole_epochs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("matplotlib", reason="the optional [plot] extra is not installed")
+    import matplotlib.pyplot as plt
+
+    h = d2lcompat.History()
+    for k in range(5):
+        h.append({"loss": 1.0 / (k + 1), "accuracy": 0.5 + 0.1 * k})
+    figures: list[Any] = []
+    real_close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: figures.append(fig))
+    h.plot(tmp_path / "h.png")
+    try:
+        (fig,) = figures
+        for ax in fig.axes:
+            lo, hi = ax.get_xlim()
+            shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+            assert shown == [1.0, 2.0, 3.0, 4.0, 5.0], shown
+            assert [t.get_text() for t in ax.get_xticklabels() if lo <= t.get_position()[0] <= hi] \
+                == ["1", "2", "3", "4", "5"]
+    finally:
+        for fig in figures:
+            real_close(fig)
+
+
 def test_plot_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 

@@ -279,7 +279,7 @@ def save_parameters(block: Block, path: PathLike, max_shard_size: int | str | No
     """
     params = block.collect_params()
     missing = [
-        f"'{name}' (shape {p.shape})" for name, p in params.items() if p._var is None
+        f"'{name}' ({_shape_of(p)})" for name, p in params.items() if p._var is None
     ]
     if missing:
         raise CheckpointError(
@@ -366,7 +366,7 @@ def load_parameters(
     if not allow_missing:
         for k, p in params.items():
             if k not in src.specs:
-                problems.append(f"missing: the file has no '{k}' (shape {p.shape}, {p.dtype})")
+                problems.append(f"missing: the file has no '{k}' ({_shape_of(p)}, {p.dtype})")
     if not ignore_extra:
         for k, (dtype, shape) in src.specs.items():
             if k not in params:
@@ -381,7 +381,11 @@ def load_parameters(
         dtype, shape = src.specs[k]
         ok = True
         if not _shape_fits(p, shape):
-            problems.append(f"shape: '{k}' is {p.shape} in the model but {shape} in the file")
+            dims, _, why = _shape_of(p, bare=True).partition(": ")
+            problems.append(
+                f"shape: '{k}' is {dims} in the model{', ' + why + ',' if why else ''} "
+                f"but {shape} in the file"
+            )
             ok = False
         if dtype != p.dtype and _held(dtype) != _held(p.dtype):
             problems.append(f"dtype: '{k}' is {p.dtype} in the model but {dtype} in the file")
@@ -471,6 +475,19 @@ def convert(
     return list(entries)
 
 
+def _shape_of(p: Parameter, bare: bool = False) -> str:
+    """``shape (3, 4)``; for a deferred parameter never run, its known sizes and why the
+    others are unknown (``shape (3, ?): not yet initialized (input size unknown)``) rather
+    than the 0 that stands for them. ``bare`` leaves out the word ``shape``."""
+    shape = tuple(p.shape)
+    if p._var is None and 0 in shape:
+        dims = ", ".join("?" if d == 0 else str(d) for d in shape)
+        text = f"({dims}{',' if len(shape) == 1 else ''}): not yet initialized (input size unknown)"
+    else:
+        text = str(shape)
+    return text if bare else f"shape {text}"
+
+
 def convert_cli(args: Any) -> int:
     """``d2lcompat convert SRC DST [--map NATIVE=PORTABLE ...] [--trusted]``."""
     import sys
@@ -489,7 +506,10 @@ def convert_cli(args: Any) -> int:
     try:
         names = convert(args.src, args.dst, mapping or None, bool(args.trusted))
     except D2LCompatError as exc:
-        print(f"d2lcompat convert: {exc}", file=sys.stderr)
+        if getattr(args, "debug", False):
+            raise  # --debug: the command prints the traceback
+        print(f"d2lcompat convert: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("(run with --debug to see the traceback)", file=sys.stderr)
         return 1
     print(f"wrote {len(names)} tensors to {args.dst}: {', '.join(names)}")
     return 0
