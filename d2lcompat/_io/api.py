@@ -228,7 +228,7 @@ def load(path: PathLike, device: Any = None) -> Any:
     except FormatError as exc:
         raise _not_readable(path, _read_head(path), exc) from None
     except ValueError as exc:
-        raise _not_readable(path, b"", FormatError(str(exc))) from None
+        raise _not_readable(path, None, FormatError(str(exc))) from None
     problems = [
         p for k, v in src.read(k for k, (d, _) in src.specs.items() if _needs_check(d))
         if (p := _value_problem(k, src.specs[k][0], v)) is not None

@@ -128,7 +128,7 @@ def _open_portable(path: PathLike) -> _Source:
     fmt = metadata.get(META_FORMAT)
     if fmt is not None:
         if not fmt.isdigit():
-            raise _not_readable(name, b"", FormatError(f"its metadata {META_FORMAT}={fmt!r} is not a version number"))
+            raise _not_readable(name, None, FormatError(f"its metadata {META_FORMAT}={fmt!r} is not a version number"))
         if int(fmt) > FORMAT_VERSION:
             raise CheckpointError(
                 f"Cannot load '{name}': it was written in d2lcompat format {fmt} (by d2lcompat "
@@ -180,13 +180,20 @@ def _structure(metadata: Mapping[str, str], entries: Mapping[str, Any]) -> dict[
         return {"type": "dict", "keys": list(entries)}
     try:
         s = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError(f"its metadata {META_STRUCTURE} is not valid JSON") from None
     kind = s.get("type") if isinstance(s, dict) else None
+    length = s.get("length") if isinstance(s, dict) else None
+    if kind in ("list", "tuple") and isinstance(length, int) and length > len(entries):
+        # Checked before any list is built: a 1 KB header must not make us allocate
+        # 10**10 names (the length can never exceed the tensors the file holds).
+        raise ValueError(
+            f"its structure is a {kind} of {length} tensors but the file holds {len(entries)}"
+        )
     if kind == "tensor":
         names = ["tensor"]
-    elif kind in ("list", "tuple") and isinstance(s.get("length"), int) and s["length"] >= 0:
-        names = [str(i) for i in range(s["length"])]
+    elif kind in ("list", "tuple") and isinstance(length, int) and not isinstance(length, bool) and length >= 0:
+        names = [str(i) for i in range(length)]
     elif kind == "dict" and isinstance(s.get("keys"), list) and all(
         isinstance(k, str) for k in s["keys"]
     ):

@@ -53,6 +53,8 @@ _NAMES = {v: k for k, v in CODES.items()}
 # The safetensors package refuses headers above 100 MB; so do we (a flipped length byte
 # must not make us allocate gigabytes).
 MAX_HEADER = 100_000_000
+# More dimensions than any framework (or NumPy, 64) holds is a malformed header.
+MAX_DIMS = 64
 #: A load gives back the pages it has copied every this many bytes (`Mapped.release`).
 RELEASE_EVERY = 64 << 20
 # madvise(MADV_POPULATE_READ) (Linux 5.14+; Python has no name for it).
@@ -190,7 +192,8 @@ def _parse(path: str, fd: int, st: os.stat_result) -> Header:
         code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if not (
             isinstance(code, str)
-            and isinstance(shape, list) and all(_int(d) and d >= 0 for d in shape)
+            and isinstance(shape, list) and len(shape) <= MAX_DIMS
+            and all(_int(d) and 0 <= d < 2**63 for d in shape)
             and isinstance(offsets, list) and len(offsets) == 2
             and all(_int(o) and o >= 0 for o in offsets)
         ):
