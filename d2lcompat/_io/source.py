@@ -93,7 +93,14 @@ class _Source:
                 ) from None
             with mapped:
                 for _, info in items:
-                    arr = mapped.view(info)
+                    try:
+                        arr = mapped.view(info)
+                    except (OSError, FormatError) as exc:
+                        raise CheckpointError(
+                            f"Cannot load '{info.name}' from '{items[0][0].path}': "
+                            f"{getattr(exc, 'strerror', None) or exc}; nothing was loaded. "
+                            "Check the file and load it again."
+                        ) from None
                     yield info.name, arr
                     del arr
                     mapped.release(info)
@@ -168,7 +175,12 @@ def _open_portable_once(name: str, trusted: bool) -> _Source:
             folder = os.path.dirname(os.path.abspath(target))
             dir_fd = _folder_fd(folder)
             try:
-                files, metadata = _shards.read_index(target, trusted, dir_fd)
+                try:
+                    files, metadata = _shards.read_index(target, trusted, dir_fd)
+                except CheckpointError:
+                    if not _same_folder(folder, dir_fd):
+                        raise _Replaced from None  # a save swapped the folder: open it again
+                    raise
                 problems: list[str] = []
                 order = []
                 for shard, names in files.items():
