@@ -66,12 +66,12 @@ class _Hybridized:
             # The first compiled call traces, swapping tracers into the parameters: one
             # thread at a time (the others then run what it traced).
             with FIRST_CALL_LOCK:
-                out = self._compiled_call(compiled, args)
+                try:
+                    out = compiled([p._var for p in self._params], *args)
+                except self._errors as exc:
+                    return self._fall_back(exc, args)
                 self._traced = True
                 return out
-        return self._compiled_call(compiled, args)
-
-    def _compiled_call(self, compiled: Callable[..., Any], args: Sequence[Any]) -> Any:
         try:
             return compiled([p._var for p in self._params], *args)
         except self._errors as exc:
