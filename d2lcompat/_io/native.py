@@ -101,7 +101,7 @@ def _not_readable(path: PathLike, data: bytes | None, reason: FormatError) -> Ch
     quoted (a file outside the checkpoint's folder)."""
     name = os.fspath(path)
     kind = _sniff(data) if data is not None and not reason.truncated else None
-    if kind == "text":
+    if kind == "text" and data is not None:
         snippet = " ".join(data.decode("utf-8", "replace").split())[:40]
         what = f" It looks like a text file (it begins {snippet!r}), not a checkpoint."
     elif kind == "empty":
