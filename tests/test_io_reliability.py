@@ -194,6 +194,40 @@ def test_a_read_failing_on_the_nth_tensor_changes_nothing(
             assert _same(_values(net), before)
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
+def test_the_rollback_restores_every_dtype(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    def net(seed: int) -> nn.Sequential:
+        d2lcompat.seed(seed)
+        n = nn.Sequential(nn.Dense(4, in_units=3, dtype=dtype), nn.Dense(2, in_units=4, dtype=dtype))
+        n.initialize()
+        return n
+
+    def values(n: nn.Block) -> dict[str, np.ndarray]:
+        return {k: to_np(ops.cast(p.data(), "float32")).copy() for k, p in n.collect_params().items()}
+
+    net(1).save_parameters(tmp_path / "p")
+    target = net(2)
+    before = values(target)
+    calls = [0]
+
+    def failing(real: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            calls[0] += 1
+            if calls[0] == 4:
+                raise OSError(5, "Input/output error")
+            return real(*args)
+        return wrapper
+
+    monkeypatch.setattr(stformat, "read_into", failing(stformat.read_into))
+    monkeypatch.setattr(stformat.Mapped, "view", failing(stformat.Mapped.view))
+    with pytest.raises(CheckpointError, match="Input/output error"):
+        target.load_parameters(tmp_path / "p")
+    assert _same(values(target), before)
+    assert all(p.dtype == dtype for p in target.collect_params().values())
+
+
 def test_a_file_rewritten_in_place_during_the_load_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -332,9 +332,9 @@ def load_parameters(
     it was. Then the tensors stream one at a time from a memory map of the file into
     the parameters (host memory: about one tensor). Should anything fail on the way (a
     read error, a file rewritten in place by another process), every parameter is put
-    back before the error is raised: a mutable framework keeps a copy of the old
-    values of the parameters it overwrites, on their device, until the load ends. A
-    parameter still waiting for deferred initialization takes its shape from the file.
+    back before the error is raised (the old values of the parameters written in
+    place wait in an unlinked temporary file until the load ends). A parameter still
+    waiting for deferred initialization takes its shape from the file.
 
     Parameters
     ----------

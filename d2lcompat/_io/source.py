@@ -313,38 +313,70 @@ def _shape_fits(p: Parameter, shape: tuple[int, ...]) -> bool:
 
 
 class _Journal:
-    """What a load changed, so that a failure puts every parameter back as it was.
+    """What a load changed, so that a failure puts every parameter back as it was (an
+    undo log, as a database keeps).
 
     Before a parameter changes, its state is recorded: the variable object, shape,
-    deferred initializer, gradient (and a Constant's value). A variable written in
-    place (mutable frameworks: torch, TF, Paddle) also gets a copy of its old values,
-    made by the framework on the variable's device (`Backend.move` with a copy);
-    frameworks whose arrays are immutable (JAX) keep the old array itself, no copy."""
+    deferred initializer, gradient (and a Constant's value). A variable about to be
+    written in place (mutable frameworks: torch, TF, Paddle) also has its old values
+    written to an unlinked temporary file (`tempfile.TemporaryFile`, in ``TMPDIR``),
+    straight from the framework's host view of it: host memory stays at about one
+    tensor, as the streaming load promises. Frameworks whose arrays are immutable
+    (JAX) keep the old array itself: no copy at all."""
 
     def __init__(self) -> None:
-        self._undo: list[tuple[Parameter, tuple[Any, ...], Any]] = []
+        self._undo: list[tuple[Parameter, tuple[Any, ...], tuple[int, Any, tuple[int, ...]] | None]] = []
         self._seen: set[int] = set()
+        self._file: Any = None
 
     def record(self, p: Parameter, in_place: bool) -> None:
         if id(p) in self._seen:
             return
         self._seen.add(id(p))
-        b = active()
         state = (p._var, p._shape, p._deferred, p._grad, getattr(p, "_value", None))
         saved = None
         if in_place and p._var is not None:
-            saved = b.move(b.read(p._var), b.device_of(p._var), copy=True)
+            import tempfile
+
+            b = active()
+            try:
+                if self._file is None:
+                    self._file = tempfile.TemporaryFile(prefix="d2lc-undo-")
+                arr = np.ascontiguousarray(b.host_view(p._var))
+                offset = self._file.tell()
+                if arr.nbytes:
+                    self._file.write(memoryview(arr.reshape(-1).view(np.uint8)))
+                    self._file.flush()
+            except OSError as exc:
+                raise CheckpointError(
+                    f"Cannot keep the old values of '{p.name}' in a temporary file while "
+                    f"loading ({exc.strerror or exc}; the folder is tempfile.gettempdir(), "
+                    "set TMPDIR to another one); no parameter was changed."
+                ) from None
+            saved = (offset, arr.dtype, tuple(arr.shape))
+            del arr
         self._undo.append((p, state, saved))
 
     def roll_back(self) -> None:
         b = active()
         for p, (var, shape, deferred, grad, value), saved in reversed(self._undo):
             if saved is not None:
-                var = b.assign(var, saved)
+                offset, dtype, dims = saved
+                old = np.empty(dims, dtype)
+                if old.nbytes:
+                    self._file.seek(offset)
+                    self._file.readinto(memoryview(old.reshape(-1).view(np.uint8)))
+                var = b.assign(var, b.from_numpy(old, b.dtype(var), b.device_of(var)))
+                del old
             p._var, p._shape, p._deferred, p._grad = var, shape, deferred, grad
             if value is not None:
                 p._value = value  # type: ignore[attr-defined]
         self._undo.clear()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 def _apply(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | None) -> None:
@@ -367,6 +399,8 @@ def _apply(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | N
     except BaseException:
         journal.roll_back()
         raise
+    finally:
+        journal.close()
 
 
 def _apply_all(
