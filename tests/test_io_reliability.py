@@ -320,3 +320,32 @@ def test_loads_racing_a_writer_are_all_or_nothing(tmp_path: Path) -> None:
             writer.wait()
     print(f"racing: {failures} of {loads} loads failed", messages[:5])
     assert loads > failures, f"{failures} of {loads} loads failed"
+
+
+def test_shards_beyond_the_pinned_ones_are_opened_again_when_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from d2lcompat._io import source
+
+    monkeypatch.setattr(source, "MAX_PINNED", 1)
+    want = _sharded(tmp_path / "ck")
+    assert len(_shards(tmp_path / "ck")) > 2
+    net = _net(4)
+    net.load_parameters(tmp_path / "ck")
+    assert _same(_values(net), want)
+    # A shard replaced after validation is noticed there, and the load rolls back.
+    real_apply_all = source._apply_all
+    last = _shards(tmp_path / "ck")[-1]
+
+    def replace_then_apply(*args: Any) -> None:
+        data = (tmp_path / "ck" / last).read_bytes()
+        (tmp_path / "new").write_bytes(data)
+        os.replace(tmp_path / "new", tmp_path / "ck" / last)
+        real_apply_all(*args)
+
+    monkeypatch.setattr(source, "_apply_all", replace_then_apply)
+    net = _net(5)
+    before = _values(net)
+    with pytest.raises(CheckpointError, match="changed"):
+        net.load_parameters(tmp_path / "ck")
+    assert _same(_values(net), before)

@@ -112,6 +112,10 @@ class _Replaced(Exception):
 
 #: How many times a load opens a checkpoint folder that concurrent saves keep replacing.
 OPEN_TRIES = 5
+#: At most this many shards stay open from validation to reading (a process may open
+#: about 1024 files); the others are opened again when read, checked to be the same
+#: file (a failure then rolls back).
+MAX_PINNED = 256
 
 
 def _open_portable(path: PathLike, trusted: bool = False) -> _Source:
@@ -185,7 +189,10 @@ def _open_portable_once(name: str, trusted: bool) -> _Source:
                 order = []
                 for shard, names in files.items():
                     try:
-                        headers[shard] = _stformat.open_header(shard, dir_fd)
+                        if len(headers) < MAX_PINNED:
+                            headers[shard] = _stformat.open_header(shard, dir_fd)
+                        else:  # opened again by path when read (rollback still holds)
+                            headers[shard] = _stformat.read_header(shard)
                     except OSError as exc:
                         if not _same_folder(folder, dir_fd):
                             raise _Replaced from None

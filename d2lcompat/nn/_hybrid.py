@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import autograd as _autograd
-from .._parameter import FIRST_CALL_LOCK
 from .._errors import D2LCompatWarning, UnsupportedError
+from .._parameter import FIRST_CALL_LOCK
 from .._registry import active
 
 if TYPE_CHECKING:
