@@ -352,7 +352,7 @@ class _Journal:
                 arr = np.ascontiguousarray(b.host_view(p._var))
                 offset = self._file.tell()
                 if arr.nbytes:
-                    self._file.write(memoryview(arr.reshape(-1).view(np.uint8)))
+                    self._file.write(memoryview(arr.reshape(-1).view(np.uint8).data))
                     self._file.flush()
             except OSError as exc:
                 raise CheckpointError(
@@ -372,7 +372,7 @@ class _Journal:
                 old = np.empty(dims, dtype)
                 if old.nbytes:
                     self._file.seek(offset)
-                    self._file.readinto(memoryview(old.reshape(-1).view(np.uint8)))
+                    self._file.readinto(memoryview(old.reshape(-1).view(np.uint8).data))
                 var = b.assign(var, b.from_numpy(old, b.dtype(var), b.device_of(var)))
                 del old
             p._var, p._shape, p._deferred, p._grad = var, shape, deferred, grad
