@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,12 @@ if TYPE_CHECKING:
 __all__ = ["Constant", "Parameter"]
 
 _GRAD_REQS = ("write", "add", "null")
+#: Held while a block's first call creates its deferred parameters, and while a
+#: hybridized block compiles and runs its first trace: several threads calling a fresh
+#: network at once create (and compile) everything once and all see the same
+#: parameters. Re-entrant (a block's first call runs its children's first calls).
+#: Only first calls take it: every call checks a plain flag first.
+FIRST_CALL_LOCK = threading.RLock()
 _DEFAULT_INIT = _init.Uniform(0.07)
 
 

@@ -7,6 +7,7 @@ The normal run tries 200 cases per target; ``D2LCOMPAT_FUZZ_EXAMPLES=10000`` (th
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -105,3 +106,88 @@ def test_deferred_load_only_raises_checkpoint_error(data: bytes) -> None:
 def test_seeds_themselves_load(seed: int) -> None:
     TARGET.write_bytes(SEEDS[seed])
     d2lcompat.load(TARGET)
+
+
+# ------------------------------------------------------------------ header bombs
+def _safetensors(header: dict[str, object], data: bytes = b"", length: int | None = None) -> bytes:
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    n = len(raw) if length is None else length
+    return n.to_bytes(8, "little") + raw + data
+
+
+def _meta(structure: object) -> dict[str, object]:
+    text = structure if isinstance(structure, str) else json.dumps(structure)
+    return {"__metadata__": {"d2lcompat.structure": text}}
+
+
+# Files of about 1 KB whose header declares huge structures: each must raise
+# CheckpointError at once (never MemoryError, never a long stall).
+BOMBS = {
+    "structure: list of 10**10": _safetensors(_meta({"type": "list", "length": 10**10})),
+    "structure: tuple of 10**18": _safetensors(_meta({"type": "tuple", "length": 10**18})),
+    "structure: dict keys beyond the tensors": _safetensors(_meta({"type": "dict", "keys": ["a"] * 100})),
+    "deeply nested structure": _safetensors(_meta("[" * 100_000 + "]" * 100_000)),
+    "header length of 1 TB": _safetensors({}, length=1 << 40),
+    "header length just under the bound": _safetensors({}, length=99_999_999),
+    "empty tensor of 10**30 columns": _safetensors(
+        {"t": {"dtype": "F32", "shape": [0, 10**30], "data_offsets": [0, 0]}}),
+    "1000 dimensions": _safetensors(
+        {"t": {"dtype": "F32", "shape": [1] * 1000, "data_offsets": [0, 4]}}, b"\0" * 4),
+    "deeply nested header": b"".join([
+        (200_000).to_bytes(8, "little"), b"{" + b'"a":[' * 10_000 + b" " * (200_000 - 50_001)]),
+}
+
+
+def _index_bomb(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    d2lcompat.save(folder / "model-00001-of-00001.safetensors", {"x": ops.zeros((2,))})
+    index = {"metadata": {"d2lcompat.structure": json.dumps({"type": "list", "length": 10**10})},
+             "weight_map": {"x": "model-00001-of-00001.safetensors"}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    return folder
+
+
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_header_bombs_raise_checkpoint_error_at_once(bomb: str, tmp_path: Path) -> None:
+    import time
+
+    path = tmp_path / "bomb.safetensors"
+    path.write_bytes(BOMBS[bomb])
+    assert path.stat().st_size < 250_000
+    net = _net()
+    before = {k: ops.to_numpy(p.data()).copy() for k, p in net.collect_params().items()}
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    calls = {
+        "load": lambda: d2lcompat.load(path),
+        "load_parameters": lambda: net.load_parameters(path),
+        "load_states": lambda: trainer.load_states(path),
+        "convert": lambda: d2lcompat.convert(path, tmp_path / "out.safetensors"),
+    }
+    for what, call in calls.items():
+        start = time.perf_counter()
+        try:
+            call()
+        except CheckpointError:
+            pass
+        else:
+            # convert ignores a d2lcompat structure it cannot use (it writes the tensors
+            # the header lists, here none); everything else must refuse the file.
+            assert what == "convert" and "structure" in bomb, f"{what} accepted {bomb}"
+            assert d2lcompat.load(tmp_path / "out.safetensors") == {}
+        assert time.perf_counter() - start < 5.0, f"{what} stalled on {bomb}"
+    for k, p in net.collect_params().items():
+        np.testing.assert_array_equal(ops.to_numpy(p.data()), before[k])
+
+
+def test_sharded_index_bomb_is_refused_at_once(tmp_path: Path) -> None:
+    import time
+
+    folder = _index_bomb(tmp_path / "ck")
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match="10000000000"):
+        d2lcompat.load(folder)
+    # The structure of an index is advisory for load_parameters (the weight_map decides).
+    net = nn.Sequential()
+    net.load_parameters(folder, ignore_extra=True)
+    assert time.perf_counter() - start < 5.0

@@ -193,7 +193,7 @@ def save(path: PathLike, obj: Any) -> None:
     _write(path, entries, meta)
 
 
-def load(path: PathLike, device: Any = None) -> Any:
+def load(path: PathLike, device: Any = None, *, trusted: bool = False) -> Any:
     """Load what `save` wrote: a tensor, a list, a tuple or a dict of native tensors.
 
     A safetensors file written by anything else (``save_parameters``, another
@@ -206,11 +206,15 @@ def load(path: PathLike, device: Any = None) -> Any:
         The file to read.
     device : Device, str or None
         Where to put the tensors (default: the default device).
+    trusted : bool
+        Read the shards of a sharded checkpoint even where they resolve outside its
+        folder (symbolic links elsewhere); by default such a checkpoint is refused.
 
     Raises
     ------
     CheckpointError
-        The file is missing, truncated, corrupt or not safetensors.
+        The file is missing, truncated, corrupt or not safetensors, or a shard lies
+        outside its checkpoint's folder.
 
     Examples
     --------
@@ -223,12 +227,18 @@ def load(path: PathLike, device: Any = None) -> Any:
     """
     dev = _device.resolve(device)
     try:
-        src = _open_portable(path)
-        structure = _structure(src.metadata, src.specs)
+        src = _open_portable(path, trusted)
     except FormatError as exc:
         raise _not_readable(path, _read_head(path), exc) from None
+    with src:
+        return _load_from(src, path, dev)
+
+
+def _load_from(src: Any, path: PathLike, dev: Any) -> Any:
+    try:
+        structure = _structure(src.metadata, src.specs)
     except ValueError as exc:
-        raise _not_readable(path, b"", FormatError(str(exc))) from None
+        raise _not_readable(path, None, FormatError(str(exc))) from None
     problems = [
         p for k, v in src.read(k for k, (d, _) in src.specs.items() if _needs_check(d))
         if (p := _value_problem(k, src.specs[k][0], v)) is not None
@@ -320,8 +330,11 @@ def load_parameters(
     Every header, name, shape and dtype is checked before any parameter changes; on
     any problem a `CheckpointError` lists all of them and every parameter is left as
     it was. Then the tensors stream one at a time from a memory map of the file into
-    the parameters (peak extra memory: about one tensor). A parameter still waiting
-    for deferred initialization takes its shape from the file.
+    the parameters (host memory: about one tensor). Should anything fail on the way (a
+    read error, a file rewritten in place by another process), every parameter is put
+    back before the error is raised (the old values of the parameters written in
+    place wait in an unlinked temporary file until the load ends). A parameter still
+    waiting for deferred initialization takes its shape from the file.
 
     Parameters
     ----------
@@ -340,8 +353,9 @@ def load_parameters(
         Tensors of the file that the network does not have are skipped instead of
         being an error.
     trusted : bool
-        Allow pickle-based native formats (Paddle ``.pdparams``). Never needed for
-        safetensors files.
+        Allow pickle-based native formats (Paddle ``.pdparams``), and the shards of a
+        sharded checkpoint that resolve outside its folder (symbolic links elsewhere).
+        Never needed for a safetensors file or a checkpoint folder of your own.
 
     Raises
     ------
@@ -359,7 +373,13 @@ def load_parameters(
     (2, 3)
     """
     dev = _device.resolve(device) if device is not None else None
-    src = _open(path, trusted, None)
+    with _open(path, trusted, None) as src:
+        _load_parameters_from(src, block, path, dev, allow_missing, ignore_extra)
+
+
+def _load_parameters_from(
+    src: Any, block: Block, path: PathLike, dev: Any, allow_missing: bool, ignore_extra: bool
+) -> None:
     params = block.collect_params()
     name = os.fspath(path)
     problems: list[str] = []
@@ -468,8 +488,8 @@ def convert(
     ...                   mapping={"weight": "0.weight", "bias": "0.bias"})
     ['0.weight', '0.bias']
     """
-    source = _open(src, trusted, mapping)
-    entries = _read_all(source)
+    with _open(src, trusted, mapping) as source:
+        entries = _read_all(source)
     what = os.path.basename(os.fspath(src)) + ("" if source.layout == "portable" else f" ({source.layout})")
     _write(dst, entries, _metadata("parameters", entries, **{META_SOURCE: what}))
     return list(entries)

@@ -94,12 +94,14 @@ def _readers(kind: str | None) -> str:
     return " Convert it to the portable file with " + " or ".join(ways) + "."
 
 
-def _not_readable(path: PathLike, data: bytes, reason: FormatError) -> CheckpointError:
+def _not_readable(path: PathLike, data: bytes | None, reason: FormatError) -> CheckpointError:
     """The message for a file that is not a readable checkpoint: the same under every
-    backend (what the file looks like, who reads it)."""
+    backend (what the file looks like, who reads it). ``data`` is the file's first
+    bytes, or None when the file is safetensors (nothing to sniff) or must not be
+    quoted (a file outside the checkpoint's folder)."""
     name = os.fspath(path)
-    kind = _sniff(data) if not reason.truncated else None
-    if kind == "text":
+    kind = _sniff(data) if data is not None and not reason.truncated else None
+    if kind == "text" and data is not None:
         snippet = " ".join(data.decode("utf-8", "replace").split())[:40]
         what = f" It looks like a text file (it begins {snippet!r}), not a checkpoint."
     elif kind == "empty":

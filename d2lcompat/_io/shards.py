@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .._errors import CheckpointError
 
-__all__ = ["INDEX", "SINGLE", "locate", "owned", "parse_size", "plan", "shard_name"]
+__all__ = ["INDEX", "SINGLE", "locate", "outside", "owned", "parse_size", "plan", "read_index", "shard_name"]
 
 INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
@@ -104,10 +105,70 @@ def _bad_index(path: str, why: str) -> CheckpointError:
     )
 
 
-def read_index(path: str) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """``({shard file path: [tensor names]}, string metadata)`` from an index file."""
+def _within(path: str, root: str) -> bool:
     try:
-        with open(path, "rb") as f:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:  # different drives (Windows)
+        return False
+
+
+def outside(folder: str, path: str) -> str | None:
+    """Where ``path`` really is (symlinks resolved) when that is outside ``folder``, else
+    None. Inside means inside the folder itself, or, for a folder of the Hugging Face hub
+    cache (``<repo>/snapshots/<revision>/``), inside the same repository's ``blobs/``
+    (``x.safetensors -> ../../blobs/<hash>``), the one layout of links users need."""
+    real = os.path.realpath(path)
+    root = os.path.realpath(folder)
+    if _within(real, root):
+        return None
+    snapshots = os.path.dirname(root)
+    if os.path.basename(snapshots) == "snapshots":
+        blobs = os.path.join(os.path.dirname(snapshots), "blobs")
+        if os.path.isdir(blobs) and _within(real, blobs):
+            return None
+    return real
+
+
+def _refuse_outside(what: str, folder: str, entries: Mapping[str, str], trusted: bool) -> None:
+    """Refuse the ``{entry: path}`` that resolve outside ``folder`` unless ``trusted``."""
+    if trusted:
+        return
+    bad = {e: real for e, p in entries.items() if (real := outside(folder, p)) is not None}
+    if bad:
+        listed = "; ".join(f"'{e}' points to '{real}'" for e, real in sorted(bad.items())[:10])
+        raise CheckpointError(
+            f"Cannot load '{what}': {len(bad)} file(s) of the checkpoint resolve outside its "
+            f"folder '{folder}' (symbolic links?): {listed}. d2lcompat reads a checkpoint's "
+            "files only inside its folder (or, for the Hugging Face hub cache, inside the same "
+            "repository's blobs/), so that an unpacked archive cannot make a load read other "
+            "files. If you trust where this checkpoint came from, pass trusted=True. Nothing "
+            "was loaded."
+        )
+
+
+def _isfile(path: str, dir_fd: int | None) -> bool:
+    try:
+        st = os.stat(os.path.basename(path), dir_fd=dir_fd) if dir_fd is not None else os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode)
+
+
+def read_index(
+    path: str, trusted: bool = False, dir_fd: int | None = None
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """``({shard file path: [tensor names]}, string metadata)`` from an index file.
+
+    Every shard must resolve inside the index's folder (see `outside`) unless
+    ``trusted``. With ``dir_fd`` (the folder, opened), the index is read through it, so
+    that a folder swapped by a concurrent save cannot mix two saves."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        if dir_fd is not None:
+            fd = os.open(os.path.basename(path), os.O_RDONLY, dir_fd=dir_fd)
+        else:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
             if os.fstat(f.fileno()).st_size > MAX_INDEX:
                 raise _bad_index(path, "the index is larger than 100 MB")
             raw = f.read()
@@ -120,15 +181,15 @@ def read_index(path: str) -> tuple[dict[str, list[str]], dict[str, str]]:
     wm = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(wm, dict) or not all(isinstance(v, str) for v in wm.values()):
         raise _bad_index(path, 'the index has no "weight_map" of tensor names to file names')
-    folder = os.path.dirname(os.path.abspath(path))
     files: dict[str, list[str]] = {}
     for name, file in wm.items():
-        if not file or os.path.basename(file) != file or file in (".", ".."):
+        if not file or os.path.basename(file) != file or file in (".", "..") or os.path.isabs(file):
             raise _bad_index(path, f"'{name}' maps to '{file}', which is not a file name in the same folder")
         files.setdefault(os.path.join(folder, file), []).append(name)
-    missing = [os.path.basename(f) for f in files if not os.path.isfile(f)]
+    missing = [os.path.basename(f) for f in files if not _isfile(f, dir_fd)]
     if missing:
         raise _bad_index(path, f"{len(missing)} shard(s) are missing: {', '.join(sorted(missing))}")
+    _refuse_outside(path, folder, {os.path.basename(f): f for f in files}, trusted)
     meta = doc.get("metadata")
     metadata = {str(k): v for k, v in meta.items() if isinstance(v, str)} if isinstance(meta, dict) else {}
     return dict(sorted(files.items())), metadata
@@ -137,24 +198,22 @@ def read_index(path: str) -> tuple[dict[str, list[str]], dict[str, str]]:
 MAX_INDEX = 100_000_000
 
 
-def locate(path: str) -> tuple[str, tuple[dict[str, list[str]], dict[str, str]] | None]:
-    """What to read for ``path``: ``(file, None)`` for one file, or ``(index, {shard:
-    names})`` for an index or a folder holding one. A folder without an index but with
-    ``model.safetensors`` is that file."""
+def locate(path: str, trusted: bool = False) -> tuple[str, bool]:
+    """What to read for ``path``: ``(file, False)`` for one file, ``(index, True)`` for
+    an index or a folder holding one. A folder without an index but with
+    ``model.safetensors`` is that file. A file found in a folder must resolve inside it
+    (see `outside`) unless ``trusted``."""
     if os.path.isdir(path):
-        index = os.path.join(path, INDEX)
-        if os.path.isfile(index):
-            return index, read_index(index)
-        single = os.path.join(path, SINGLE)
-        if os.path.isfile(single):
-            return single, None
+        for file, sharded in ((INDEX, True), (SINGLE, False)):
+            found = os.path.join(path, file)
+            if os.path.isfile(found):
+                _refuse_outside(path, os.path.abspath(path), {file: found}, trusted)
+                return found, sharded
         raise CheckpointError(
             f"Cannot load '{path}': it is a folder without {INDEX} or {SINGLE}. Pass the "
             "checkpoint file itself, or the folder save_parameters(..., max_shard_size=...) wrote."
         )
-    if path.endswith(".index.json"):
-        return path, read_index(path)
-    return path, None
+    return path, path.endswith(".index.json")
 
 
 def check_shard(index: str, shard: str, expected: Sequence[str], found: Sequence[str]) -> list[str]:

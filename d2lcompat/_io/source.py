@@ -48,6 +48,23 @@ class _Source:
     metadata: dict[str, str]
     where: dict[str, tuple[Header, TensorInfo]] = field(default_factory=dict)
     entries: dict[str, _Entry] = field(default_factory=dict)
+    headers: list[Header] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close the files the headers were read from."""
+        for h in self.headers:
+            h.close()
+
+    def __enter__(self) -> _Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def unchanged(self) -> list[str]:
+        """The files rewritten in place since their headers were read (their size or
+        modification time changed); empty when none was."""
+        return [h.path for h in self.headers if not _stformat.unchanged(h)]
 
     def read(self, names: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
         """``(name, stored values)`` for ``names``, one tensor at a time, file by file
@@ -71,84 +88,167 @@ class _Source:
                     f"Cannot read '{items[0][0].path}': {exc.strerror or exc}."
                 ) from None
             except FormatError as exc:
-                raise CheckpointError(f"Cannot load '{items[0][0].path}': {exc}. Load it again.") from None
+                raise CheckpointError(
+                    f"Cannot load '{items[0][0].path}': {exc}; nothing was loaded. Load it again."
+                ) from None
             with mapped:
                 for _, info in items:
-                    arr = mapped.view(info)
+                    try:
+                        arr = mapped.view(info)
+                    except (OSError, FormatError) as exc:
+                        raise CheckpointError(
+                            f"Cannot load '{info.name}' from '{items[0][0].path}': "
+                            f"{getattr(exc, 'strerror', None) or exc}; nothing was loaded. "
+                            "Check the file and load it again."
+                        ) from None
                     yield info.name, arr
                     del arr
                     mapped.release(info)
 
 
-def _open_portable(path: PathLike) -> _Source:
+class _Replaced(Exception):
+    """The folder was swapped by a concurrent save while it was being opened."""
+
+
+#: How many times a load opens a checkpoint folder that concurrent saves keep replacing.
+OPEN_TRIES = 5
+#: At most this many shards stay open from validation to reading (a process may open
+#: about 1024 files); the others are opened again when read, checked to be the same
+#: file (a failure then rolls back).
+MAX_PINNED = 256
+
+
+def _open_portable(path: PathLike, trusted: bool = False) -> _Source:
     """The portable source at ``path`` (a file, an index, a folder with an index).
+
+    Every file is opened once, here, and its header read and checked; the data is
+    read later through the same descriptors, so a concurrent save (which replaces
+    files or the whole folder by a rename) cannot change what this load reads. The
+    shards are opened through a descriptor of their folder: all of them come from the
+    same save (a folder swapped meanwhile is opened again, up to `OPEN_TRIES` times).
 
     Raises FormatError when ``path`` is one file that is not safetensors (the caller
     may try the framework's own reader), CheckpointError for everything else."""
     name = os.fspath(path)
-    target, sharded = _shards.locate(name)
-    if sharded is None:
+    for _ in range(OPEN_TRIES):
         try:
-            header = _stformat.read_header(target)
-        except OSError as exc:
-            raise CheckpointError(
-                f"Cannot read '{target}': {exc.strerror or exc}. Check the path."
-            ) from None
-        headers = {target: header}
-        metadata = header.metadata
-        order = list(header.tensors)
-    else:
-        files, metadata = sharded
-        headers = {}
-        problems: list[str] = []
-        order = []
-        for shard, names in files.items():
+            return _open_portable_once(name, trusted)
+        except _Replaced:
+            continue
+    raise CheckpointError(
+        f"Cannot load '{name}': another process replaced it {OPEN_TRIES} times while it "
+        "was being opened (a save in progress?). Nothing was loaded; load it again when "
+        "the saves are done."
+    )
+
+
+def _folder_fd(folder: str) -> int | None:
+    if os.open not in os.supports_dir_fd or not hasattr(os, "O_DIRECTORY"):
+        return None  # pragma: no cover - Windows: shards are opened by path
+    try:
+        return os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise CheckpointError(f"Cannot read '{folder}': {exc.strerror or exc}. Check the path.") from None
+
+
+def _same_folder(folder: str, dir_fd: int | None) -> bool:
+    if dir_fd is None:
+        return True
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return False
+    held = os.fstat(dir_fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _open_portable_once(name: str, trusted: bool) -> _Source:
+    target, is_index = _shards.locate(name, trusted)
+    headers: dict[str, Header] = {}
+    try:
+        if not is_index:
             try:
-                headers[shard] = _stformat.read_header(shard)
+                headers[target] = _stformat.open_header(target)
             except OSError as exc:
                 raise CheckpointError(
-                    f"Cannot read '{shard}' (a shard of '{name}'): {exc.strerror or exc}."
+                    f"Cannot read '{target}': {exc.strerror or exc}. Check the path."
                 ) from None
-            except FormatError as exc:
-                raise _not_readable(shard, _read_head(shard), exc) from None
-            problems += _shards.check_shard(target, shard, names, list(headers[shard].tensors))
-            order += names
-        if problems:
-            raise CheckpointError(
-                f"Cannot load '{name}': its index and its shards disagree; nothing was "
-                "loaded.\n  - " + "\n  - ".join(problems)
-            )
-    where = {k: (h, info) for h in headers.values() for k, info in h.tensors.items()}
-    try:
-        keys = _structure(metadata, where).get("keys")
-    except ValueError:
-        keys = None
-    if keys is not None:
-        order = list(keys)
-    fmt = metadata.get(META_FORMAT)
-    if fmt is not None:
-        if not fmt.isdigit():
-            raise _not_readable(name, b"", FormatError(f"its metadata {META_FORMAT}={fmt!r} is not a version number"))
-        if int(fmt) > FORMAT_VERSION:
-            raise CheckpointError(
-                f"Cannot load '{name}': it was written in d2lcompat format {fmt} (by d2lcompat "
-                f"{metadata.get(META_VERSION, '?')}); this d2lcompat reads format "
-                f"{FORMAT_VERSION} and older. Upgrade d2lcompat. Nothing was loaded."
-            )
-    specs = {k: (where[k][1].dtype, where[k][1].shape) for k in order}
-    return _Source(name, "portable", specs, dict(metadata), where=where)
+            metadata = headers[target].metadata
+            order = list(headers[target].tensors)
+        else:
+            folder = os.path.dirname(os.path.abspath(target))
+            dir_fd = _folder_fd(folder)
+            try:
+                try:
+                    files, metadata = _shards.read_index(target, trusted, dir_fd)
+                except CheckpointError:
+                    if not _same_folder(folder, dir_fd):
+                        raise _Replaced from None  # a save swapped the folder: open it again
+                    raise
+                problems: list[str] = []
+                order = []
+                for shard, names in files.items():
+                    try:
+                        if len(headers) < MAX_PINNED:
+                            headers[shard] = _stformat.open_header(shard, dir_fd)
+                        else:  # opened again by path when read (rollback still holds)
+                            headers[shard] = _stformat.read_header(shard)
+                    except OSError as exc:
+                        if not _same_folder(folder, dir_fd):
+                            raise _Replaced from None
+                        raise CheckpointError(
+                            f"Cannot read '{shard}' (a shard of '{name}'): {exc.strerror or exc}."
+                        ) from None
+                    except FormatError as exc:
+                        # Quote a file's first bytes only if it is the checkpoint's own.
+                        inside = _shards.outside(folder, shard) is None
+                        raise _not_readable(shard, _read_head(shard) if inside else None, exc) from None
+                    problems += _shards.check_shard(target, shard, names, list(headers[shard].tensors))
+                    order += names
+            finally:
+                if dir_fd is not None:
+                    os.close(dir_fd)
+            if problems:
+                raise CheckpointError(
+                    f"Cannot load '{name}': its index and its shards disagree; nothing was "
+                    "loaded.\n  - " + "\n  - ".join(problems)
+                )
+        where = {k: (h, info) for h in headers.values() for k, info in h.tensors.items()}
+        try:
+            keys = _structure(metadata, where).get("keys")
+        except ValueError:
+            keys = None
+        if keys is not None:
+            order = list(keys)
+        fmt = metadata.get(META_FORMAT)
+        if fmt is not None:
+            if not fmt.isdigit():
+                raise _not_readable(name, None, FormatError(f"its metadata {META_FORMAT}={fmt!r} is not a version number"))
+            if int(fmt) > FORMAT_VERSION:
+                raise CheckpointError(
+                    f"Cannot load '{name}': it was written in d2lcompat format {fmt} (by d2lcompat "
+                    f"{metadata.get(META_VERSION, '?')}); this d2lcompat reads format "
+                    f"{FORMAT_VERSION} and older. Upgrade d2lcompat. Nothing was loaded."
+                )
+        specs = {k: (where[k][1].dtype, where[k][1].shape) for k in order}
+    except BaseException:
+        for h in headers.values():
+            h.close()
+        raise
+    return _Source(name, "portable", specs, dict(metadata), where=where, headers=list(headers.values()))
 
 
 def _open(path: PathLike, trusted: bool, mapping: Mapping[str, str] | None) -> _Source:
     """A portable source, else the running framework's own checkpoint, under portable
-    names and layouts."""
+    names and layouts. Close it (``with``) when done."""
     try:
-        src = _open_portable(path)
+        src = _open_portable(path, trusted)
     except FormatError as exc:
         portable_error = exc
     else:
         if mapping:
-            named = {k: (k, e) for k, e in _read_all(src).items()}
+            with src:
+                named = {k: (k, e) for k, e in _read_all(src).items()}
             src = _source_of(src.name, "portable", _rename(named, mapping, path), src.metadata)
         return src
     head = _read_head(path)
@@ -180,13 +280,20 @@ def _structure(metadata: Mapping[str, str], entries: Mapping[str, Any]) -> dict[
         return {"type": "dict", "keys": list(entries)}
     try:
         s = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ValueError(f"its metadata {META_STRUCTURE} is not valid JSON") from None
     kind = s.get("type") if isinstance(s, dict) else None
+    length = s.get("length") if isinstance(s, dict) else None
+    if kind in ("list", "tuple") and isinstance(length, int) and length > len(entries):
+        # Checked before any list is built: a 1 KB header must not make us allocate
+        # 10**10 names (the length can never exceed the tensors the file holds).
+        raise ValueError(
+            f"its structure is a {kind} of {length} tensors but the file holds {len(entries)}"
+        )
     if kind == "tensor":
         names = ["tensor"]
-    elif kind in ("list", "tuple") and isinstance(s.get("length"), int) and s["length"] >= 0:
-        names = [str(i) for i in range(s["length"])]
+    elif kind in ("list", "tuple") and isinstance(length, int) and not isinstance(length, bool) and length >= 0:
+        names = [str(i) for i in range(length)]
     elif kind == "dict" and isinstance(s.get("keys"), list) and all(
         isinstance(k, str) for k in s["keys"]
     ):
@@ -212,14 +319,105 @@ def _shape_fits(p: Parameter, shape: tuple[int, ...]) -> bool:
     return len(shape) == len(p.shape) and all(s in (0, f) for s, f in zip(p.shape, shape))
 
 
+class _Journal:
+    """What a load changed, so that a failure puts every parameter back as it was (an
+    undo log, as a database keeps).
+
+    Before a parameter changes, its state is recorded: the variable object, shape,
+    deferred initializer, gradient (and a Constant's value). A variable about to be
+    written in place (mutable frameworks: torch, TF, Paddle) also has its old values
+    written to an unlinked temporary file (`tempfile.TemporaryFile`, in ``TMPDIR``),
+    straight from the framework's host view of it: host memory stays at about one
+    tensor, as the streaming load promises. Frameworks whose arrays are immutable
+    (JAX) keep the old array itself: no copy at all."""
+
+    def __init__(self) -> None:
+        self._undo: list[tuple[Parameter, tuple[Any, ...], tuple[int, Any, tuple[int, ...]] | None]] = []
+        self._seen: set[int] = set()
+        self._file: Any = None
+
+    def record(self, p: Parameter, in_place: bool) -> None:
+        if id(p) in self._seen:
+            return
+        self._seen.add(id(p))
+        state = (p._var, p._shape, p._deferred, p._grad, getattr(p, "_value", None))
+        saved = None
+        if in_place and p._var is not None:
+            import tempfile
+
+            b = active()
+            try:
+                if self._file is None:
+                    self._file = tempfile.TemporaryFile(prefix="d2lc-undo-")
+                arr = np.ascontiguousarray(b.host_view(p._var))
+                offset = self._file.tell()
+                if arr.nbytes:
+                    self._file.write(memoryview(arr.reshape(-1).view(np.uint8).data))
+                    self._file.flush()
+            except OSError as exc:
+                raise CheckpointError(
+                    f"Cannot keep the old values of '{p.name}' in a temporary file while "
+                    f"loading ({exc.strerror or exc}; the folder is tempfile.gettempdir(), "
+                    "set TMPDIR to another one); no parameter was changed."
+                ) from None
+            saved = (offset, arr.dtype, tuple(arr.shape))
+            del arr
+        self._undo.append((p, state, saved))
+
+    def roll_back(self) -> None:
+        b = active()
+        for p, (var, shape, deferred, grad, value), saved in reversed(self._undo):
+            if saved is not None:
+                offset, dtype, dims = saved
+                old = np.empty(dims, dtype)
+                if old.nbytes:
+                    self._file.seek(offset)
+                    self._file.readinto(memoryview(old.reshape(-1).view(np.uint8).data))
+                var = b.assign(var, b.from_numpy(old, b.dtype(var), b.device_of(var)))
+                del old
+            p._var, p._shape, p._deferred, p._grad = var, shape, deferred, grad
+            if value is not None:
+                p._value = value  # type: ignore[attr-defined]
+        self._undo.clear()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
 def _apply(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | None) -> None:
     """Stream every planned tensor into its parameter: one copy from the memory map
-    into the framework's own memory (host to device once), one tensor at a time."""
+    into the framework's own memory (host to device once), one tensor at a time.
+
+    All or nothing: if anything fails on the way (a read error, a file rewritten in
+    place by another process, the framework out of memory), every parameter changed so
+    far is put back (`_Journal`) before the error is raised."""
+    journal = _Journal()
+    try:
+        _apply_all(src, plan, dev, journal)
+        changed = src.unchanged()
+        if changed:
+            raise CheckpointError(
+                f"Cannot load '{src.name}': {', '.join(repr(c) for c in changed)} changed "
+                "while it was being read (another process rewrote it in place); no "
+                "parameter was changed. Load it again when the writer is done."
+            )
+    except BaseException:
+        journal.roll_back()
+        raise
+    finally:
+        journal.close()
+
+
+def _apply_all(
+    src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | None, journal: _Journal
+) -> None:
     from .._parameter import Constant
 
     b = active()
     direct = src.layout == "portable" and hasattr(os, "preadv")
-    done = _fill_direct(src, plan, dev) if direct else set()
+    done = _fill_direct(src, plan, dev, journal) if direct else set()
     for k, stored in src.read(k for k in plan if k not in done):
         p = plan[k]
         dtype = src.specs[k][0]
@@ -232,12 +430,14 @@ def _apply(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | N
             if target is None:
                 target = _device.resolve(None)
             var = b.new_variable(host, held, target, p._grad_req != "null")
+            journal.record(p, in_place=False)
             if not p._known:
                 p._shape = tuple(int(s) for s in stored.shape)
             p._var = var
             p._deferred = None
             p._grad = None
         else:
+            journal.record(p, in_place=b.SUPPORTS_MUTABLE_VARIABLES)
             p._var = b.assign_host(p._var, host, held)
         if isinstance(p, Constant) and dtype != "bfloat16":
             p._value = np.array(host)  # force_reinit restores the loaded value
@@ -248,7 +448,9 @@ class _Skip(Exception):
     """The framework's buffer does not fit a direct read: copy the usual way."""
 
 
-def _fill_direct(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | None) -> set[str]:
+def _fill_direct(
+    src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, int] | None, journal: _Journal
+) -> set[str]:
     """Read tensors straight from the file into parameters whose host memory the
     framework lends (`Backend.fill_variable`: CPU tensors under torch): no memory map,
     no copy in between. Returns the names done; the others go through `_apply`."""
@@ -266,13 +468,14 @@ def _fill_direct(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, in
                 continue
             header, info = src.where[k]
 
-            def fill(buf: np.ndarray, header: Header = header, info: TensorInfo = info) -> None:
+            def fill(buf: np.ndarray, header: Header = header, info: TensorInfo = info, p: Any = p) -> None:
                 want = _storage_dtype(info.dtype)
                 if (buf.dtype != want or tuple(buf.shape) != info.shape
                         or not buf.flags.c_contiguous or not buf.flags.writeable):
                     raise _Skip
                 if header.path not in fds:
                     fds[header.path] = _stformat.open_checked(header)
+                journal.record(p, in_place=True)
                 _stformat.read_into(fds[header.path], info, buf)
 
             try:
@@ -282,8 +485,7 @@ def _fill_direct(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, in
             except (OSError, FormatError) as exc:
                 raise CheckpointError(
                     f"Cannot load '{src.name}': {getattr(exc, 'strerror', None) or exc} while "
-                    "reading it; parameters read so far hold the file's values, the others "
-                    "their old ones. Check the file and load it again."
+                    "reading it; no parameter was changed. Check the file and load it again."
                 ) from None
             if obj is None:
                 continue
@@ -295,5 +497,3 @@ def _fill_direct(src: _Source, plan: Mapping[str, Parameter], dev: tuple[str, in
         for fd in fds.values():
             os.close(fd)
     return done
-
-

@@ -27,7 +27,7 @@ import mmap
 import os
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +53,8 @@ _NAMES = {v: k for k, v in CODES.items()}
 # The safetensors package refuses headers above 100 MB; so do we (a flipped length byte
 # must not make us allocate gigabytes).
 MAX_HEADER = 100_000_000
+# More dimensions than any framework (or NumPy, 64) holds is a malformed header.
+MAX_DIMS = 64
 #: A load gives back the pages it has copied every this many bytes (`Mapped.release`).
 RELEASE_EVERY = 64 << 20
 # madvise(MADV_POPULATE_READ) (Linux 5.14+; Python has no name for it).
@@ -101,6 +103,15 @@ class Header:
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str]
     identity: tuple[int, int, int, int]
+    #: The descriptor the header was read from, kept open (`open_header`), or -1. A load
+    #: reads the data through it: a save that replaces the file (a rename) meanwhile
+    #: cannot change what this load reads.
+    fd: int = field(default=-1, compare=False)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            object.__setattr__(self, "fd", -1)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -144,6 +155,38 @@ def read_header(path: str) -> Header:
         return _parse(path, fd, st)
     finally:
         os.close(fd)
+
+
+def open_header(path: str, dir_fd: int | None = None) -> Header:
+    """Like `read_header`, but the file stays open: the header's ``fd`` (close it with
+    `Header.close`). With ``dir_fd``, ``path``'s base name is opened in that folder."""
+    if dir_fd is not None:
+        fd = os.open(os.path.basename(path), os.O_RDONLY, dir_fd=dir_fd)
+    else:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        header = _parse(path, fd, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    object.__setattr__(header, "fd", fd)
+    return header
+
+
+def _reopen(header: Header) -> int:
+    """A descriptor of the file ``header`` was read from: a duplicate of the one kept
+    open, else the path opened again."""
+    if header.fd >= 0:
+        return os.dup(header.fd)
+    return os.open(header.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+
+
+def unchanged(header: Header) -> bool:
+    """Whether the file ``header`` was read from still has the same size and mtime (a
+    process that rewrites it in place changes them)."""
+    if header.fd < 0:
+        return True
+    return _identity(os.fstat(header.fd)) == header.identity
 
 
 def _int(v: Any) -> bool:
@@ -190,7 +233,8 @@ def _parse(path: str, fd: int, st: os.stat_result) -> Header:
         code, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if not (
             isinstance(code, str)
-            and isinstance(shape, list) and all(_int(d) and d >= 0 for d in shape)
+            and isinstance(shape, list) and len(shape) <= MAX_DIMS
+            and all(_int(d) and 0 <= d < 2**63 for d in shape)
             and isinstance(offsets, list) and len(offsets) == 2
             and all(_int(o) and o >= 0 for o in offsets)
         ):
@@ -233,7 +277,7 @@ def _parse(path: str, fd: int, st: os.stat_result) -> Header:
 def open_checked(header: Header) -> int:
     """A read-only descriptor of the very file ``header`` was read from (FormatError if
     it was replaced or changed since)."""
-    fd = os.open(header.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    fd = _reopen(header)
     if _identity(os.fstat(fd)) != header.identity:
         os.close(fd)
         raise FormatError("it changed between reading its header and its data")
@@ -264,7 +308,7 @@ class Mapped:
 
     def __init__(self, header: Header) -> None:
         self.header = header
-        self._fd = os.open(header.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._fd = _reopen(header)
         self._mm: mmap.mmap | None = None
         self._released = 0  # the pages before this offset were given back
         try:

@@ -16,7 +16,7 @@ from typing import Any
 from .. import _device
 from .. import init as _init
 from .._errors import D2LCompatError, D2LCompatWarning, ShapeError
-from .._parameter import Parameter
+from .._parameter import FIRST_CALL_LOCK, Parameter
 from .._registry import active as _active
 
 # True only where the backend needs the outermost forward pass run inside a device scope
@@ -229,7 +229,9 @@ class Block:
 
     def __call__(self, *args: Any) -> Any:
         if not self._ready:
-            self._prepare(*args)
+            with FIRST_CALL_LOCK:  # several threads' first calls create parameters once
+                if not self._ready:
+                    self._prepare(*args)
         if _SCOPED:
             return _scoped_forward(self, args)
         return self.forward(*args)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import autograd as _autograd
 from .._errors import D2LCompatWarning, UnsupportedError
+from .._parameter import FIRST_CALL_LOCK
 from .._registry import active
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class _Hybridized:
       succeeds, one `D2LCompatWarning` names the block and the block stays eager.
     """
 
-    __slots__ = ("_block", "_compiled", "_eager", "_errors", "_params")
+    __slots__ = ("_block", "_compiled", "_eager", "_errors", "_params", "_traced")
 
     def __init__(self, block: Block, eager: Callable[..., Any]) -> None:
         self._block = block
@@ -54,21 +55,36 @@ class _Hybridized:
         self._compiled: Callable[..., Any] | None = None
         self._params: tuple[Parameter, ...] = ()
         self._errors: tuple[type[BaseException], ...] = ()
+        # True once a compiled call has returned (the first one traces).
+        self._traced = False
 
     def __call__(self, *args: Any) -> Any:
         compiled = self._compiled
         if compiled is None or _TRAINING[-1]:
             return self._uncompiled(args)
+        if not self._traced:
+            # The first compiled call traces, swapping tracers into the parameters: one
+            # thread at a time (the others then run what it traced).
+            with FIRST_CALL_LOCK:
+                try:
+                    out = compiled([p._var for p in self._params], *args)
+                except self._errors as exc:
+                    return self._fall_back(exc, args)
+                self._traced = True
+                return out
         try:
             return compiled([p._var for p in self._params], *args)
         except self._errors as exc:
             return self._fall_back(exc, args)
 
     def _uncompiled(self, args: Sequence[Any]) -> Any:
-        out = self._eager(*args)
-        if self._compiled is None:
-            self._build()
-        return out
+        if self._compiled is not None:
+            return self._eager(*args)
+        with FIRST_CALL_LOCK:  # build the compiled function once, whatever the threads
+            out = self._eager(*args)
+            if self._compiled is None:
+                self._build()
+            return out
 
     def _build(self) -> None:
         b = active()

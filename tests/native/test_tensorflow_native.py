@@ -70,3 +70,52 @@ def test_wrong_architecture_lists_problems(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="keras"):
         net.load_parameters(tmp_path / "m.weights.h5")
     assert not net[0].weight.is_initialized
+
+
+def _crafted(tmp_path: Path, how: str) -> Path:
+    """A Keras-like weights file whose one dataset reads bytes from outside the file."""
+    import h5py
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(8, dtype=np.float32).tobytes())
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("data", data=np.arange(8, dtype=np.float32))
+    path = tmp_path / f"{how}.weights.h5"
+    with h5py.File(path, "w") as f:
+        vars_ = f.create_group("layers/dense/vars")
+        vars_.create_dataset("1", data=np.zeros(8, np.float32))
+        if how == "external storage":
+            vars_.create_dataset("0", shape=(8,), dtype=np.float32, external=[(str(secret), 0, 32)])
+        elif how == "external link":
+            vars_["0"] = h5py.ExternalLink(str(other), "/data")
+        elif how == "soft link":
+            vars_["0"] = h5py.SoftLink("/layers/dense/vars/1")
+        elif how == "virtual dataset":
+            layout = h5py.VirtualLayout(shape=(8,), dtype=np.float32)
+            layout[:] = h5py.VirtualSource(str(other), "data", shape=(8,))
+            vars_.create_virtual_dataset("0", layout)
+    return path
+
+
+@pytest.mark.parametrize("how", ["external storage", "external link", "soft link", "virtual dataset"])
+def test_hdf5_data_outside_the_file_is_refused(tmp_path: Path, how: str) -> None:
+    import h5py
+
+    path = _crafted(tmp_path, how)
+    with h5py.File(path, "r") as f:  # the crafted file does read the outside bytes
+        assert np.array_equal(f["layers/dense/vars/0"][()], np.arange(8) if how != "soft link" else np.zeros(8))
+    with pytest.raises(CheckpointError, match="/layers/dense/vars/0") as info:
+        d2lcompat.convert(path, tmp_path / "out.safetensors")
+    assert how.split()[0] in str(info.value)
+    assert not (tmp_path / "out.safetensors").exists()
+    net = nn.Dense(8, in_units=1)
+    net.initialize()
+    before = ops.to_numpy(net.weight.data()).copy()
+    with pytest.raises(CheckpointError, match="/layers/dense/vars/0"):
+        net.load_parameters(path)
+    np.testing.assert_array_equal(ops.to_numpy(net.weight.data()), before)
+    # The command line says the same, exit status 1.
+    from d2lcompat_cli import main
+
+    assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 1
