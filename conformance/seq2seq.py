@@ -16,6 +16,7 @@ import numpy as np
 
 import d2lcompat
 from d2lcompat import autograd, data, nn, ops
+from d2lcompat._registry import active
 
 DIGITS = [str(d) for d in range(10)]
 RESERVED = ["<pad>", "<bos>", "<eos>"]
@@ -86,7 +87,11 @@ class TransformerDecoder(nn.Block):
         return [enc_outputs, enc_valid_lens, [None] * self.num_blks]
 
     def forward(self, X: Any, state: list[Any]) -> tuple[Any, list[Any]]:
-        X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens))
+        # The position of X's first token: the length of the cache (0 when training).
+        # The book always adds position 0's encoding here, which a one-token-at-a-time
+        # greedy decoder then sees at every step (docs/sequence.md).
+        offset = 0 if state[2][0] is None else ops.shape(state[2][0])[1]
+        X = self.pos_encoding(self.embedding(X) * math.sqrt(self.num_hiddens), offset)
         for blk in self.blks:
             X, state = blk(X, state)
         return self.dense(X), state
@@ -123,7 +128,7 @@ class MaskedSoftmaxCELoss(nn.Block):
         T = ops.shape(pred)[1]
         tokens = label[:, :T]
         valid = ops.cast(label[:, T], "float32")
-        weights = ops.sequence_mask(ops.ones_like(ops.cast(tokens, "float32")), valid)
+        weights = ops.sequence_mask(ops.cast(tokens, "float32") * 0.0 + 1.0, valid)
         logp = ops.log_softmax(pred, axis=-1)
         onehot = ops.cast(ops.equal(ops.expand_dims(ops.cast(tokens, "int32"), -1),
                                     ops.arange(ops.shape(pred)[2], dtype="int32")), "float32")
@@ -143,8 +148,11 @@ def build(vocab_size: int, num_steps: int, seed: int, dropout: float = 0.0) -> S
 def train(net: Seq2Seq, X: np.ndarray, y: np.ndarray, steps: int, batch_size: int, lr: float,
           seed: int) -> np.ndarray:
     """``steps`` Adam steps on batches drawn from (X, y) in a seeded order; returns the
-    loss curve. The step is compiled where the backend compiles a training step."""
-    net.hybridize()
+    loss curve. The step is one compiled function where the backend compiles a whole
+    training step (JAX, TensorFlow); eager elsewhere (torch, Paddle: their eager step is
+    the faster one on a CPU, docs/training.md)."""
+    if active().COMPILES_TRAIN_STEP:
+        net.hybridize()
     trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": lr})
     step = d2lcompat.train_step(net, MaskedSoftmaxCELoss(), trainer)
     rng = np.random.default_rng(seed)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 import d2lcompat
-from d2lcompat import ShapeError, autograd, nn, ops
+from d2lcompat import ShapeError, autograd, data, nn, ops
 
 from .. import reference_seq as ref
 from .._registry import Context, scenario
@@ -124,3 +124,30 @@ def at03(ctx: Context) -> None:
         assert_close(pe(X), host + want[None, :50], rtol=1e-5, atol=1e-5)  # predict mode: no dropout
         assert pe.collect_params() == {} or len(pe.collect_params()) == 0, "P is no parameter"
     _shape_error(lambda: nn.PositionalEncoding(8, 0.0, max_len=10)(ops.ones((1, 11, 8))), "max_len")
+
+
+@scenario("AT04", "a Transformer encoder-decoder learns to reverse digit strings (>= 95 % token accuracy, "
+                  "greedy decoding); data.bleu equals the book's formula")
+def at04(ctx: Context) -> None:
+    from .. import seq2seq
+
+    T = 8
+    vocab, X, y, _, _ = seq2seq.reverse_task(2000, T, seed=1, min_len=3, max_len=7)
+    _, Xt, _, _, targets = seq2seq.reverse_task(200, T, seed=2, min_len=3, max_len=7)
+    net = seq2seq.build(len(vocab), T, seed=3)
+    curve = seq2seq.train(net, X, y, steps=300, batch_size=64, lr=0.003, seed=4)
+    assert curve[-20:].mean() < 0.2 * curve[0], curve[::30]
+    pred = seq2seq.greedy_decode(net, vocab, Xt)
+    acc = seq2seq.token_accuracy(pred, targets)
+    assert acc >= 0.95, f"token accuracy {acc:.3f} < 0.95"
+    scores = []
+    for p, t in zip(pred, targets):
+        got = data.bleu(" ".join(p) or "<empty>", " ".join(t), k=2)
+        assert abs(got - ref.bleu(" ".join(p) or "<empty>", " ".join(t), 2)) < 1e-12
+        scores.append(got)
+    assert np.mean(scores) > 0.9, np.mean(scores)
+    # BLEU on fixed cases: the book's formula (and its examples' extremes).
+    for pred_s, label_s in (("a b c d", "a b c d"), ("a b", "a b c d"), ("a x c d e", "a b c d"), ("z", "a b")):
+        assert abs(data.bleu(pred_s, label_s, 2) - ref.bleu(pred_s, label_s, 2)) < 1e-12
+        assert abs(data.bleu(pred_s.split(), label_s.split(), 3) - ref.bleu(pred_s, label_s, 3)) < 1e-12
+    assert data.bleu("a b c d", "a b c d", 4) == 1.0 and data.bleu("z", "a b", 2) == 0.0

@@ -22,7 +22,7 @@ from .. import autograd as _autograd
 from .. import ops as _ops
 from .._errors import D2LCompatError, ShapeError
 from .._registry import active
-from ..ops._sequence import MASK_VALUE, key_mask, lengths_tensor
+from ..ops._sequence import MASK_VALUE, device_for, key_mask, lengths_tensor
 from ._block import Block
 from ._layers import Dense, Dropout
 
@@ -56,7 +56,7 @@ def _composed(q: Any, k: Any, v: Any, keep: Any, dropout: Block | None) -> tuple
     scores = _ops.matmul(_ops.transpose(q, (0, 2, 1, 3)), _ops.transpose(k, (0, 2, 3, 1)))
     scores = scores / math.sqrt(d)
     if keep is not None:
-        scores = _ops.where(keep, scores, b.full((), MASK_VALUE, b.dtype(scores), b.device_of(scores)))
+        scores = _ops.where(keep, scores, b.full((), MASK_VALUE, b.dtype(scores), device_for(b, scores)))
     weights = _ops.softmax(scores, axis=-1)
     dropped = weights if dropout is None else dropout(weights)
     out = _ops.matmul(dropped, _ops.transpose(v, (0, 2, 1, 3)))
@@ -85,8 +85,8 @@ def attend(q: Any, k: Any, v: Any, valid_lens: Any, dropout: Block | None = None
             # scores -1e6). The fused kernel gets that case as "keep every key" with a
             # zero query (all scores 0): the same weights, the same gradients.
             vl = lengths_tensor(valid_lens, (qs[0], qs[1], ks[1]), q, where)
-            some = _ops.greater(vl, b.full((), 0.0, "float32", b.device_of(vl)))
-            vl = _ops.where(some, vl, b.full((), float(ks[1]), "float32", b.device_of(vl)))
+            some = _ops.greater(vl, b.full((), 0.0, "float32", device_for(b, vl)))
+            vl = _ops.where(some, vl, b.full((), float(ks[1]), "float32", device_for(b, vl)))
             keep = _mask4(vl, b, (qs[0], qs[1], ks[1]), q, where)
             lshape = tuple(b.shape(some))
             scale = _ops.reshape(b.cast(some, b.dtype(q)), lshape + (1,) * (4 - len(lshape)))
@@ -293,7 +293,9 @@ def positional_table(max_len: int, num_hiddens: int) -> np.ndarray:
 class PositionalEncoding(Block):
     """The book's sinusoidal positional encoding (§11.6.3): ``X + P[:, :T, :]`` then
     dropout, ``P[0, i, 2j] = sin(i / 10000^(2j/d))``, ``P[0, i, 2j+1] = cos(...)``.
-    ``P`` is a constant table, not a parameter (not saved).
+    ``P`` is a constant table, not a parameter (not saved). ``pe(X, offset=t)`` adds
+    the rows ``t .. t + T - 1`` instead: what a decoder fed one token at a time needs
+    (the book's always adds row 0 there, docs/sequence.md).
 
     Examples
     --------
@@ -319,22 +321,24 @@ class PositionalEncoding(Block):
         """The table ``(1, max_len, num_hiddens)`` as a native tensor (the book's ``P``)."""
         return self._P
 
-    def forward(self, X: Any) -> Any:
+    def forward(self, X: Any, offset: int = 0) -> Any:
         b = active()
         s = tuple(b.shape(X))
         _, max_len, d = self._table.shape
-        if len(s) != 3 or s[2] != d or s[1] > max_len:
+        offset = int(offset)
+        if len(s) != 3 or s[2] != d or offset < 0 or offset + s[1] > max_len:
             raise ShapeError(
-                f"{self._describe()} expects (batch, steps <= {max_len}, {d}) inputs; got "
-                f"shape {s}. Pass max_len= for longer sequences."
+                f"{self._describe()} expects (batch, steps, {d}) inputs with offset + steps "
+                f"<= max_len = {max_len}; got shape {s} at offset {offset}. Pass max_len= for "
+                "longer sequences."
             )
         P = self._P
         if b.dtype(X) != "float32":
             P = b.cast(P, b.dtype(X))
-        dev = b.device_of(X)
-        if b.device_of(P) != dev:
+        dev = device_for(b, X)
+        if dev is not None and b.device_of(P) != dev:
             P = b.move(P, dev, copy=False)
-        return self.dropout(X + P[:, : s[1], :])
+        return self.dropout(X + P[:, offset: offset + s[1], :])
 
     def _extra_repr(self) -> str:
         return f"num_hiddens={self._table.shape[2]}, max_len={self._table.shape[1]}"

@@ -11,6 +11,7 @@ import numpy as np
 from .. import autograd as _autograd
 from .. import ops as _ops
 from .._registry import active
+from ..ops._sequence import device_for
 from ._attention import MultiHeadAttention
 from ._block import Block
 from ._layers import Dense, Dropout
@@ -132,7 +133,7 @@ class TransformerDecoderBlock(Block):
         if _autograd.is_training():
             batch_size, num_steps = b.shape(X)[:2]
             lens = np.tile(np.arange(1, num_steps + 1, dtype=np.float32), (batch_size, 1))
-            dec_valid_lens = b.from_numpy(lens, "float32", b.device_of(X))
+            dec_valid_lens = b.from_numpy(lens, "float32", device_for(b, X))
         else:
             dec_valid_lens = None
         X2 = self.attention1(X, key_values, key_values, dec_valid_lens)

@@ -15,7 +15,7 @@ import numpy as np
 from .._errors import ShapeError
 from .._registry import active
 
-__all__ = ["MASK_VALUE", "lengths_tensor", "masked_softmax", "sequence_mask"]
+__all__ = ["MASK_VALUE", "device_for", "lengths_tensor", "masked_softmax", "sequence_mask"]
 
 #: The score masked positions get before the softmax (the book's value).
 MASK_VALUE = -1e6
@@ -29,7 +29,7 @@ def lengths_tensor(
     scores; raises `ShapeError` naming ``where`` otherwise."""
     b = active()
     if not b.is_tensor(valid_lens):
-        valid_lens = b.from_numpy(np.asarray(valid_lens, dtype=np.float32), "float32", b.device_of(like))
+        valid_lens = b.from_numpy(np.asarray(valid_lens, dtype=np.float32), "float32", device_for(b, like))
     lshape = tuple(b.shape(valid_lens))
     nd = len(lshape)
     if nd < 1 or nd >= len(shape) or tuple(shape[:nd]) != lshape:
@@ -43,9 +43,15 @@ def lengths_tensor(
     return valid_lens
 
 
+def device_for(b: Any, like: Any) -> Any:
+    """Where to create a tensor used with ``like``: its device, or None (the
+    framework's placement) for a traced value, which has no device yet."""
+    return None if b.is_traced(like) else b.device_of(like)
+
+
 def _positions(b: Any, n: int, like: Any) -> Any:
     """``[0, 1, ..., n - 1]`` as float32 on the device of ``like``."""
-    return b.arange(0, n, 1, "float32", b.device_of(like))
+    return b.arange(0, n, 1, "float32", device_for(b, like))
 
 
 def sequence_mask(X: Any, valid_len: Any, value: float = 0) -> Any:
@@ -72,7 +78,7 @@ def sequence_mask(X: Any, valid_len: Any, value: float = 0) -> Any:
     keep = ops.less(ops.reshape(_positions(b, shape[1], X), (1, shape[1])), ops.reshape(vl, (shape[0], 1)))
     if len(shape) > 2:
         keep = ops.reshape(keep, shape[:2] + (1,) * (len(shape) - 2))
-    fill = b.full((), value, b.dtype(X), b.device_of(X))
+    fill = b.full((), value, b.dtype(X), device_for(b, X))
     return ops.where(keep, X, fill)
 
 
@@ -108,5 +114,5 @@ def masked_softmax(X: Any, valid_lens: Any) -> Any:
         return ops.softmax(X, axis=-1)
     shape = tuple(b.shape(X))
     keep = key_mask(valid_lens, shape, X, "masked_softmax")
-    fill = b.full((), MASK_VALUE, b.dtype(X), b.device_of(X))
+    fill = b.full((), MASK_VALUE, b.dtype(X), device_for(b, X))
     return ops.softmax(ops.where(keep, X, fill), axis=-1)
