@@ -146,11 +146,12 @@ def build(vocab_size: int, num_steps: int, seed: int, dropout: float = 0.0) -> S
 
 
 def train(net: Seq2Seq, X: np.ndarray, y: np.ndarray, steps: int, batch_size: int, lr: float,
-          seed: int) -> np.ndarray:
+          seed: int, decay_from: int | None = None) -> np.ndarray:
     """``steps`` Adam steps on batches drawn from (X, y) in a seeded order; returns the
     loss curve. The step is one compiled function where the backend compiles a whole
     training step (JAX, TensorFlow); eager elsewhere (torch, Paddle: their eager step is
-    the faster one on a CPU, docs/training.md)."""
+    the faster one on a CPU, docs/training.md). From step ``decay_from`` on, the
+    learning rate falls linearly to a tenth of ``lr`` at the last step."""
     if active().COMPILES_TRAIN_STEP:
         net.hybridize()
     trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": lr})
@@ -158,7 +159,9 @@ def train(net: Seq2Seq, X: np.ndarray, y: np.ndarray, steps: int, batch_size: in
     rng = np.random.default_rng(seed)
     losses = []
     order = np.empty(0, dtype=np.int64)
-    for _ in range(steps):
+    for i in range(steps):
+        if decay_from is not None and i >= decay_from:
+            trainer.set_learning_rate(lr * (1.0 - 0.9 * (i - decay_from) / max(1, steps - decay_from)))
         if len(order) < batch_size:
             order = np.concatenate([order, rng.permutation(len(X))])
         idx, order = order[:batch_size], order[batch_size:]

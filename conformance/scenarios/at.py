@@ -135,7 +135,7 @@ def at04(ctx: Context) -> None:
     vocab, X, y, _, _ = seq2seq.reverse_task(2000, T, seed=1, min_len=3, max_len=7)
     _, Xt, _, _, targets = seq2seq.reverse_task(200, T, seed=2, min_len=3, max_len=7)
     net = seq2seq.build(len(vocab), T, seed=3)
-    curve = seq2seq.train(net, X, y, steps=300, batch_size=64, lr=0.003, seed=4)
+    curve = seq2seq.train(net, X, y, steps=400, batch_size=64, lr=0.003, seed=4, decay_from=200)
     assert curve[-20:].mean() < 0.2 * curve[0], curve[::30]
     pred = seq2seq.greedy_decode(net, vocab, Xt)
     acc = seq2seq.token_accuracy(pred, targets)
