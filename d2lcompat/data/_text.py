@@ -243,7 +243,7 @@ def bleu(pred_seq: str | Sequence[str], label_seq: str | Sequence[str], k: int) 
     len_pred, len_label = len(pred), len(label)
     score = math.exp(min(0.0, 1 - len_label / len_pred))
     for n in range(1, min(int(k), len_pred) + 1):
-        num_matches, label_subs = 0, collections.defaultdict(int)
+        num_matches, label_subs = 0, collections.defaultdict[str, int](int)
         for i in range(len_label - n + 1):
             label_subs[" ".join(label[i: i + n])] += 1
         for i in range(len_pred - n + 1):
