@@ -425,6 +425,21 @@ class Backend(abc.ABC):
 
         raise UnsupportedError(f"{self.name} does not support embedding lookup")
 
+    def attention(self, q: Any, k: Any, v: Any, keep: Any | None) -> Any | None:
+        """The framework's fused scaled dot-product attention, or None (the default)
+        when it has none that fits: the core then composes it from the ops
+        (`d2lcompat.nn._attention.attend`), with the same numbers.
+
+        ``q`` is ``(B, Q, H, D)``, ``k`` ``(B, K, H, D)``, ``v`` ``(B, K, H, Dv)``
+        (batch, steps, heads, features); the result ``(B, Q, H, Dv)`` is
+        ``softmax(q·kᵀ / sqrt(D)) · v`` per batch element and head, where the scores of
+        the keys with ``keep`` False are left out of the softmax. ``keep`` is None (no
+        mask) or a boolean tensor broadcastable to ``(B, H, Q, K)``; the core
+        guarantees at least one True per row, so the -1e6-versus--inf question of a
+        fully masked row never reaches the kernel (docs/sequence.md). No dropout: the
+        core uses the composition when attention dropout is active."""
+        return None
+
     def translate_grad_error(self, exc: BaseException) -> BaseException | None:
         """A `D2LCompatError` to raise instead of ``exc``, which the framework raised while
         `autograd.grad` differentiated the user's closure, or None to let ``exc`` through

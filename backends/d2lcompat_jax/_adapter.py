@@ -686,6 +686,12 @@ class JaxBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return jnp.take(weight, indices, axis=0)
 
+    def attention(self, q: Any, k: Any, v: Any, keep: Any | None) -> Any:
+        if q.shape[-1] != v.shape[-1] or q.dtype != k.dtype or k.dtype != v.dtype:
+            return None  # jax.nn.dot_product_attention needs one head size and one dtype
+        # Its layout is d2lcompat's (B, T, H, D); a boolean mask: True takes part.
+        return jax.nn.dot_product_attention(q, k, v, mask=keep)
+
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return jax.jit(fn)

@@ -508,6 +508,13 @@ class PaddleBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return F.embedding(indices, weight)
 
+    def attention(self, q: Any, k: Any, v: Any, keep: Any | None) -> Any:
+        if q.shape[-1] != v.shape[-1]:
+            return None  # Paddle's kernels need one head size for keys and values
+        # Its layout is d2lcompat's (B, T, H, D); a boolean mask: True takes part.
+        # training=False: no dropout inside (the core applies its own, seeded).
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, training=False)
+
     # ---------------------------------------------------------------- compile
     def fused_update(
         self,

@@ -322,6 +322,13 @@ class TorchBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return F.embedding(indices, weight)
 
+    def attention(self, q: Any, k: Any, v: Any, keep: Any | None) -> Any:
+        # (B, T, H, D) -> torch's (B, H, T, D); a boolean attn_mask: True takes part.
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=keep
+        )
+        return out.transpose(1, 2)
+
     # ------------------------------------------------------------- optimizers
     def fused_update(
         self,

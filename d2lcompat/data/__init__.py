@@ -6,6 +6,8 @@
 * `digits`: scikit-learn's bundled 8x8 handwritten digits (the ``data`` extra:
   ``pip install ".[data]" -c constraints.txt``); `fashion_mnist` and `read_idx`: Fashion-MNIST (or MNIST) from
   the IDX files a user already has. Nothing is ever downloaded.
+* Text (chapter 9): `tokenize`, `Vocab`, `truncate_pad`, `SequenceLoader` (the book's
+  random and sequential partitioning, seeded), `bleu`, `time_machine` (the user's copy).
 
 Examples
 --------
@@ -19,5 +21,19 @@ Examples
 from .._errors import DataError
 from ._datasets import digits, fashion_mnist, read_idx
 from ._loader import ArrayDataset, DataLoader
+from ._text import SequenceLoader, Vocab, bleu, time_machine, tokenize, truncate_pad
 
-__all__ = ["ArrayDataset", "DataError", "DataLoader", "digits", "fashion_mnist", "read_idx"]
+__all__ = [
+    "ArrayDataset",
+    "DataError",
+    "DataLoader",
+    "SequenceLoader",
+    "Vocab",
+    "bleu",
+    "digits",
+    "fashion_mnist",
+    "read_idx",
+    "time_machine",
+    "tokenize",
+    "truncate_pad",
+]

@@ -1,5 +1,11 @@
 """Blocks (``d2lcompat.nn``): the Gluon vocabulary of Dive into Deep Learning, chapter 5."""
 
+from ._attention import (
+    AdditiveAttention,
+    DotProductAttention,
+    MultiHeadAttention,
+    PositionalEncoding,
+)
 from ._block import Block, ParameterDict
 from ._conv import Conv1D, Conv2D
 from ._embedding import Embedding
@@ -16,9 +22,12 @@ from ._layers import (
 )
 from ._norm import BatchNorm, LayerNorm
 from ._pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool1D, MaxPool2D
+from ._transformer import AddNorm, PositionWiseFFN, TransformerDecoderBlock, TransformerEncoderBlock
 
 __all__ = [
     "Activation",
+    "AddNorm",
+    "AdditiveAttention",
     "AvgPool1D",
     "AvgPool2D",
     "BatchNorm",
@@ -28,6 +37,7 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Dense",
+    "DotProductAttention",
     "Dropout",
     "Embedding",
     "Flatten",
@@ -37,7 +47,12 @@ __all__ = [
     "LayerNorm",
     "MaxPool1D",
     "MaxPool2D",
+    "MultiHeadAttention",
     "ParameterDict",
     "ParameterList",
+    "PositionWiseFFN",
+    "PositionalEncoding",
     "Sequential",
+    "TransformerDecoderBlock",
+    "TransformerEncoderBlock",
 ]

@@ -120,6 +120,7 @@ class Dense(Block):
         units: int,
         activation: str | None = None,
         use_bias: bool = True,
+        flatten: bool = True,
         in_units: int = 0,
         weight_initializer: Any = None,
         bias_initializer: Any = "zeros",
@@ -128,6 +129,8 @@ class Dense(Block):
     ) -> None:
         super().__init__()
         self._units = int(units)
+        # Gluon's flatten: True reshapes a rank > 2 input to (batch, -1) first.
+        self._flatten = bool(flatten)
         self._act_name = activation
         self._act = _activation(activation)
         # An adapter's fused `linear_<activation>` (one dispatch instead of two), if any.
@@ -140,10 +143,14 @@ class Dense(Block):
             self.share_parameters(params)
 
     def infer_shape(self, x: Any) -> None:
-        self.weight.shape = (self._units, int(active().shape(x)[-1]))
+        shape = active().shape(x)
+        n = int(np.prod(shape[1:])) if self._flatten and len(shape) > 2 else int(shape[-1])
+        self.weight.shape = (self._units, n)
 
     def forward(self, x: Any) -> Any:
         weight = self.weight
+        if self._flatten and len(x.shape) > 2:
+            x = _ops.reshape(x, (active().shape(x)[0], -1))
         n = x.shape[-1]
         if n != weight._shape[1] and n is not None:
             self._wrong_features(x)

@@ -26,6 +26,7 @@ from .._gluon import ctx_alias as _ctx_alias
 from .._registry import active as _active
 from .._semantics import wrap_ops as _wrap_ops
 from . import random
+from ._sequence import masked_softmax, sequence_mask
 
 _B = _active()
 
@@ -247,9 +248,11 @@ __all__ = [
     "dtype",
     "full",
     "item",
+    "masked_softmax",
     "ones",
     "ones_like",
     "random",
+    "sequence_mask",
     "shape",
     "tensor",
     "to_numpy",
