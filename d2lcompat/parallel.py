@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, overload
 
@@ -84,11 +85,35 @@ def init() -> None:
     b = active()
     r, w, local = b.dist_init(Cluster.from_env())
     _STATE.update(rank=int(r), world_size=int(w), local_rank=int(local), initialized=True)
+    if int(w) > 1:
+        _exit_at_once_on_error()
     ngpu = b.device_count("gpu")
     if int(w) > 1 and ngpu and not os.environ.get("D2LCOMPAT_DEVICE", "").strip():
         # One GPU per worker (what torch.cuda.set_device(local_rank) does): new tensors
         # and parameters of this worker go to its own GPU unless D2LCOMPAT_DEVICE says.
         _device._DEFAULT = gpu(int(local) % ngpu)
+
+
+def _exit_at_once_on_error() -> None:
+    """An uncaught exception in a worker ends its process at once: the traceback is
+    printed, then ``os._exit(1)``. A normal exit would run the framework's exit-time
+    shutdown (``jax.distributed.shutdown``...), which waits for the other workers —
+    still inside a collective, waiting for this one — and the run would hang until the
+    group's timeout instead of `d2lcompat launch` seeing the failure."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        try:
+            previous(kind, value, tb)
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001 - a closed stream must not stop the exit
+                    pass
+            os._exit(1)
+
+    sys.excepthook = hook
 
 
 def is_initialized() -> bool:
