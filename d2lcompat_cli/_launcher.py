@@ -151,7 +151,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _marked(launch_id: str) -> list[int]:
     """The processes (not this one) whose environment carries this run's marker."""
     want = f"{MARKER}={launch_id}".encode()
-    found = []
+    found: list[int] = []
     proc = Path("/proc")
     if not proc.is_dir():
         return found
@@ -342,7 +342,7 @@ def launch(
                 if bad:  # the framework's launcher (or a worker wrapper) itself failed
                     rc = bad[0].returncode
                     log = run_dir / "launcher.log"
-                    what = " ".join(str(a) for a in list(bad[0].args)[1:3])  # type: ignore[arg-type]
+                    what = " ".join(str(a) for a in list(bad[0].args)[1:3])
                     _say(
                         f"the process {what!r} ended ({_how(rc)}) before any worker recorded "
                         f"a failure; last output: {_last_lines(log)}; full log: {log}"
