@@ -342,7 +342,7 @@ def launch(
                 if bad:  # the framework's launcher (or a worker wrapper) itself failed
                     rc = bad[0].returncode
                     log = run_dir / "launcher.log"
-                    what = " ".join(str(a) for a in list(bad[0].args)[1:3])
+                    what = " ".join(plan[run.procs.index(bad[0])][0][1:3])
                     _say(
                         f"the process {what!r} ended ({_how(rc)}) before any worker recorded "
                         f"a failure; last output: {_last_lines(log)}; full log: {log}"
