@@ -324,6 +324,9 @@ def launch(
                 run.stop(sig)
                 status = 128 + sig
                 break
+            # Whether every process ended, read before the records: a worker writes its
+            # record before it exits, so a failure is never mistaken for a bare exit.
+            done = all(p.poll() is not None for p in run.procs)
             first = run.first_failure()
             if first is not None:
                 time.sleep(0.3)  # let a near-simultaneous death be recorded too
@@ -337,7 +340,7 @@ def launch(
                 )
                 status = _exit_status(rc)
                 break
-            if all(p.poll() is not None for p in run.procs):
+            if done:
                 bad = [p for p in run.procs if p.returncode]
                 if bad:  # the framework's launcher (or a worker wrapper) itself failed
                     rc = bad[0].returncode
