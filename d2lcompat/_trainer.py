@@ -232,7 +232,9 @@ class TrainStep:
         self._stop_on_nan = bool(stop_on_nan)
         # The loss's host-side label check (`Loss.check_labels`), run at the entry of a
         # compiled step, where the labels are concrete and the loss sees tracers.
-        self._check_labels: Callable[..., None] | None = getattr(loss, "check_labels", None)
+        self._check_labels: Callable[..., None] | None = (
+            getattr(loss, "check_labels", None) if getattr(loss, "checks_labels", False) else None
+        )
         self._pred_shape: tuple[int, ...] | None = None  # of the last eager step
         self._compiled: dict[bool, Callable[..., Any]] = {}  # by "returns the predictions"
         self._key: tuple[Any, ...] = ()
@@ -357,9 +359,7 @@ class TrainStep:
             compiled = self._compiled[outputs]
         if self._check_labels is not None:
             if self._pred_shape is None:
-                # The class count is read from the predictions: the first step runs
-                # eagerly (same numbers), where the loss checks the labels itself.
-                raise _NeedsEager
+                self._learn_pred_shape(X)
             self._check_labels(self._pred_shape, y)
         n = X.shape[0]
         if n != self._batch:
@@ -391,6 +391,11 @@ class TrainStep:
             slots[:] = new[k : k + m]
             k += m
         return out  # type: ignore[no-any-return]
+
+    def _learn_pred_shape(self, X: Any) -> None:
+        """The class count is read from the predictions: the first step runs eagerly
+        (same numbers), where the loss checks the labels itself."""
+        raise _NeedsEager
 
     def __call__(self, X: Any, y: Any) -> Any:
         return self._step(X, y, False)

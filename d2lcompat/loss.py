@@ -73,6 +73,10 @@ class Loss(Block):
         """The element-wise loss (shape of ``pred``)."""
         raise NotImplementedError
 
+    #: Whether `check_labels` checks anything (`d2lcompat.train_step` then calls it at
+    #: the entry of a compiled step).
+    checks_labels: bool = False
+
     def check_labels(self, pred_shape: tuple[int, ...], label: Any) -> None:
         """Validate concrete (not traced) labels for predictions of ``pred_shape`` on the
         host; raise `LabelError` for values the loss cannot use. The base accepts
@@ -202,6 +206,7 @@ class SoftmaxCrossEntropyLoss(Loss):
         self._axis = int(axis)
         self._sparse = bool(sparse_label)
         self._from_logits = bool(from_logits)
+        self.checks_labels = self._sparse
 
     def forward(self, pred: Any, label: Any, sample_weight: Any = None) -> Any:
         axis = self._axis

@@ -477,6 +477,10 @@ class DataParallelStep:
         from . import ops
 
         self._net, self._loss, self._trainer = net, loss, trainer
+        self._check_labels: Callable[..., None] | None = (
+            getattr(loss, "check_labels", None) if getattr(loss, "checks_labels", False) else None
+        )
+        self._pred_shape: tuple[int, ...] | None = None
 
         def loss_sum(X: Any, y: Any) -> Any:
             return ops.sum(loss(net(X), y))
@@ -500,12 +504,29 @@ class DataParallelStep:
         except _NeedsEager:
             return None
 
+    def _check_input(self, X: Any, y: Any) -> None:
+        """The batch and its labels, on the host, before any device sees them (the
+        loss runs traced on several devices, where it cannot read the labels)."""
+        from . import autograd
+        from ._trainer import _check_batch
+
+        b = active()
+        _check_batch(b, X, y)
+        _split_sizes(int(b.shape(X)[0]), len(self.devices), True, 0)  # ShapeError unless even
+        if self._check_labels is None:
+            return
+        if self._pred_shape is None:  # the class count: one forward in predict mode
+            with autograd.predict_mode():
+                pred = self._net(split_and_load(X, self.devices[:1])[0])
+            self._pred_shape = tuple(b.shape(pred))
+        self._check_labels(self._pred_shape, y)
+
     def __call__(self, X: Any, y: Any) -> Any:
         from . import autograd, ops
 
         b = active()
         n = int(b.shape(X)[0])
-        _split_sizes(n, len(self.devices), True, 0)  # ShapeError unless it splits evenly
+        self._check_input(X, y)
         out = self._compiled(X, y, False)
         if out is not None:
             return out
@@ -520,7 +541,7 @@ class DataParallelStep:
         the update, as `TrainStep.with_outputs`)."""
         from . import autograd
 
-        _split_sizes(int(active().shape(X)[0]), len(self.devices), True, 0)
+        self._check_input(X, y)
         out = self._compiled(X, y, True)
         if out is not None:
             return tuple(out)  # type: ignore[return-value]
@@ -540,7 +561,10 @@ def _sharded_train_step(net: Any, loss: Callable[..., Any], trainer: Any, device
         def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
             return active().compile_train_step_sharded(step, where)
 
-    return ShardedTrainStep(net, loss, trainer)
+
+    step = ShardedTrainStep(net, loss, trainer)
+    step._check_labels = None  # DataParallelStep checks the labels at its own entry
+    return step
 
 
 def data_parallel_step(
