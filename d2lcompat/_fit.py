@@ -19,7 +19,7 @@ from . import autograd as _autograd
 from . import ops as _ops
 from ._errors import D2LCompatError, NonFiniteLossError
 from ._registry import active
-from ._trainer import Trainer, train_step
+from ._trainer import Trainer, _check_batch, train_step
 
 if TYPE_CHECKING:
     from .nn._block import Block
@@ -267,6 +267,7 @@ def _evaluate(
     with _autograd.predict_mode():
         for X, y in data:
             X, y = _native(X), _native(y)
+            _check_batch(active(), X, y)
             pred = net(X)
             n = int(active().shape(X)[0])
             total += float(_ops.item(_ops.sum(loss(pred, y))))

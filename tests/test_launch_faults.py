@@ -147,8 +147,14 @@ def _plan_env(processes: bool) -> dict[str, str]:
     return command("s.py", [], 2, backend=d2lcompat.backend(), processes=processes)[0][1]
 
 
-@MODES
-def test_sigterm_to_the_launcher_stops_every_worker(tmp_path: Path, processes: bool) -> None:
+@pytest.mark.parametrize(
+    ("processes", "sig"),
+    [(False, signal.SIGTERM), (True, signal.SIGTERM), (True, signal.SIGINT)],
+    ids=["own-launcher-SIGTERM", "processes-SIGTERM", "processes-SIGINT"],
+)
+def test_signal_to_the_launcher_stops_every_worker(
+    tmp_path: Path, processes: bool, sig: signal.Signals
+) -> None:
     proc, mark, logs = _launch(tmp_path, _script(tmp_path, SLEEPER), processes, {})
     try:
         deadline = time.monotonic() + 120
@@ -162,14 +168,14 @@ def test_sigterm_to_the_launcher_stops_every_worker(tmp_path: Path, processes: b
         else:
             pytest.fail("the workers did not start")
         start = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
         took = time.monotonic() - start
     finally:
         proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert proc.returncode == 128 + sig, err[-2000:]
     lines = [ln for ln in err.splitlines() if ln.startswith("d2lcompat launch:")]
-    assert len(lines) == 1 and "got SIGTERM" in lines[0], err[-2000:]
+    assert len(lines) == 1 and f"got {sig.name}" in lines[0], err[-2000:]
     assert took < 20, took  # --grace 2 (the workers ignore SIGTERM), then SIGKILL
     _no_orphan(mark)
 

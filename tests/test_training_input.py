@@ -201,6 +201,15 @@ def test_empty_batch_is_a_data_error(hybridize: bool) -> None:
         np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
+def test_fit_validation_batches_are_checked_too() -> None:
+    net = _net(False)
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+    with pytest.raises(DataError, match="at least one row"):
+        d2lcompat.fit(net, [(_X(), GOOD)], loss.SoftmaxCrossEntropyLoss(), trainer, 1,
+                      valid_iter=[empty], verbose=False)
+
+
 @MODES
 def test_fit_with_integer_features_is_a_dtype_error(hybridize: bool) -> None:
     net = _net(hybridize)
