@@ -16,6 +16,8 @@ __all__ = [
     "DeferredInitializationError",
     "DeviceError",
     "InPlaceUpdateError",
+    "LabelError",
+    "NonFiniteLossError",
     "ShapeError",
     "TracedValueError",
     "UnsupportedError",
@@ -76,6 +78,16 @@ class TracedValueError(D2LCompatError, RuntimeError):
     """Python code read a tensor's value (``ops.item``, ``bool(x)``, ``np.asarray(x)``) where
     the framework refuses it: a symbolic (traced) value under JAX's ``jit``, or NumPy
     conversion of a tensor being differentiated (use ``ops.to_numpy``/``ops.item``)."""
+
+
+class LabelError(DataError):
+    """Class labels that cannot be class indices: out of ``[0, classes)``, NaN or not
+    whole numbers. The message names the loss, the bad values and the class count."""
+
+
+class NonFiniteLossError(D2LCompatError, FloatingPointError):
+    """A training step met a NaN or infinite loss or gradient; `fit` (``stop_on_nan=True``)
+    raises it, naming the epoch and batch, before the parameters are overwritten."""
 
 
 class D2LCompatWarning(UserWarning):

@@ -17,9 +17,9 @@ import numpy as np
 
 from . import autograd as _autograd
 from . import ops as _ops
-from ._errors import D2LCompatError
+from ._errors import D2LCompatError, NonFiniteLossError
 from ._registry import active
-from ._trainer import Trainer, train_step
+from ._trainer import Trainer, _check_batch, train_step
 
 if TYPE_CHECKING:
     from .nn._block import Block
@@ -172,6 +172,7 @@ def fit(
     valid_iter: Iterable[tuple[Any, Any]] | None = None,
     metrics: Sequence[str | Metric] = ("accuracy",),
     verbose: bool = True,
+    stop_on_nan: bool = True,
 ) -> History:
     """Train ``net`` for ``epochs`` passes over ``train_iter`` (the book's loop).
 
@@ -193,6 +194,14 @@ def fit(
     verbose : bool
         Show a rich progress bar (epoch, loss, metrics, samples/s) and one line per
         epoch; where stdout is not a terminal (a log, CI), only the lines.
+    stop_on_nan : bool
+        Stop with `NonFiniteLossError` (naming the epoch and the batch) at the first
+        batch whose loss or gradient is NaN or infinite, before that batch changes any
+        parameter. False: apply it and record a NaN loss.
+
+    Bad batches raise a named error on every backend before they change anything: a
+    batch without rows (`DataError`), labels that are not class indices of the loss
+    (`LabelError`), integer features fed to a `Dense` or convolution (`DTypeError`).
 
     Returns
     -------
@@ -213,7 +222,7 @@ def fit(
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise D2LCompatError(f"fit: epochs must be a positive int; received {epochs!r}.")
     named = [_metric(m) for m in metrics]
-    step = train_step(net, loss, trainer)
+    step = train_step(net, loss, trainer, stop_on_nan=stop_on_nan)
     history = History()
     progress = _Progress(verbose, epochs, _length(train_iter))
     with progress:
@@ -222,9 +231,16 @@ def fit(
             total_loss, total_n = 0.0, 0
             totals = [0.0] * len(named)
             start = time.perf_counter()
-            for X, y in train_iter:
+            for batch, (X, y) in enumerate(train_iter, 1):
                 X, y = _native(X), _native(y)
-                mean, pred = step.with_outputs(X, y)
+                try:
+                    mean, pred = step.with_outputs(X, y)
+                except NonFiniteLossError as exc:
+                    raise NonFiniteLossError(
+                        f"fit stopped at epoch {epoch}, batch {batch}: {exc} "
+                        "(fit(..., stop_on_nan=False) applies such a batch and records a "
+                        "NaN loss.)"
+                    ) from None
                 n = int(active().shape(X)[0])
                 total_loss += float(_ops.item(mean)) * n
                 total_n += n
@@ -256,6 +272,7 @@ def _evaluate(
     with _autograd.predict_mode():
         for X, y in data:
             X, y = _native(X), _native(y)
+            _check_batch(active(), X, y)
             pred = net(X)
             n = int(active().shape(X)[0])
             total += float(_ops.item(_ops.sum(loss(pred, y))))

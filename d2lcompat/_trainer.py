@@ -13,6 +13,7 @@ does not pay (torch, paddle; see docs/training.md).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from . import autograd as _autograd
 from . import ops as _ops
 from . import optim as _optim
 from . import parallel as _parallel
-from ._errors import CheckpointError, D2LCompatError
+from ._errors import CheckpointError, D2LCompatError, DataError, NonFiniteLossError
 from ._parameter import Parameter
 from ._registry import active
 
@@ -222,10 +223,19 @@ class TrainStep:
     """One training step: ``step(X, y)`` runs forward, loss, backward and the update,
     and returns the mean loss of the batch (a native 0-d tensor). See `train_step`."""
 
-    def __init__(self, net: Block, loss: Callable[..., Any], trainer: Trainer) -> None:
+    def __init__(
+        self, net: Block, loss: Callable[..., Any], trainer: Trainer, stop_on_nan: bool = False
+    ) -> None:
         self._net = net
         self._loss = loss
         self._trainer = trainer
+        self._stop_on_nan = bool(stop_on_nan)
+        # The loss's host-side label check (`Loss.check_labels`), run at the entry of a
+        # compiled step, where the labels are concrete and the loss sees tracers.
+        self._check_labels: Callable[..., None] | None = (
+            getattr(loss, "check_labels", None) if getattr(loss, "checks_labels", False) else None
+        )
+        self._pred_shape: tuple[int, ...] | None = None  # of the last eager step
         self._compiled: dict[bool, Callable[..., Any]] = {}  # by "returns the predictions"
         self._key: tuple[Any, ...] = ()
         self._params: list[Parameter] = []  # trainable, then others (inputs of the step)
@@ -244,12 +254,18 @@ class TrainStep:
             value = loss(pred, y)
             return _ops.sum(value), (value, pred)
 
+        trainable = dict(trainer.optimizer.trainable())
         with _autograd.train_mode():
-            _, (per_sample, pred), _ = _autograd.grad_with_aux(
-                objective, dict(trainer.optimizer.trainable())
-            )
+            _, (per_sample, pred), grads = _autograd.grad_with_aux(objective, trainable)
+        self._pred_shape = tuple(b.shape(pred))
+        # NaN when the loss or any gradient is not finite (0 otherwise), so the reported
+        # loss is NaN whenever the update would use a NaN: a ReLU or a max that drops
+        # a NaN input can leave the loss finite while the gradients are not.
+        mean = _ops.mean(per_sample) + _nonfinite_probe(grads.values())
+        if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
+            raise NonFiniteLossError(_nan_message(mean))  # before the update
         trainer.step(int(b.shape(X)[0]))
-        return _ops.mean(per_sample), pred
+        return mean, pred
 
     # --------------------------------------------------------------- compiled
     def _build(self, X: Any, y: Any, outputs: bool) -> None:
@@ -268,6 +284,7 @@ class TrainStep:
                 others.append(p)
         params = train + others
         n_train, n_all = len(train), len(params)
+        guard = self._stop_on_nan
         slot_counts = [len(opt.slots_of(n, p)) for n, p in zip(names, train)]
         index = {id(p): i for i, p in enumerate(params)}
 
@@ -288,6 +305,7 @@ class TrainStep:
                 return _ops.sum(value), (new_state, kept)
 
             total, grads, (new_state, pred) = b.value_and_grad_aux(objective, values[:n_train])
+            probe = total * 0.0 + _nonfinite_probe(grads)  # 0, or NaN (see _eager)
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
             new_w: list[Any] = []
@@ -301,8 +319,15 @@ class TrainStep:
                 new_w.append(nw)
                 new_slots.extend(ns)
                 k += n
-            mean = total * scale  # the batch's mean loss: its sum times 1/batch
-            return ((mean, pred) if outputs else mean), new_w + new_state + new_slots
+            mean = total * scale + probe  # the batch's mean loss: its sum times 1/batch
+            new = new_w + new_state + new_slots
+            if guard:
+                # stop_on_nan: a non-finite step keeps every old value (in the graph:
+                # JAX donated the old buffers, TensorFlow assigns inside it); the host
+                # then sees the NaN loss and raises before anything else runs.
+                ok = _ops.equal(probe, probe)  # False only for NaN
+                new = [v if v is None else _ops.where(ok, v, b.read(o)) for v, o in zip(new, values)]
+            return ((mean, pred) if outputs else mean), new
 
         step.__name__ = step.__qualname__ = f"train_step_{type(net).__name__}"
         self._params = params
@@ -320,7 +345,7 @@ class TrainStep:
         # The learning rate is an input of the compiled step; the other hyper-parameters
         # are constants of it, so changing one (the optimizer's `version`) builds the
         # step again, as does a new set of parameters of the trainer.
-        return (opt.version, len(opt.params))
+        return (opt.version, len(opt.params), self._stop_on_nan)
 
     def _run_compiled(self, X: Any, y: Any, outputs: bool) -> Any:
         # The hot path of a compiled step: a few Python operations around one call of
@@ -332,6 +357,10 @@ class TrainStep:
         if compiled is None:
             self._build(X, y, outputs)
             compiled = self._compiled[outputs]
+        if self._check_labels is not None:
+            if self._pred_shape is None:
+                self._learn_pred_shape(X)
+            self._check_labels(self._pred_shape, y)
         n = X.shape[0]
         if n != self._batch:
             self._scale = _scale(int(n))
@@ -343,6 +372,17 @@ class TrainStep:
         for slots in self._slot_lists:
             values += slots
         out, new = compiled(values, scalars, X, y)
+        if self._stop_on_nan:
+            mean = out[0] if outputs else out
+            if not math.isfinite(float(_ops.item(mean))):
+                opt._t -= 1
+                for p, v in zip(params, new):  # the same values (the step kept them)
+                    p._var = v
+                k = len(params)
+                for slots in self._slot_lists:
+                    slots[:] = new[k : k + len(slots)]
+                    k += len(slots)
+                raise NonFiniteLossError(_nan_message(mean))
         for p, v in zip(params, new):
             p._var = v
         k = len(params)
@@ -351,6 +391,11 @@ class TrainStep:
             slots[:] = new[k : k + m]
             k += m
         return out  # type: ignore[no-any-return]
+
+    def _learn_pred_shape(self, X: Any) -> None:
+        """The class count is read from the predictions: the first step runs eagerly
+        (same numbers), where the loss checks the labels itself."""
+        raise _NeedsEager
 
     def __call__(self, X: Any, y: Any) -> Any:
         return self._step(X, y, False)
@@ -364,6 +409,7 @@ class TrainStep:
         # Several workers: the eager step, whose Trainer.step all-reduces the gradients
         # (the compiled step applies them inside the compiled function).
         b = active()
+        _check_batch(b, X, y)
         compiled = "forward" in self._net.__dict__ and b.SUPPORTS_COMPILE and b.COMPILES_TRAIN_STEP
         if compiled and _parallel.world_size() <= 1:
             try:
@@ -374,12 +420,47 @@ class TrainStep:
         return (mean, pred) if outputs else mean
 
 
+def _nonfinite_probe(grads: Iterable[Any]) -> Any:
+    """``Σ sum(g · 0)``: 0 when every gradient is finite, NaN otherwise (``inf · 0`` is
+    NaN), with the cost of one fused multiply-and-sum per gradient."""
+    probe: Any = 0.0
+    for g in grads:
+        if g is not None:
+            probe = probe + _ops.sum(g * 0.0)
+    return probe
+
+
+def _nan_message(mean: Any) -> str:
+    return (
+        f"train_step: the loss or a gradient of this batch is not finite (loss "
+        f"{float(_ops.item(mean))}); the parameters were left unchanged. Look for NaN or "
+        "infinite values in the batch, or lower the learning rate."
+    )
+
+
+def _check_batch(b: Any, X: Any, y: Any) -> None:
+    """A batch enters here: at least one row, and as many labels as rows."""
+    xs = b.shape(X) if b.is_tensor(X) else np.shape(X)
+    ys = b.shape(y) if b.is_tensor(y) else np.shape(y)
+    if not xs or xs[0] == 0:
+        raise DataError(
+            f"train_step: the batch X has shape {tuple(xs)}; it needs at least one row "
+            "(sample) along axis 0. Skip empty batches (DataLoader(..., drop_last=True) "
+            "drops a short last batch)."
+        )
+    if ys and ys[0] != xs[0]:
+        raise DataError(
+            f"train_step: X has {xs[0]} rows but y has {ys[0]}; pass one label per sample."
+        )
+
+
 class _NeedsEager(Exception):
     """Internal: the net still has deferred parameters; run one eager step first."""
 
 
 def train_step(
-    net: Block, loss: Callable[..., Any], trainer: Trainer, devices: Sequence[Any] | None = None
+    net: Block, loss: Callable[..., Any], trainer: Trainer, devices: Sequence[Any] | None = None,
+    stop_on_nan: bool = False,
 ) -> TrainStep:
     """The training step of ``net`` under ``loss`` and ``trainer``: ``step(X, y)`` runs
     forward, loss, backward and the optimizer update, and returns the batch's mean loss.
@@ -401,6 +482,17 @@ def train_step(
     trainer : Trainer
     devices : list of Device, optional
         Split each batch over these devices of this process (data parallel, §17).
+    stop_on_nan : bool
+        Raise `NonFiniteLossError` when the loss or a gradient of the batch is NaN or
+        infinite, before any parameter or optimizer slot changes (`fit` sets it).
+        Without it such a step is applied and its reported loss is NaN.
+
+    The batch is validated where it enters: a batch without rows, or with a label
+    count other than its row count, raises `DataError`; labels the loss cannot use
+    (class indices out of range, NaN or fractional float labels for
+    `loss.SoftmaxCrossEntropyLoss`) raise `LabelError` — checked by the loss on the
+    concrete labels eagerly, and on the host before the compiled function runs after
+    ``hybridize()`` (the first step then runs eagerly, to learn the class count).
 
     Examples
     --------
@@ -417,4 +509,4 @@ def train_step(
     if devices is not None and len(devices) > 1:
         # The framework's engine splits each batch over the devices (parallel.DeviceParallel).
         return _parallel.data_parallel_step(net, loss, trainer, devices)  # type: ignore[return-value]
-    return TrainStep(net, loss, trainer)
+    return TrainStep(net, loss, trainer, stop_on_nan=stop_on_nan)

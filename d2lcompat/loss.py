@@ -29,8 +29,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import ops as _ops
-from ._errors import D2LCompatError, ShapeError
+from ._errors import D2LCompatError, LabelError, ShapeError
 from ._registry import active
 from .nn._block import Block
 
@@ -70,6 +72,17 @@ class Loss(Block):
     def elementwise(self, pred: Any, label: Any) -> Any:
         """The element-wise loss (shape of ``pred``)."""
         raise NotImplementedError
+
+    #: Whether `check_labels` checks anything (`d2lcompat.train_step` then calls it at
+    #: the entry of a compiled step).
+    checks_labels: bool = False
+
+    def check_labels(self, pred_shape: tuple[int, ...], label: Any) -> None:
+        """Validate concrete (not traced) labels for predictions of ``pred_shape`` on the
+        host; raise `LabelError` for values the loss cannot use. The base accepts
+        everything; `SoftmaxCrossEntropyLoss` checks sparse class indices.
+        `d2lcompat.train_step` calls it at the entry of a compiled step, where the
+        labels are still concrete."""
 
     def forward(self, pred: Any, label: Any, sample_weight: Any = None) -> Any:
         value = self.elementwise(pred, label)
@@ -193,9 +206,14 @@ class SoftmaxCrossEntropyLoss(Loss):
         self._axis = int(axis)
         self._sparse = bool(sparse_label)
         self._from_logits = bool(from_logits)
+        self.checks_labels = self._sparse
 
     def forward(self, pred: Any, label: Any, sample_weight: Any = None) -> Any:
         axis = self._axis
+        if self._sparse and not active().is_traced(label):
+            # Eagerly the labels are concrete: check them here. Inside a compiled
+            # function (traced labels) `train_step` checked them before the call.
+            self.check_labels(active().shape(pred), label)
         logp = pred if self._from_logits else _ops.log_softmax(pred, axis=axis)
         if self._sparse:
             picked = _ops.sum(logp * self._one_hot(pred, label), axis=axis)
@@ -207,6 +225,58 @@ class SoftmaxCrossEntropyLoss(Loss):
         if self._weight is not None:
             value = value * self._weight
         return _batch_mean(value)
+
+    def check_labels(self, pred_shape: tuple[int, ...], label: Any) -> None:
+        """Sparse labels must be class indices in ``[0, classes)``: an integer tensor,
+        or a float tensor of whole numbers (no NaN). Anything else raises `LabelError`
+        naming the bad values and the number of classes (one ``min``/``max`` on the host
+        for integer labels).
+
+        Examples
+        --------
+        >>> from d2lcompat import loss, ops
+        >>> from d2lcompat import LabelError
+        >>> try:
+        ...     loss.SoftmaxCrossEntropyLoss().check_labels((2, 3), ops.tensor([0, 7, -1]))
+        ... except LabelError as e:
+        ...     print(str(e).split(";")[1].split(".")[0])
+         received the values [-1, 7]
+        """
+        if not self._sparse or not pred_shape:
+            return
+        classes = int(pred_shape[self._axis % len(pred_shape)])
+        host = np.asarray(active().to_numpy(label))
+        if host.size == 0:
+            return
+        kind = host.dtype.kind
+        if kind == "f" or kind == "c":
+            flat = host.reshape(-1)
+            whole = np.isfinite(flat)
+            whole[whole] = flat[whole] == np.floor(flat[whole])
+            if not whole.all():
+                bad = _shown(flat[~whole])
+                raise LabelError(
+                    f"{type(self).__name__}: sparse labels must be class indices; the float "
+                    f"label tensor holds {int((~whole).sum())} value(s) that are NaN, infinite "
+                    f"or not whole numbers ({bad}), for {classes} classes. Pass integer class "
+                    "indices (for example labels.astype('int64')), or soft labels with "
+                    "sparse_label=False."
+                )
+        elif kind not in "iub":
+            raise LabelError(
+                f"{type(self).__name__}: sparse labels must be class indices (integers); "
+                f"received a {host.dtype} tensor, for {classes} classes."
+            )
+        low, high = host.min(), host.max()
+        if low < 0 or high >= classes:
+            flat = host.reshape(-1)
+            bad = _shown(flat[(flat < 0) | (flat >= classes)])
+            raise LabelError(
+                f"{type(self).__name__}: sparse labels must be class indices in [0, {classes}) "
+                f"({classes} classes along axis {self._axis} of the predictions); received "
+                f"the values {bad}. Check the label encoding, or give the output layer as "
+                "many units as there are classes."
+            )
 
     def _one_hot(self, pred: Any, label: Any) -> Any:
         b = active()
@@ -230,6 +300,17 @@ class SoftmaxCrossEntropyLoss(Loss):
         if axis != len(shape) - 1:
             classes_ = _ops.reshape(classes_, (classes,) + (1,) * (len(shape) - 1 - axis))
         return _ops.cast(_ops.equal(_ops.expand_dims(index, axis), classes_), b.dtype(pred))
+
+
+def _shown(values: np.ndarray, most: int = 8) -> str:
+    """The distinct ``values`` as a short list for a message (at most ``most`` shown)."""
+    uniq = np.unique(values)  # NaN sorts last and np.unique keeps each NaN: fold them
+    if uniq.dtype.kind == "f":
+        nan = np.isnan(uniq)
+        uniq = np.concatenate([uniq[~nan], uniq[nan][:1]])
+    items = [v.item() for v in uniq[:most]]
+    more = f" and {len(uniq) - most} more" if len(uniq) > most else ""
+    return f"{items}{more}"
 
 
 class SigmoidBinaryCrossEntropyLoss(Loss):

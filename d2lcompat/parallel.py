@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, overload
 
@@ -84,11 +85,35 @@ def init() -> None:
     b = active()
     r, w, local = b.dist_init(Cluster.from_env())
     _STATE.update(rank=int(r), world_size=int(w), local_rank=int(local), initialized=True)
+    if int(w) > 1:
+        _exit_at_once_on_error()
     ngpu = b.device_count("gpu")
     if int(w) > 1 and ngpu and not os.environ.get("D2LCOMPAT_DEVICE", "").strip():
         # One GPU per worker (what torch.cuda.set_device(local_rank) does): new tensors
         # and parameters of this worker go to its own GPU unless D2LCOMPAT_DEVICE says.
         _device._DEFAULT = gpu(int(local) % ngpu)
+
+
+def _exit_at_once_on_error() -> None:
+    """An uncaught exception in a worker ends its process at once: the traceback is
+    printed, then ``os._exit(1)``. A normal exit would run the framework's exit-time
+    shutdown (``jax.distributed.shutdown``...), which waits for the other workers —
+    still inside a collective, waiting for this one — and the run would hang until the
+    group's timeout instead of `d2lcompat launch` seeing the failure."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        try:
+            previous(kind, value, tb)
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:  # noqa: BLE001 - a closed stream must not stop the exit
+                    pass
+            os._exit(1)
+
+    sys.excepthook = hook
 
 
 def is_initialized() -> bool:
@@ -452,6 +477,10 @@ class DataParallelStep:
         from . import ops
 
         self._net, self._loss, self._trainer = net, loss, trainer
+        self._check_labels: Callable[..., None] | None = (
+            getattr(loss, "check_labels", None) if getattr(loss, "checks_labels", False) else None
+        )
+        self._pred_shape: tuple[int, ...] | None = None
 
         def loss_sum(X: Any, y: Any) -> Any:
             return ops.sum(loss(net(X), y))
@@ -475,12 +504,29 @@ class DataParallelStep:
         except _NeedsEager:
             return None
 
+    def _check_input(self, X: Any, y: Any) -> None:
+        """The batch and its labels, on the host, before any device sees them (the
+        loss runs traced on several devices, where it cannot read the labels)."""
+        from . import autograd
+        from ._trainer import _check_batch
+
+        b = active()
+        _check_batch(b, X, y)
+        _split_sizes(int(b.shape(X)[0]), len(self.devices), True, 0)  # ShapeError unless even
+        if self._check_labels is None:
+            return
+        if self._pred_shape is None:  # the class count: one forward in predict mode
+            with autograd.predict_mode():
+                pred = self._net(split_and_load(X, self.devices[:1])[0])
+            self._pred_shape = tuple(b.shape(pred))
+        self._check_labels(self._pred_shape, y)
+
     def __call__(self, X: Any, y: Any) -> Any:
         from . import autograd, ops
 
         b = active()
         n = int(b.shape(X)[0])
-        _split_sizes(n, len(self.devices), True, 0)  # ShapeError unless it splits evenly
+        self._check_input(X, y)
         out = self._compiled(X, y, False)
         if out is not None:
             return out
@@ -495,7 +541,7 @@ class DataParallelStep:
         the update, as `TrainStep.with_outputs`)."""
         from . import autograd
 
-        _split_sizes(int(active().shape(X)[0]), len(self.devices), True, 0)
+        self._check_input(X, y)
         out = self._compiled(X, y, True)
         if out is not None:
             return tuple(out)  # type: ignore[return-value]
@@ -515,7 +561,10 @@ def _sharded_train_step(net: Any, loss: Callable[..., Any], trainer: Any, device
         def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
             return active().compile_train_step_sharded(step, where)
 
-    return ShardedTrainStep(net, loss, trainer)
+
+    step = ShardedTrainStep(net, loss, trainer)
+    step._check_labels = None  # DataParallelStep checks the labels at its own entry
+    return step
 
 
 def data_parallel_step(

@@ -139,7 +139,7 @@ def _launch(args: argparse.Namespace) -> int:
 
     return launch(
         args.script, args.args, nproc=args.nproc, backend=args.backend,
-        processes=args.processes, timeout=args.timeout,
+        processes=args.processes, timeout=args.timeout, log_dir=args.log_dir, grace=args.grace,
     )
 
 
@@ -204,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start N processes on loopback with d2lcompat's own group variables "
                         "(for jax and tensorflow; torch and paddle accept it too)")
     p.add_argument("--timeout", type=float, default=None, help="seconds before every worker is stopped")
+    p.add_argument("--log-dir", default=None,
+                   help="where each rank's output goes (rank<r>.log; default: a temporary "
+                        "folder, removed after a clean run, kept and named after a failure)")
+    p.add_argument("--grace", type=float, default=None,
+                   help="seconds the workers get to exit after SIGTERM before SIGKILL (default 5)")
     p.add_argument("script")
     p.add_argument("args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_launch)

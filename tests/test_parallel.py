@@ -198,6 +198,26 @@ else:
         assert "running statistics" in str(exc), exc
     else:
         raise AssertionError("BatchNorm over several devices must be refused here")
+
+# Labels are checked on the host before a step over several devices changes anything.
+d2lcompat.seed(2)
+cls = nn.Sequential(nn.Dense(4, activation="relu", in_units=3), nn.Dense(3, in_units=4))
+cls.initialize()
+trainer = d2lcompat.Trainer(cls.collect_params(), "sgd", {"learning_rate": 0.1})
+step = d2lcompat.train_step(cls, loss.SoftmaxCrossEntropyLoss(), trainer, devices=devs)
+X = ops.random.uniform((4, 3))
+for _ in range(2):
+    step(X, ops.tensor(np.array([0, 1, 2, 0])))
+before = {k: ops.to_numpy(p.data()).copy() for k, p in cls.collect_params().items()}
+for bad in (np.array([0, 1, 3, -1]), np.array([0, 1, np.nan, 0], "float32")):
+    try:
+        step(X, ops.tensor(bad))
+    except d2lcompat.LabelError as exc:
+        assert "3 classes" in str(exc), exc
+    else:
+        raise AssertionError("bad labels over two devices must raise LabelError")
+for k, p in cls.collect_params().items():
+    np.testing.assert_array_equal(ops.to_numpy(p.data()), before[k], err_msg=k)
 print("OK")
 """
 

@@ -9,5 +9,5 @@ SPEC = BackendSpec(
     alt_distributions=("paddlepaddle-gpu",),
     extra="paddle",
     adapter="d2lcompat_paddle._adapter:PaddleBackend",
-    launcher=("-m", "paddle.distributed.launch", "--nproc_per_node={nproc}"),
+    launcher=("-m", "paddle.distributed.launch", "--nproc_per_node={nproc}", "--log_dir={log_dir}"),
 )

@@ -67,7 +67,8 @@ class BackendSpec:
     launcher : tuple of str, optional
         The arguments after ``python`` that start ``{nproc}`` workers with the
         framework's own launcher (``("-m", "torch.distributed.run", ...)``), used by
-        ``d2lcompat launch``; empty when d2lcompat starts the workers itself.
+        ``d2lcompat launch`` (``{log_dir}``: the folder for the launcher's own logs); empty
+        when d2lcompat starts the workers itself.
 
     Examples
     --------

@@ -742,6 +742,12 @@ class TensorFlowBackend(Backend):
             )
         return f"/{kind.upper()}:{index}"
 
+    def is_traced(self, x: Any) -> bool:
+        """Whether ``x`` is a symbolic tensor of a `tf.function` graph (`Backend.is_traced`):
+        it has no values, so the core skips host-side checks on it (the compiled
+        train step checks its labels before the call)."""
+        return bool(tf.is_symbolic_tensor(x))
+
     def device_of(self, x: Any) -> DeviceTuple:
         name = x.device
         dev = self._parsed.get(name)

@@ -46,7 +46,16 @@ class ArrayDataset:
     def __init__(self, *arrays: Any) -> None:
         if not arrays:
             raise DataError("ArrayDataset needs at least one array.")
-        self.arrays: tuple[np.ndarray, ...] = tuple(_host(a) for a in arrays)
+        hosts = []
+        for i, a in enumerate(arrays):
+            try:
+                hosts.append(_host(a))
+            except ValueError as exc:  # a ragged list: NumPy's "inhomogeneous shape"
+                raise DataError(
+                    f"ArrayDataset: array {i} cannot be made one NumPy array ({exc}). Pass "
+                    "arrays whose rows all have the same shape."
+                ) from None
+        self.arrays: tuple[np.ndarray, ...] = tuple(hosts)
         lengths = [len(a) if a.ndim else 0 for a in self.arrays]
         if len(set(lengths)) != 1:
             raise DataError(
@@ -115,8 +124,15 @@ class DataLoader:
         seed: int | None = None,
         prefetch: bool = True,
     ) -> None:
-        if int(batch_size) < 1:
-            raise DataError(f"DataLoader batch_size must be >= 1; got {batch_size}.")
+        if (
+            isinstance(batch_size, bool)
+            or not isinstance(batch_size, int | np.integer)
+            or batch_size < 1
+        ):
+            raise DataError(
+                f"DataLoader: batch_size must be a positive int (samples per batch); "
+                f"received {batch_size!r}."
+            )
         if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
             raise DataError(
                 f"DataLoader needs a dataset with __len__ and __getitem__; got "

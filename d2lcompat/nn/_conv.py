@@ -15,7 +15,7 @@ from .._errors import D2LCompatError, ShapeError
 from .._parameter import Parameter
 from .._registry import active
 from ._block import Block
-from ._layers import _activation
+from ._layers import _activation, _check_input_dtype
 from ._shapes import as_tuple, check_input
 
 __all__ = ["Conv1D", "Conv2D"]
@@ -102,9 +102,12 @@ class _Conv(Block):
             if n is not None and span[i] > n + 2 * pad[i]:
                 check_input(self._describe(), shape, self._kernel, self._padding, self._dilation)
         bias = self.bias
+        w = weight.data()
+        if x.dtype != w.dtype:  # one comparison on the happy path
+            _check_input_dtype(self._describe(), x, w)
         y = active().conv(
             x,
-            weight.data(),
+            w,
             None if bias is None else bias.data(),
             self._strides,
             self._padding,

@@ -10,7 +10,7 @@ import numpy as np
 from .. import _device
 from .. import autograd as _autograd
 from .. import ops as _ops
-from .._errors import D2LCompatError, DeviceError, ShapeError
+from .._errors import D2LCompatError, DeviceError, DTypeError, ShapeError
 from .._parameter import Parameter
 from .._random import generator
 from .._registry import active
@@ -99,6 +99,19 @@ class Sequential(Block):
         return iter(list(self._children.values()))
 
 
+def _check_input_dtype(block: str, x: Any, weight: Any) -> None:
+    """Integer or boolean features into a float layer: one named error on every backend
+    (torch, TensorFlow and Paddle raise their own, JAX would promote and train)."""
+    b = active()
+    got, want = b.dtype(x), b.dtype(weight)
+    if not got.startswith(("float", "bfloat", "complex")):
+        raise DTypeError(
+            f"{block}: the input has dtype {got}, the layer's weight {want}. Feed float "
+            f"features: ops.cast(X, {want!r}) (or X.astype({want!r}) for a NumPy array); "
+            "integer class indices go into an Embedding."
+        )
+
+
 class Dense(Block):
     """A fully connected layer: ``y = activation(x · Wᵀ + b)`` over the last axis.
 
@@ -156,10 +169,13 @@ class Dense(Block):
             self._wrong_features(x)
         bias = self.bias
         fused = self._fused
+        w = weight.data()
+        if x.dtype != w.dtype:  # one comparison on the happy path
+            _check_input_dtype(f"Dense '{self.name or 'net'}'", x, w)
         try:  # free on the happy path (zero-cost exceptions); see _devices_differ
             if fused is not None:
-                return fused(x, weight.data(), None if bias is None else bias.data())
-            y = _ops.linear(x, weight.data(), None if bias is None else bias.data())
+                return fused(x, w, None if bias is None else bias.data())
+            y = _ops.linear(x, w, None if bias is None else bias.data())
         except DeviceError as exc:
             named = self._devices_differ(x)
             if named is None:
