@@ -221,8 +221,23 @@ def device_of(x: Any) -> Device:
     >>> import d2lcompat
     >>> d2lcompat.device_of(d2lcompat.ops.zeros((2,))) == d2lcompat.default_device()
     True
+
+    Inside a compiled forward (a hybridized block under ``jax.jit``) a traced value has
+    no device of its own yet: its device is the one the computation is placed on, the
+    default device (`default_device`; the framework's first GPU, else the CPU), so ``device_of(x) != device_of(y)`` tests in
+    the book's ``forward`` work there too.
     """
-    kind, index = active().device_of(x)
+    b = active()
+    try:
+        kind, index = b.device_of(x)
+    except DeviceError:
+        if not b.is_traced(x):
+            raise
+        if _DEFAULT is not None:
+            return _DEFAULT
+        # The framework's own default (what `default_device` reads off a new tensor,
+        # which inside the trace would be traced too): its first GPU, else the CPU.
+        return Device("gpu", 0) if b.device_count("gpu") else Device("cpu", 0)
     return Device(kind, index)
 
 

@@ -233,6 +233,7 @@ class TrainStep:
         self._batch: Any = None  # the last batch size, and its 1/batch_size
         self._scale = 1.0
         self._n_train = 0
+        self._attrs: list[_state.TensorAttr] = []  # tensor attributes (state), after the slots
 
     # ------------------------------------------------------------------ eager
     def _eager(self, X: Any, y: Any) -> Any:
@@ -270,24 +271,41 @@ class TrainStep:
         n_train, n_all = len(train), len(params)
         slot_counts = [len(opt.slots_of(n, p)) for n, p in zip(names, train)]
         index = {id(p): i for i, p in enumerate(params)}
+        # Tensor attributes (the book's from-scratch BatchNorm keeps its moving
+        # statistics so) are inputs after the slots and come out as outputs: state is
+        # an output, not a side effect (`_state`).
+        attrs = _state.tensor_attrs(net)
+        attr_index = {(id(a.block), a.name): i for i, a in enumerate(attrs)}
+        n_slots = sum(slot_counts)
 
         def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
             fixed = list(values[n_train:n_all])
+            attr_values = list(values[n_all + n_slots :])
 
-            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[list[Any], Any]]:
+            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[list[Any], Any, list[Any]]]:
                 with _autograd.substituted(params, list(weights) + fixed), \
+                        _state.substituted_attrs(attrs, attr_values), \
                         _state.collecting() as updates, _autograd.train_mode():
                     pred = net(X)
                     value = loss(pred, y)
                 new_state: list[Any] = [None] * (n_all - n_train)
-                for p, v in updates.values():
+                new_attrs: list[Any] = [None] * len(attrs)
+                for key, (p, v) in updates.items():
+                    if isinstance(p, _state.TensorAttr):
+                        j = attr_index.get(key)
+                        if j is None:  # a new tensor attribute: build the step again
+                            raise _NeedsEager
+                        new_attrs[j] = v
+                        continue
                     i = index.get(id(p))
                     if i is not None and i >= n_train:
                         new_state[i - n_train] = v
                 kept = b.stop_gradient(pred) if outputs else None
-                return _ops.sum(value), (new_state, kept)
+                return _ops.sum(value), (new_state, kept, new_attrs)
 
-            total, grads, (new_state, pred) = b.value_and_grad_aux(objective, values[:n_train])
+            total, grads, (new_state, pred, new_attrs) = b.value_and_grad_aux(
+                objective, values[:n_train]
+            )
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
             new_w: list[Any] = []
@@ -302,12 +320,13 @@ class TrainStep:
                 new_slots.extend(ns)
                 k += n
             mean = total * scale  # the batch's mean loss: its sum times 1/batch
-            return ((mean, pred) if outputs else mean), new_w + new_state + new_slots
+            return ((mean, pred) if outputs else mean), new_w + new_state + new_slots + new_attrs
 
         step.__name__ = step.__qualname__ = f"train_step_{type(net).__name__}"
         self._params = params
         self._n_train = n_train
         self._slot_lists = [opt.slots_of(n, p) for n, p in zip(names, train)]
+        self._attrs = attrs
         self._compiled[outputs] = self._compile_step(step)
         self._key = self._structure()
 
@@ -342,7 +361,15 @@ class TrainStep:
         values = [p._var for p in params]
         for slots in self._slot_lists:
             values += slots
-        out, new = compiled(values, scalars, X, y)
+        attrs = self._attrs
+        if attrs:
+            values += [a._var for a in attrs]
+        try:
+            out, new = compiled(values, scalars, X, y)
+        except _NeedsEager:  # raised while tracing: nothing has changed
+            opt._t -= 1
+            self._compiled.clear()
+            raise
         for p, v in zip(params, new):
             p._var = v
         k = len(params)
@@ -350,6 +377,8 @@ class TrainStep:
             m = len(slots)
             slots[:] = new[k : k + m]
             k += m
+        for a, v in zip(attrs, new[k:]):
+            object.__setattr__(a.block, a.name, v)
         return out  # type: ignore[no-any-return]
 
     def __call__(self, X: Any, y: Any) -> Any:
@@ -375,7 +404,9 @@ class TrainStep:
 
 
 class _NeedsEager(Exception):
-    """Internal: the net still has deferred parameters; run one eager step first."""
+    """Internal: the net still has deferred parameters, or its forward pass created a
+    tensor attribute while being traced; run one eager step first (the compiled step is
+    built again after it)."""
 
 
 def train_step(

@@ -996,12 +996,23 @@ class TensorFlowBackend(Backend):
         # graph, so a step is one graph call. The scalars travel as one float32 tensor
         # (a Python float argument would re-trace the function for every new value).
         # Called through its concrete functions (`_Concrete`).
+        # Values that are no variables (tensor attributes of blocks, see d2lcompat._state)
+        # cannot be assigned: they leave the graph as outputs, at the positions noted
+        # while tracing.
+        plain: list[int] = []
+
         def graph_step(values: list[Any], scalars: Any, X: Any, y: Any) -> Any:
             loss, new = fn(values, scalars, X, y)
-            for var, value in zip(values, new):
-                if value is not None:
+            outputs = []
+            positions = []
+            for i, (var, value) in enumerate(zip(values, new)):
+                if not isinstance(var, tf.Variable):
+                    positions.append(i)
+                    outputs.append(var if value is None else value)
+                elif value is not None:
                     var.assign(value, read_value=False)
-            return loss
+            plain[:] = positions
+            return loss, outputs
 
         compiled = CapturedVariables(
             graph_step,
@@ -1013,7 +1024,12 @@ class TensorFlowBackend(Backend):
         def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
             if scalars != cache[0]:
                 cache[0], cache[1] = scalars, tf.constant(np.asarray(scalars, np.float32))
-            return compiled(list(values), cache[1], X, y), values
+            loss, outputs = compiled(list(values), cache[1], X, y)
+            if outputs:
+                values = list(values)
+                for i, value in zip(plain, outputs):
+                    values[i] = value
+            return loss, values
 
         return run
 

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from .. import _device
+from .. import _device, _state
 from .. import init as _init
 from .._errors import D2LCompatError, D2LCompatWarning, ShapeError
 from .._parameter import Parameter
@@ -84,6 +84,12 @@ class Block:
                 del self._params[name]
             if name in self._children:
                 del self._children[name]
+            if _state._SCOPES and _active().is_tensor(value):
+                # A tensor attribute written inside a traced or differentiated forward
+                # pass (the book's BatchNorm moving_mean): state, recorded and applied
+                # by the caller (d2lcompat._state).
+                _state.write_attr(self, name, value)
+                return
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:

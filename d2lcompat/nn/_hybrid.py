@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import _state
 from .. import autograd as _autograd
 from .._errors import D2LCompatWarning, UnsupportedError
 from .._registry import active
@@ -46,7 +47,7 @@ class _Hybridized:
       succeeds, one `D2LCompatWarning` names the block and the block stays eager.
     """
 
-    __slots__ = ("_block", "_compiled", "_eager", "_errors", "_params")
+    __slots__ = ("_attrs", "_block", "_compiled", "_eager", "_errors", "_params", "_written")
 
     def __init__(self, block: Block, eager: Callable[..., Any]) -> None:
         self._block = block
@@ -54,15 +55,36 @@ class _Hybridized:
         self._compiled: Callable[..., Any] | None = None
         self._params: tuple[Parameter, ...] = ()
         self._errors: tuple[type[BaseException], ...] = ()
+        self._attrs: tuple[_state.TensorAttr, ...] = ()  # tensor attributes: inputs too
+        self._written: list[Any] = []  # what the last trace wrote (`_state` targets)
 
     def __call__(self, *args: Any) -> Any:
         compiled = self._compiled
         if compiled is None or _TRAINING[-1]:
             return self._uncompiled(args)
+        values = [p._var for p in self._params]
+        attrs = self._attrs
+        if attrs:
+            values += [a._var for a in attrs]
         try:
-            return compiled([p._var for p in self._params], *args)
+            out, new = compiled(values, *args)
         except self._errors as exc:
             return self._fall_back(exc, args)
+        if new:
+            self._commit(new)
+        return out
+
+    def _commit(self, new: Sequence[Any]) -> None:
+        # The state the compiled forward wrote (`_state`): concrete values now, written
+        # where they belong (or recorded for an enclosing autograd.grad).
+        written = self._written
+        _state.apply_updates({i: (t, v) for i, (t, v) in enumerate(zip(written, new))})
+        known = {(id(a.block), a.name) for a in self._attrs}
+        if any(
+            isinstance(t, _state.TensorAttr) and (id(t.block), t.name) not in known
+            for t in written
+        ):
+            self._compiled = None  # a new tensor attribute: the next call builds again
 
     def _uncompiled(self, args: Sequence[Any]) -> Any:
         out = self._eager(*args)
@@ -75,23 +97,43 @@ class _Hybridized:
         params = tuple(self._block.collect_params().values())
         if any(p._var is None for p in params):
             return  # still deferred (the forward did not reach every parameter): try again
+        attrs = tuple(_state.tensor_attrs(self._block))
+        n = len(params)
         eager = self._eager
+        written = self._written
+        scopes = _state._SCOPES
 
         def fn(values: Sequence[Any], *args: Any) -> Any:
             # `autograd.substituted`, written out: a plain try/finally is what every
-            # tracer (dynamo, autograph, SOT, jax) follows without a graph break.
+            # tracer (dynamo, autograph, SOT, jax) follows without a graph break. The
+            # tensor attributes are inputs as well, and whatever state the forward
+            # writes leaves as an output (STYLE.md lesson 16), never as a tracer.
             saved = [p._var for p in params]
             for p, v in zip(params, values):
                 p._var = v
+            if attrs:
+                old = [a.block.__dict__[a.name] for a in attrs]
+                for a, v in zip(attrs, values[n:]):
+                    object.__setattr__(a.block, a.name, v)
+            scope = _state.Scope()
+            scopes.append(scope)
             try:
-                return eager(*args)
+                out = eager(*args)
             finally:
+                scopes.pop()
+                scope.restore()
                 for p, v in zip(params, saved):
                     p._var = v
+                if attrs:
+                    for a, v in zip(attrs, old):
+                        object.__setattr__(a.block, a.name, v)
+            written[:] = [t for t, _ in scope.values()]
+            return out, [v for _, v in scope.values()]
 
         # The name shows up in the framework's traces, profiles and error messages.
         fn.__name__ = fn.__qualname__ = f"hybridized_{type(self._block).__name__}"
         self._params = params
+        self._attrs = attrs
         self._errors = tuple(b.COMPILE_FALLBACK_ERRORS)
         self._compiled = b.compile(fn)
 
