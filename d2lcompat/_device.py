@@ -213,6 +213,12 @@ def all_devices() -> list[Device]:
     return [Device(k, i) for k in ("cpu", "gpu") for i in range(b.device_count(k))]
 
 
+#: `device_of`'s answers, one object per device (the first few made up front).
+_INTERNED: dict[tuple[str, int], Device] = {
+    (kind, i): Device(kind, i) for kind in ("cpu", "gpu") for i in range(8)
+}
+
+
 def device_of(x: Any) -> Device:
     """The device a native tensor lives on.
 
@@ -229,7 +235,7 @@ def device_of(x: Any) -> Device:
     """
     b = active()
     try:
-        kind, index = b.device_of(x)
+        where = b.device_of(x)
     except DeviceError:
         if not b.is_traced(x):
             raise
@@ -237,8 +243,12 @@ def device_of(x: Any) -> Device:
             return _DEFAULT
         # The framework's own default (what `default_device` reads off a new tensor,
         # which inside the trace would be traced too): its first GPU, else the CPU.
-        return Device("gpu", 0) if b.device_count("gpu") else Device("cpu", 0)
-    return Device(kind, index)
+        where = ("gpu", 0) if b.device_count("gpu") else ("cpu", 0)
+    # Interned: a tracer (Paddle's SOT) follows a dict lookup, not a new object.
+    dev = _INTERNED.get(where)
+    if dev is None:
+        dev = _INTERNED[where] = Device(*where)
+    return dev
 
 
 def to_device(x: Any, device: Device | str) -> Any:

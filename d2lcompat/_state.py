@@ -35,6 +35,7 @@ __all__ = [
     "Scope",
     "TensorAttr",
     "apply_updates",
+    "attr_key",
     "collecting",
     "set_state",
     "substituted_attrs",
@@ -46,7 +47,7 @@ _MISSING = object()
 
 
 class TensorAttr:
-    """A tensor attribute ``block.<name>`` as a state target (next to `Parameter`)."""
+    """A tensor attribute ``block.<name>``: an input of compiled functions (`tensor_attrs`)."""
 
     __slots__ = ("block", "name")
 
@@ -58,20 +59,31 @@ class TensorAttr:
     def _var(self) -> Any:
         return self.block.__dict__.get(self.name)
 
+    @property
+    def key(self) -> str:
+        return attr_key(self.block, self.name)
+
     def __repr__(self) -> str:
         return f"{self.block._describe()}.{self.name}"
 
 
-class Scope(dict):  # type: ignore[type-arg]
-    """The writes of one `collecting` scope: ``{key: (target, detached value)}`` where a
-    target is a `Parameter` (key ``id(param)``) or a `TensorAttr` (key ``(id(block),
-    name)``); ``saved`` keeps each written attribute's value from before the scope, which
-    the scope puts back when it closes (nothing traced is left behind)."""
+def attr_key(block: Block, name: str) -> str:
+    """The `Scope` key of ``block.<name>``: a string, which every tracer takes as a dict
+    key (Paddle's SOT takes no tuples)."""
+    return name + "@" + str(id(block))
 
-    __slots__ = ("saved",)
+
+class Scope:
+    """The writes of one `collecting` scope. ``writes`` is ``{key: (target, detached
+    value)}`` where a target is a `Parameter` (key ``id(param)``) or a ``(block, name)``
+    tuple for a tensor attribute (key `attr_key`); ``saved`` keeps each written attribute's value from before
+    the scope, which the scope puts back when it closes (nothing traced is left behind).
+    Plain dicts in a plain object: what every tracer follows without a graph break."""
+
+    __slots__ = ("saved", "writes")
 
     def __init__(self) -> None:
-        super().__init__()
+        self.writes: dict[Any, tuple[Any, Any]] = {}
         self.saved: dict[Any, tuple[Block, str, Any]] = {}
 
     def restore(self) -> None:
@@ -103,7 +115,7 @@ def set_state(param: Parameter, value: Any) -> None:
     b = active()
     value = b.stop_gradient(value)
     if _SCOPES:
-        _SCOPES[-1][id(param)] = (param, value)  # the last write of a step wins
+        _SCOPES[-1].writes[id(param)] = (param, value)  # the last write of a step wins
     else:
         param._var = b.assign(param._var, value)
 
@@ -127,20 +139,22 @@ def write_attr(block: Block, name: str, value: Any) -> None:
     """
     if _SCOPES:
         scope = _SCOPES[-1]
-        key = (id(block), name)
+        key = attr_key(block, name)
         if key not in scope.saved:
             scope.saved[key] = (block, name, block.__dict__.get(name, _MISSING))
-        scope[key] = (TensorAttr(block, name), active().stop_gradient(value))
+        # A plain tuple as the target: a tracer follows it, not a new object.
+        scope.writes[key] = ((block, name), active().stop_gradient(value))
     object.__setattr__(block, name, value)
 
 
 @contextlib.contextmanager
-def collecting() -> Iterator[Scope]:
-    """Collect the state writes of the forward passes run inside the ``with``."""
+def collecting() -> Iterator[dict[Any, tuple[Any, Any]]]:
+    """Collect the state writes of the forward passes run inside the ``with``; yields
+    ``{key: (target, value)}`` (`Scope.writes`)."""
     scope = Scope()
     _SCOPES.append(scope)
     try:
-        yield scope
+        yield scope.writes
     finally:
         _SCOPES.pop()
         scope.restore()
@@ -158,7 +172,7 @@ def apply_updates(updates: dict[Any, tuple[Any, Any]]) -> None:
         if isinstance(target, Parameter):
             set_state(target, value)
         else:
-            write_attr(target.block, target.name, value)
+            write_attr(target[0], target[1], value)
 
 
 def tensor_attrs(root: Block) -> list[TensorAttr]:

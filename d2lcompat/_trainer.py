@@ -275,7 +275,7 @@ class TrainStep:
         # statistics so) are inputs after the slots and come out as outputs: state is
         # an output, not a side effect (`_state`).
         attrs = _state.tensor_attrs(net)
-        attr_index = {(id(a.block), a.name): i for i, a in enumerate(attrs)}
+        attr_index = {a.key: i for i, a in enumerate(attrs)}
         n_slots = sum(slot_counts)
 
         def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
@@ -291,7 +291,7 @@ class TrainStep:
                 new_state: list[Any] = [None] * (n_all - n_train)
                 new_attrs: list[Any] = [None] * len(attrs)
                 for key, (p, v) in updates.items():
-                    if isinstance(p, _state.TensorAttr):
+                    if isinstance(p, tuple):  # a tensor attribute (block, name)
                         j = attr_index.get(key)
                         if j is None:  # a new tensor attribute: build the step again
                             raise _NeedsEager

@@ -60,6 +60,15 @@ _FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 # fifth of the Dense hot path on small layers. Fall back to the public API if it moves.
 _matmul_raw: Callable[..., Any] | None = getattr(getattr(paddle, "_C_ops", None), "matmul", None)
 
+
+def _in_sot() -> bool:
+    """Whether Paddle's SOT is tracing the caller (hybridize). Replaced by SOT's own
+    ``psdb.in_sot`` once `PaddleBackend.compile` runs, which SOT answers ``True`` while it
+    simulates; eagerly it is a plain ``False``. SOT cannot trace the raw ``_C_ops``
+    kernels the eager hot path calls (each is a graph break), so the layer primitives
+    call the public API under it."""
+    return False
+
 try:  # ml_dtypes is not a paddle dependency; with it, bfloat16 host arrays keep their dtype.
     import ml_dtypes as _ml_dtypes
 except ImportError:  # pragma: no cover - depends on the environment
@@ -232,8 +241,14 @@ class PaddleOps(Ops):
             x: paddle.Tensor, w: paddle.Tensor, b: paddle.Tensor | None = None
         ) -> paddle.Tensor:
             # F.linear wants w as (in, out); transpose_y reads our (out, in) w without a copy.
-            y = _matmul_raw(x, w, False, True)
-            return y if b is None else y + b
+            if _in_sot():
+                y = paddle.matmul(x, w, transpose_y=True)
+            else:
+                y = _matmul_raw(x, w, False, True)
+            # A bool, not `b is None` in the expression: Python 3.11 jumps on the tensor
+            # itself there, a graph break for SOT.
+            no_bias = b is None
+            return y if no_bias else y + b
 
     else:  # pragma: no cover - only if paddle._C_ops.matmul disappears
 
@@ -242,7 +257,8 @@ class PaddleOps(Ops):
             x: paddle.Tensor, w: paddle.Tensor, b: paddle.Tensor | None = None
         ) -> paddle.Tensor:
             y = paddle.matmul(x, w, transpose_y=True)
-            return y if b is None else y + b
+            no_bias = b is None
+            return y if no_bias else y + b
 
 
 def _to_static(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -301,6 +317,7 @@ class PaddleBackend(Backend):
     def __init__(self) -> None:
         self.ops = PaddleOps()
         self._sgd_rate: tuple[float, Any] | None = None  # (lr, its tensor) for fused SGD
+        self._traced_device: DeviceTuple = ("cpu", 0)  # where compiled graphs run: `compile`
 
     @property
     def version(self) -> str:
@@ -319,12 +336,21 @@ class PaddleBackend(Backend):
         return paddle.CPUPlace() if kind == "cpu" else paddle.CUDAPlace(index)
 
     def device_of(self, x: Any) -> DeviceTuple:
+        if _in_sot():
+            # A value SOT traces has no place of its own (pir answers None, with a
+            # warning): the compiled graph runs on paddle's current device, noted when
+            # the function was compiled.
+            return self._traced_device
         place = x.place
         if place.is_gpu_place():
             return ("gpu", place.gpu_device_id())
         if place.is_cpu_place() or place.is_cuda_pinned_place():
             return ("cpu", 0)  # pinned memory is host memory
         raise DeviceError(f"d2lcompat does not know the paddle place {place}.")
+
+    def is_traced(self, x: Any) -> bool:
+        """Whether SOT is tracing (hybridize): its values have no place (`device_of`)."""
+        return _in_sot()
 
     def move(self, x: Any, device: DeviceTuple, copy: bool) -> Any:
         same = self.device_of(x) == device
@@ -481,10 +507,14 @@ class PaddleBackend(Backend):
         if one:
             x, w = x.unsqueeze(2), w.unsqueeze(2)
             strides, padding, dilation = (1, *strides), (0, *padding), (1, *dilation)
-        y = _C_ops.conv2d(
-            x, w, list(strides), list(padding), "EXPLICIT", list(dilation), groups, "NCHW"
-        )
-        if b is not None:
+        if _in_sot():  # SOT traces F.conv2d, not the raw kernel; it passes ints as such
+            y = F.conv2d(x, w, None, list(strides), list(padding), list(dilation), groups)
+        else:
+            y = _C_ops.conv2d(
+                x, w, list(strides), list(padding), "EXPLICIT", list(dilation), groups, "NCHW"
+            )
+        has_bias = b is not None
+        if has_bias:
             y = y + b.reshape([1, -1, 1, 1])
         return y.squeeze(2) if one else y
 
@@ -541,6 +571,14 @@ class PaddleBackend(Backend):
         # argument, and falls back to eager on its own where it cannot build a graph (so
         # COMPILE_FALLBACK_ERRORS stays empty). Parameters are captured while they are the
         # net's own (see CapturedVariables).
+        global _in_sot
+        from paddle.jit.sot import psdb
+
+        _in_sot = psdb.in_sot  # noqa: F811 - SOT answers True for this very function
+        current = paddle.device.get_device()  # "cpu" or "gpu:0"
+        self._traced_device = (
+            ("gpu", int(current.split(":")[1])) if current.startswith("gpu") else ("cpu", 0)
+        )
         return CapturedVariables(fn, _to_static, lambda v: isinstance(v, EagerParamBase))
 
     # ----------------------------------------------------- native checkpoints

@@ -57,6 +57,8 @@ class Block:
     _parent: weakref.ref[Block] | None
     _key: str
     _ready: bool
+    _version: int
+    _seq: tuple[int, tuple[Block, ...]]
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", _Children(self))
@@ -65,6 +67,10 @@ class Block:
         object.__setattr__(self, "_key", "")
         # True once every own parameter exists; checked on every call, so it is a plain bool.
         object.__setattr__(self, "_ready", False)
+        # Bumped on this block and its ancestors whenever the tree below changes (a child
+        # or parameter added, replaced or removed): a hybridized block builds again.
+        object.__setattr__(self, "_version", 0)
+        object.__setattr__(self, "_seq", (-1, ()))  # (version, children): `_sequence`
 
     # ----------------------------------------------------------- registration
     def __setattr__(self, name: str, value: Any) -> None:
@@ -82,8 +88,10 @@ class Block:
         else:
             if name in self._params:
                 del self._params[name]
+                _changed(self)
             if name in self._children:
                 del self._children[name]
+                _changed(self)
             if _state._SCOPES and _active().is_tensor(value):
                 # A tensor attribute written inside a traced or differentiated forward
                 # pass (the book's BatchNorm moving_mean): state, recorded and applied
@@ -93,6 +101,8 @@ class Block:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
+        if name in self._params or name in self._children:
+            _changed(self)
         self._params.pop(name, None)
         self._children.pop(name, None)
         object.__delattr__(self, name)
@@ -101,6 +111,7 @@ class Block:
         self._params[name] = param
         param._attach(self, name)
         object.__setattr__(self, "_ready", False)
+        _changed(self)
 
     def _register(self, name: str, block: Block) -> None:
         if block is self or _is_ancestor(block, self):
@@ -114,6 +125,7 @@ class Block:
             # A block is named after its first parent: a shared block keeps its first name.
             object.__setattr__(block, "_parent", weakref.ref(self))
             object.__setattr__(block, "_key", name)
+        _changed(self)
 
     def register_child(self, block: Block, name: str | None = None) -> Block:
         """Register ``block`` as a child under ``name`` (default: its position, ``'0'``...).
@@ -146,6 +158,16 @@ class Block:
         from .._gluon import hint
 
         raise hint(self, name)
+
+    def _sequence(self) -> tuple[Block, ...]:
+        """The direct children as a plain tuple, rebuilt only when the tree changed: what a
+        forward pass iterates (Paddle's SOT cannot iterate the `_Children` dict subclass
+        without a graph break)."""
+        seq = self._seq
+        if seq[0] != self._version:
+            seq = (self._version, tuple(dict.values(self._children)))
+            object.__setattr__(self, "_seq", seq)
+        return seq[1]  # type: ignore[no-any-return]
 
     def children(self) -> Iterator[Block]:
         """The direct children, in registration order (PyTorch's ``children()``).
@@ -557,6 +579,17 @@ def _scoped_forward(block: Block, args: tuple[Any, ...]) -> Any:
             return block.forward(*args)
     finally:
         state.inside = False
+
+
+def _changed(block: Block) -> None:
+    """Note a change of the tree below ``block`` on it and on its ancestors."""
+    for _ in range(10_000):  # bounded: guards against a block that is its own ancestor
+        object.__setattr__(block, "_version", block.__dict__.get("_version", 0) + 1)
+        ref = block._parent
+        parent = ref() if ref is not None else None
+        if parent is None:
+            return
+        block = parent
 
 
 def _indent(text: str) -> str:

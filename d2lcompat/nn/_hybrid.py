@@ -47,7 +47,9 @@ class _Hybridized:
       succeeds, one `D2LCompatWarning` names the block and the block stays eager.
     """
 
-    __slots__ = ("_attrs", "_block", "_compiled", "_eager", "_errors", "_params", "_written")
+    __slots__ = (
+        "_attrs", "_block", "_compiled", "_eager", "_errors", "_params", "_version", "_written"
+    )
 
     def __init__(self, block: Block, eager: Callable[..., Any]) -> None:
         self._block = block
@@ -57,10 +59,11 @@ class _Hybridized:
         self._errors: tuple[type[BaseException], ...] = ()
         self._attrs: tuple[_state.TensorAttr, ...] = ()  # tensor attributes: inputs too
         self._written: list[Any] = []  # what the last trace wrote (`_state` targets)
+        self._version = -1  # the block's `_version` when built
 
     def __call__(self, *args: Any) -> Any:
         compiled = self._compiled
-        if compiled is None or _TRAINING[-1]:
+        if compiled is None or _TRAINING[-1] or self._block._version != self._version:
             return self._uncompiled(args)
         values = [p._var for p in self._params]
         attrs = self._attrs
@@ -79,16 +82,15 @@ class _Hybridized:
         # where they belong (or recorded for an enclosing autograd.grad).
         written = self._written
         _state.apply_updates({i: (t, v) for i, (t, v) in enumerate(zip(written, new))})
-        known = {(id(a.block), a.name) for a in self._attrs}
-        if any(
-            isinstance(t, _state.TensorAttr) and (id(t.block), t.name) not in known
-            for t in written
-        ):
+        known = {a.key for a in self._attrs}
+        if any(isinstance(t, tuple) and _state.attr_key(*t) not in known for t in written):
             self._compiled = None  # a new tensor attribute: the next call builds again
 
     def _uncompiled(self, args: Sequence[Any]) -> Any:
         out = self._eager(*args)
-        if self._compiled is None:
+        if self._compiled is None or self._block._version != self._version:
+            # First call, or the tree changed (a child added after the first call): the
+            # eager run above created any new deferred parameter; trace again.
             self._build()
         return out
 
@@ -97,11 +99,13 @@ class _Hybridized:
         params = tuple(self._block.collect_params().values())
         if any(p._var is None for p in params):
             return  # still deferred (the forward did not reach every parameter): try again
+        version = self._block._version
         attrs = tuple(_state.tensor_attrs(self._block))
         n = len(params)
         eager = self._eager
         written = self._written
         scopes = _state._SCOPES
+        scope = _state.Scope()  # made here: a tracer would break its graph on a new object
 
         def fn(values: Sequence[Any], *args: Any) -> Any:
             # `autograd.substituted`, written out: a plain try/finally is what every
@@ -115,25 +119,31 @@ class _Hybridized:
                 old = [a.block.__dict__[a.name] for a in attrs]
                 for a, v in zip(attrs, values[n:]):
                     object.__setattr__(a.block, a.name, v)
-            scope = _state.Scope()
             scopes.append(scope)
             try:
                 out = eager(*args)
             finally:
                 scopes.pop()
-                scope.restore()
+                if scope.saved:
+                    scope.restore()
                 for p, v in zip(params, saved):
                     p._var = v
                 if attrs:
                     for a, v in zip(attrs, old):
                         object.__setattr__(a.block, a.name, v)
-            written[:] = [t for t, _ in scope.values()]
-            return out, [v for _, v in scope.values()]
+            writes = scope.writes
+            if not writes:
+                return out, ()
+            written[:] = [t for t, _ in writes.values()]
+            new = [v for _, v in writes.values()]
+            writes.clear()
+            return out, new
 
         # The name shows up in the framework's traces, profiles and error messages.
         fn.__name__ = fn.__qualname__ = f"hybridized_{type(self._block).__name__}"
         self._params = params
         self._attrs = attrs
+        self._version = version
         self._errors = tuple(b.COMPILE_FALLBACK_ERRORS)
         self._compiled = b.compile(fn)
 
