@@ -110,6 +110,27 @@ def _axes(axis: Any) -> tf.Tensor:
     return _i32(tuple(int(a) for a in axis))
 
 
+def _dynamic_shape(x: Any, shape: Sequence[Any]) -> tf.Tensor:
+    """A reshape target with sizes only known when the graph runs.
+
+    Inside a ``tf.function`` that has seen two batch sizes, ``reduce_retracing`` relaxes
+    the batch axis to ``None``, and `shape` reports it so. A ``None`` entry stands for
+    ``x``'s own size along the same axis (the batch size the graph is given); a scalar
+    tensor entry is used as it is (``tf.shape(x)[0]``).
+    """
+    dims: list[Any] = []
+    for i, d in enumerate(shape):
+        if d is None:
+            if i >= len(x.shape):
+                raise TypeError(f"reshape: an unknown size at axis {i} of {tuple(shape)}")
+            dims.append(tf.shape(x, out_type=tf.int32)[i])
+        elif isinstance(d, _TENSORS):
+            dims.append(tf.cast(d, tf.int32))
+        else:
+            dims.append(tf.constant(int(d), tf.int32))
+    return tf.stack(dims)
+
+
 def _tensor(x: Any) -> Any:
     """``x`` itself when it is a tensor or variable, else ``x`` converted (lists, scalars)."""
     return x if isinstance(x, _TENSORS) else tf.convert_to_tensor(x)
@@ -357,7 +378,13 @@ class TensorFlowOps(Ops):
     def reshape(x: Any, shape: Sequence[int]) -> Any:
         if isinstance(shape, int):
             shape = (shape,)
-        shape_t = shape if isinstance(shape, _TENSORS) else _axes(shape)
+        if isinstance(shape, _TENSORS):
+            shape_t = shape
+        else:
+            try:
+                shape_t = _axes(shape)
+            except TypeError:  # an unknown (None) or dynamic size: see _dynamic_shape
+                shape_t = _dynamic_shape(x, shape)
         return _Reshape(tensor=x, shape=shape_t)
 
     @staticmethod
