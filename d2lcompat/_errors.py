@@ -10,6 +10,7 @@ __all__ = [
     "BackendError",
     "CheckpointError",
     "D2LCompatError",
+    "CompileFallbackWarning",
     "D2LCompatWarning",
     "DTypeError",
     "DataError",
@@ -80,3 +81,10 @@ class TracedValueError(D2LCompatError, RuntimeError):
 
 class D2LCompatWarning(UserWarning):
     """Warnings issued by d2lcompat (for example a second ``initialize()``)."""
+
+
+class CompileFallbackWarning(D2LCompatWarning):
+    """A hybridized block whose forward the framework's compiler could not compile whole
+    (Paddle SOT graph breaks, a value-dependent branch that ``jax.jit`` rejects): issued
+    once per block, naming it and the compiler's reason."""
+

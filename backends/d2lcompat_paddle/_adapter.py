@@ -61,6 +61,12 @@ _FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 _matmul_raw: Callable[..., Any] | None = getattr(getattr(paddle, "_C_ops", None), "matmul", None)
 
 
+def _sot_e2e_type() -> Any:
+    from paddle.jit.sot.utils.info_collector import InfoType
+
+    return InfoType.E2E_INFO
+
+
 def _in_sot() -> bool:
     """Whether Paddle's SOT is tracing the caller (hybridize). Replaced by SOT's own
     ``psdb.in_sot`` once `PaddleBackend.compile` runs, which SOT answers ``True`` while it
@@ -318,6 +324,7 @@ class PaddleBackend(Backend):
         self.ops = PaddleOps()
         self._sgd_rate: tuple[float, Any] | None = None  # (lr, its tensor) for fused SGD
         self._traced_device: DeviceTuple = ("cpu", 0)  # where compiled graphs run: `compile`
+        self._sot_info: dict[str, list[Any]] | None = None  # SOT's records: `_collect_breaks`
 
     @property
     def version(self) -> str:
@@ -575,11 +582,44 @@ class PaddleBackend(Backend):
         from paddle.jit.sot import psdb
 
         _in_sot = psdb.in_sot  # noqa: F811 - SOT answers True for this very function
+        self._collect_breaks()
         current = paddle.device.get_device()  # "cpu" or "gpu:0"
         self._traced_device = (
             ("gpu", int(current.split(":")[1])) if current.startswith("gpu") else ("cpu", 0)
         )
         return CapturedVariables(fn, _to_static, lambda v: isinstance(v, EagerParamBase))
+
+    REPORTS_COMPILE_BREAKS: ClassVar[bool] = True
+
+    def _collect_breaks(self) -> None:
+        """Have SOT record its graph-break reasons (its ``SOT_COLLECT_INFO`` switch), which
+        `compile_breaks` takes. SOT records them while it translates a function, so a
+        call that runs an already-translated graph costs nothing."""
+        if self._sot_info is not None:
+            return
+        from paddle.jit.sot.utils.envs import ENV_SOT_COLLECT_INFO
+        from paddle.jit.sot.utils.info_collector import InfoCollector
+
+        wanted = dict(ENV_SOT_COLLECT_INFO.get())
+        wanted.setdefault("breakgraph_reason", [])
+        ENV_SOT_COLLECT_INFO.set(wanted)
+        self._sot_info = InfoCollector().get_info_dict(_sot_e2e_type())
+
+    def compile_breaks(self) -> Sequence[str]:
+        info = self._sot_info
+        if not info:
+            return ()
+        found = info.pop("BreakGraphReasonInfo", [])
+        # The innermost reason of each break; the chain of enclosing calls SOT adds around
+        # it ("... encountered breakgraph error caused by") only repeats it.
+        reasons: list[str] = []
+        for item in found:
+            if type(item.reason).__name__ == "BreakGraphInlineCallBreak":
+                continue
+            line = str(item.reason).strip().splitlines()[0]
+            if line not in reasons:
+                reasons.append(line)
+        return reasons
 
     # ----------------------------------------------------- native checkpoints
     NATIVE_CHECKPOINT_FORMATS: ClassVar[tuple[str, ...]] = (".pdparams",)

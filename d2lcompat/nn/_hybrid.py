@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _state
 from .. import autograd as _autograd
-from .._errors import D2LCompatWarning, UnsupportedError
+from .._errors import CompileFallbackWarning, UnsupportedError
 from .._registry import active
 
 if TYPE_CHECKING:
@@ -48,7 +48,8 @@ class _Hybridized:
     """
 
     __slots__ = (
-        "_attrs", "_block", "_compiled", "_eager", "_errors", "_params", "_version", "_written"
+        "_attrs", "_block", "_breaks", "_compiled", "_eager", "_errors", "_params", "_version",
+        "_warned", "_written",
     )
 
     def __init__(self, block: Block, eager: Callable[..., Any]) -> None:
@@ -60,6 +61,8 @@ class _Hybridized:
         self._attrs: tuple[_state.TensorAttr, ...] = ()  # tensor attributes: inputs too
         self._written: list[Any] = []  # what the last trace wrote (`_state` targets)
         self._version = -1  # the block's `_version` when built
+        self._breaks: Callable[[], Sequence[str]] | None = None  # Backend.compile_breaks
+        self._warned = False  # the graph-break warning is given once per block
 
     def __call__(self, *args: Any) -> Any:
         compiled = self._compiled
@@ -75,7 +78,28 @@ class _Hybridized:
             return self._fall_back(exc, args)
         if new:
             self._commit(new)
+        breaks = self._breaks
+        if breaks is not None:
+            reasons = breaks()
+            if reasons:
+                self._broke(reasons)
         return out
+
+    def _broke(self, reasons: Sequence[str]) -> None:
+        # The compiler ran parts of the forward as Python by itself (Paddle SOT graph
+        # breaks) and keeps compiling the rest, re-tracing as usual: say so once.
+        if self._warned:
+            return
+        self._warned = True
+        shown = "; ".join(_clip(r) for r in reasons[:3])
+        warnings.warn(
+            f"{self._block._describe()} is compiled by {active().name} only in parts: its "
+            f"compiler runs the rest as Python ({shown}). The results are right, the speed "
+            "is not that of one graph; write that part with ops, or leave the block "
+            "un-hybridized.",
+            CompileFallbackWarning,
+            stacklevel=4,
+        )
 
     def _commit(self, new: Sequence[Any]) -> None:
         # The state the compiled forward wrote (`_state`): concrete values now, written
@@ -146,6 +170,7 @@ class _Hybridized:
         self._version = version
         self._errors = tuple(b.COMPILE_FALLBACK_ERRORS)
         self._compiled = b.compile(fn)
+        self._breaks = b.compile_breaks if b.REPORTS_COMPILE_BREAKS else None
 
     def _fall_back(self, exc: BaseException, args: Sequence[Any]) -> Any:
         # A genuine error of the forward pass raises again here, eagerly, with its own
@@ -158,7 +183,7 @@ class _Hybridized:
             f"({type(exc).__name__}: {_first_line(exc)}); it runs eagerly from now on. "
             "Python control flow that depends on tensor values cannot be traced: express "
             "it with ops (ops.where) or leave this block un-hybridized.",
-            D2LCompatWarning,
+            CompileFallbackWarning,
             stacklevel=4,
         )
         return out
@@ -166,7 +191,10 @@ class _Hybridized:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    line = text[0] if text else ""
+    return _clip(text[0] if text else "")
+
+
+def _clip(line: str) -> str:
     return line if len(line) <= 160 else line[:157] + "..."
 
 
