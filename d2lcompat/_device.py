@@ -104,6 +104,10 @@ class Device:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Device) and other.kind == self.kind and other.index == self.index
 
+    def __ne__(self, other: object) -> bool:
+        # Spelled out: Paddle's SOT traces this, not object.__ne__ (a graph break).
+        return not self.__eq__(other)
+
     def __hash__(self) -> int:
         return hash((self.kind, self.index))
 
@@ -214,8 +218,8 @@ def all_devices() -> list[Device]:
 
 
 #: `device_of`'s answers, one object per device (the first few made up front).
-_INTERNED: dict[tuple[str, int], Device] = {
-    (kind, i): Device(kind, i) for kind in ("cpu", "gpu") for i in range(8)
+_INTERNED: dict[str, Device] = {
+    kind + str(i): Device(kind, i) for kind in ("cpu", "gpu") for i in range(8)
 }
 
 
@@ -244,10 +248,12 @@ def device_of(x: Any) -> Device:
         # The framework's own default (what `default_device` reads off a new tensor,
         # which inside the trace would be traced too): its first GPU, else the CPU.
         where = ("gpu", 0) if b.device_count("gpu") else ("cpu", 0)
-    # Interned: a tracer (Paddle's SOT) follows a dict lookup, not a new object.
-    dev = _INTERNED.get(where)
+    # Interned, under a string key: a tracer (Paddle's SOT) follows that dict lookup, not
+    # a new object nor a tuple key.
+    key = where[0] + str(where[1])
+    dev = _INTERNED.get(key)
     if dev is None:
-        dev = _INTERNED[where] = Device(*where)
+        dev = _INTERNED[key] = Device(*where)
     return dev
 
 

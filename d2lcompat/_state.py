@@ -91,7 +91,7 @@ class Scope:
             if old is _MISSING:
                 block.__dict__.pop(name, None)
             else:
-                object.__setattr__(block, name, old)
+                block.__dict__[name] = old
         self.saved.clear()
 
 
@@ -144,7 +144,7 @@ def write_attr(block: Block, name: str, value: Any) -> None:
             scope.saved[key] = (block, name, block.__dict__.get(name, _MISSING))
         # A plain tuple as the target: a tracer follows it, not a new object.
         scope.writes[key] = ((block, name), active().stop_gradient(value))
-    object.__setattr__(block, name, value)
+    block.__dict__[name] = value
 
 
 @contextlib.contextmanager
@@ -201,11 +201,11 @@ def substituted_attrs(attrs: Sequence[TensorAttr], values: Sequence[Any]) -> Ite
     saved = [a.block.__dict__.get(a.name, _MISSING) for a in attrs]
     try:
         for a, v in zip(attrs, values):
-            object.__setattr__(a.block, a.name, v)
+            a.block.__dict__[a.name] = v
         yield
     finally:
         for a, old in zip(attrs, saved):
             if old is _MISSING:
                 a.block.__dict__.pop(a.name, None)
             else:
-                object.__setattr__(a.block, a.name, old)
+                a.block.__dict__[a.name] = old

@@ -378,7 +378,7 @@ class TrainStep:
             slots[:] = new[k : k + m]
             k += m
         for a, v in zip(attrs, new[k:]):
-            object.__setattr__(a.block, a.name, v)
+            a.block.__dict__[a.name] = v
         return out  # type: ignore[no-any-return]
 
     def __call__(self, X: Any, y: Any) -> Any:

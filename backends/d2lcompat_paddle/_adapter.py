@@ -14,6 +14,7 @@ Paddle quirks this module absorbs (the core never sees them):
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 import warnings
@@ -267,6 +268,9 @@ class PaddleOps(Ops):
             return y if no_bias else y + b
 
 
+_COMPILED = itertools.count()  # numbers the compiled functions' code objects (`_to_static`)
+
+
 def _to_static(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``paddle.jit.to_static(fn)`` for ``fn(*args)``. to_static rejects ``*args``
     signatures: one or two arguments get a function of exactly that many (a packed tuple
@@ -284,6 +288,11 @@ def _to_static(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     for f in (one, two, packed):
         f.__name__ = f.__qualname__ = name
+        # A code object of its own for each compiled function: SOT keys its caches and
+        # its dynamic-shape guesses by code object, so with a shared one every net's
+        # input shapes would count as one function's "varying" dimensions (feature
+        # sizes made symbolic, and each layer's shape check a graph break).
+        f.__code__ = f.__code__.replace(co_name=f"{name}_{next(_COMPILED)}")
     static_one, static_two = paddle.jit.to_static(one), paddle.jit.to_static(two)
     static_packed = paddle.jit.to_static(packed)
 

@@ -142,7 +142,7 @@ class _Hybridized:
             if attrs:
                 old = [a.block.__dict__[a.name] for a in attrs]
                 for a, v in zip(attrs, values[n:]):
-                    object.__setattr__(a.block, a.name, v)
+                    a.block.__dict__[a.name] = v
             scopes.append(scope)
             try:
                 out = eager(*args)
@@ -154,7 +154,7 @@ class _Hybridized:
                     p._var = v
                 if attrs:
                     for a, v in zip(attrs, old):
-                        object.__setattr__(a.block, a.name, v)
+                        a.block.__dict__[a.name] = v
             writes = scope.writes
             if not writes:
                 return out, ()
