@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from d2lcompat_conformance.scenarios import gl_hybrid
 
 import d2lcompat
 from d2lcompat import autograd, init, loss, nn, ops
 from d2lcompat._registry import active
+from d2lcompat_conformance.scenarios import gl_hybrid
 
 
 def _np(x: Any) -> np.ndarray:
