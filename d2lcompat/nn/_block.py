@@ -441,9 +441,10 @@ class Block:
         shapes re-trace as the framework does. In training mode (``autograd.record()``)
         the block runs eagerly. Python control flow that depends on tensor values and
         that the compiler cannot handle falls back to eager with one
-        `D2LCompatWarning` naming the block. Compile the outermost block only: after
-        changing the tree (adding blocks, sharing parameters) call ``hybridize()``
-        again.
+        `CompileFallbackWarning` naming the block. Compile the outermost block only;
+        after a change of the tree below it (adding blocks, sharing parameters) its
+        next call runs eagerly and traces again. Tensor attributes that ``forward``
+        reassigns are state: inputs and outputs of the compiled function.
 
         Examples
         --------

@@ -44,12 +44,19 @@ class _Hybridized:
       would freeze into one constant mask.
     * When the compiler rejects Python control flow that depends on values (one of
       ``Backend.COMPILE_FALLBACK_ERRORS``), the call is re-run eagerly; if that
-      succeeds, one `D2LCompatWarning` names the block and the block stays eager.
+      succeeds, one `CompileFallbackWarning` names the block and the block stays eager.
+      A compiler that runs such parts as Python by itself and says so
+      (``Backend.compile_breaks``: Paddle's SOT) gets the same warning, once, and the
+      block stays compiled.
+    * Tensor attributes of the tree are inputs too, and the state the forward writes
+      (`d2lcompat._state`) comes out as outputs, written back after the call.
+    * A change of the tree below the block (``Block._version``: a child or parameter
+      added, replaced or removed) makes the next call eager, then builds again.
     """
 
     __slots__ = (
-        "_attrs", "_block", "_breaks", "_compiled", "_eager", "_errors", "_params", "_version",
-        "_warned", "_written",
+        "_attrs", "_block", "_breaks", "_compiled", "_eager", "_errors", "_params", "_scope",
+        "_version", "_warned", "_written",
     )
 
     def __init__(self, block: Block, eager: Callable[..., Any]) -> None:
@@ -63,6 +70,7 @@ class _Hybridized:
         self._version = -1  # the block's `_version` when built
         self._breaks: Callable[[], Sequence[str]] | None = None  # Backend.compile_breaks
         self._warned = False  # the graph-break warning is given once per block
+        self._scope = _state.Scope()  # collects the compiled forward's state writes
 
     def __call__(self, *args: Any) -> Any:
         compiled = self._compiled
@@ -75,7 +83,11 @@ class _Hybridized:
         try:
             out, new = compiled(values, *args)
         except self._errors as exc:
+            self._scope.writes.clear()  # what the failed trace recorded
             return self._fall_back(exc, args)
+        except BaseException:
+            self._scope.writes.clear()
+            raise
         if new:
             self._commit(new)
         breaks = self._breaks
@@ -129,7 +141,7 @@ class _Hybridized:
         eager = self._eager
         written = self._written
         scopes = _state._SCOPES
-        scope = _state.Scope()  # made here: a tracer would break its graph on a new object
+        scope = self._scope  # made outside: a tracer would break its graph on a new object
 
         def fn(values: Sequence[Any], *args: Any) -> Any:
             # `autograd.substituted`, written out: a plain try/finally is what every
