@@ -21,6 +21,7 @@ from __future__ import annotations
 from ._errors import (
     BackendError,
     CheckpointError,
+    CompileFallbackWarning,
     D2LCompatError,
     D2LCompatWarning,
     DataError,
@@ -72,6 +73,7 @@ __all__ = [
     "BackendInfo",
     "BackendSpec",
     "CheckpointError",
+    "CompileFallbackWarning",
     "Constant",
     "D2LCompatError",
     "D2LCompatWarning",

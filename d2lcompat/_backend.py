@@ -468,6 +468,17 @@ class Backend(abc.ABC):
 
         raise UnsupportedError(f"{self.name} does not support compilation")
 
+    #: The compiler leaves parts of a function to Python by itself and says so
+    #: (`compile_breaks`): Paddle's SOT graph breaks.
+    REPORTS_COMPILE_BREAKS: ClassVar[bool] = False
+
+    def compile_breaks(self) -> Sequence[str]:
+        """The reasons the framework's compiler gave, since the last call, for running
+        parts of a compiled function as Python (graph breaks), one line each; ``()`` when
+        there were none. Asked after each call of a hybridized block where
+        ``REPORTS_COMPILE_BREAKS``, so it must be cheap when nothing happened."""
+        return ()
+
     def fused_update(
         self,
         optimizer: Any,

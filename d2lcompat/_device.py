@@ -104,6 +104,10 @@ class Device:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Device) and other.kind == self.kind and other.index == self.index
 
+    def __ne__(self, other: object) -> bool:
+        # Spelled out: Paddle's SOT traces this, not object.__ne__ (a graph break).
+        return not self.__eq__(other)
+
     def __hash__(self) -> int:
         return hash((self.kind, self.index))
 
@@ -213,6 +217,12 @@ def all_devices() -> list[Device]:
     return [Device(k, i) for k in ("cpu", "gpu") for i in range(b.device_count(k))]
 
 
+#: `device_of`'s answers, one object per device (the first few made up front).
+_INTERNED: dict[str, Device] = {
+    kind + str(i): Device(kind, i) for kind in ("cpu", "gpu") for i in range(8)
+}
+
+
 def device_of(x: Any) -> Device:
     """The device a native tensor lives on.
 
@@ -221,9 +231,30 @@ def device_of(x: Any) -> Device:
     >>> import d2lcompat
     >>> d2lcompat.device_of(d2lcompat.ops.zeros((2,))) == d2lcompat.default_device()
     True
+
+    Inside a compiled forward (a hybridized block under ``jax.jit``) a traced value has
+    no device of its own yet: its device is the one the computation is placed on, the
+    default device (`default_device`; the framework's first GPU, else the CPU), so ``device_of(x) != device_of(y)`` tests in
+    the book's ``forward`` work there too.
     """
-    kind, index = active().device_of(x)
-    return Device(kind, index)
+    b = active()
+    try:
+        where = b.device_of(x)
+    except DeviceError:
+        if not b.is_traced(x):
+            raise
+        if _DEFAULT is not None:
+            return _DEFAULT
+        # The framework's own default (what `default_device` reads off a new tensor,
+        # which inside the trace would be traced too): its first GPU, else the CPU.
+        where = ("gpu", 0) if b.device_count("gpu") else ("cpu", 0)
+    # Interned, under a string key: a tracer (Paddle's SOT) follows that dict lookup, not
+    # a new object nor a tuple key.
+    key = where[0] + str(where[1])
+    dev = _INTERNED.get(key)
+    if dev is None:
+        dev = _INTERNED[key] = Device(*where)
+    return dev
 
 
 def to_device(x: Any, device: Device | str) -> Any:

@@ -10,6 +10,7 @@ __all__ = [
     "BackendError",
     "CheckpointError",
     "D2LCompatError",
+    "CompileFallbackWarning",
     "D2LCompatWarning",
     "DTypeError",
     "DataError",
@@ -94,21 +95,16 @@ class D2LCompatWarning(UserWarning):
     """Warnings issued by d2lcompat (for example a second ``initialize()``)."""
 
 
+class CompileFallbackWarning(D2LCompatWarning):
+    """A hybridized block whose forward the framework's compiler could not compile whole
+    (Paddle SOT graph breaks, a value-dependent branch that ``jax.jit`` rejects): issued
+    once per block, naming it and the compiler's reason."""
+
+
 # Users import these from ``d2lcompat`` (``d2lcompat.BackendError``); a traceback and
-# ``repr`` show that name, not this private module's.
-for _cls in (
-    D2LCompatError,
-    BackendError,
-    DeferredInitializationError,
-    ShapeError,
-    DTypeError,
-    CheckpointError,
-    DeviceError,
-    UnsupportedError,
-    DataError,
-    InPlaceUpdateError,
-    TracedValueError,
-    D2LCompatWarning,
-):
-    _cls.__module__ = "d2lcompat"
+# ``repr`` show that name, not this private module's. Every error and warning class
+# defined above is public.
+for _cls in list(globals().values()):
+    if isinstance(_cls, type) and issubclass(_cls, (D2LCompatError, D2LCompatWarning)):
+        _cls.__module__ = "d2lcompat"
 del _cls

@@ -234,7 +234,10 @@ class Parameter:
 
             device = ctx_alias(device, ctx, "data")
         var = self._var
-        if var is None:
+        # Not `if var is None:`, which Python 3.11 compiles to a jump on the tensor itself,
+        # a graph break for Paddle's SOT; a bool is a constant to every tracer.
+        missing = var is None
+        if missing:
             self._raise_uninitialized()
         # A traced value (inside a hybridized forward under jax.jit) has no device yet.
         if device is not None and not active().is_traced(var):

@@ -243,6 +243,7 @@ class TrainStep:
         self._batch: Any = None  # the last batch size, and its 1/batch_size
         self._scale = 1.0
         self._n_train = 0
+        self._attrs: list[_state.TensorAttr] = []  # tensor attributes (state), after the slots
 
     # ------------------------------------------------------------------ eager
     def _eager(self, X: Any, y: Any) -> Any:
@@ -287,24 +288,41 @@ class TrainStep:
         guard = self._stop_on_nan
         slot_counts = [len(opt.slots_of(n, p)) for n, p in zip(names, train)]
         index = {id(p): i for i, p in enumerate(params)}
+        # Tensor attributes (the book's from-scratch BatchNorm keeps its moving
+        # statistics so) are inputs after the slots and come out as outputs: state is
+        # an output, not a side effect (`_state`).
+        attrs = _state.tensor_attrs(net)
+        attr_index = {a.key: i for i, a in enumerate(attrs)}
+        n_slots = sum(slot_counts)
 
         def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
             fixed = list(values[n_train:n_all])
+            attr_values = list(values[n_all + n_slots :])
 
-            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[list[Any], Any]]:
+            def objective(weights: Sequence[Any]) -> tuple[Any, tuple[list[Any], Any, list[Any]]]:
                 with _autograd.substituted(params, list(weights) + fixed), \
+                        _state.substituted_attrs(attrs, attr_values), \
                         _state.collecting() as updates, _autograd.train_mode():
                     pred = net(X)
                     value = loss(pred, y)
                 new_state: list[Any] = [None] * (n_all - n_train)
-                for p, v in updates.values():
+                new_attrs: list[Any] = [None] * len(attrs)
+                for key, (p, v) in updates.items():
+                    if isinstance(p, tuple):  # a tensor attribute (block, name)
+                        j = attr_index.get(key)
+                        if j is None:  # a new tensor attribute: build the step again
+                            raise _NeedsEager
+                        new_attrs[j] = v
+                        continue
                     i = index.get(id(p))
                     if i is not None and i >= n_train:
                         new_state[i - n_train] = v
                 kept = b.stop_gradient(pred) if outputs else None
-                return _ops.sum(value), (new_state, kept)
+                return _ops.sum(value), (new_state, kept, new_attrs)
 
-            total, grads, (new_state, pred) = b.value_and_grad_aux(objective, values[:n_train])
+            total, grads, (new_state, pred, new_attrs) = b.value_and_grad_aux(
+                objective, values[:n_train]
+            )
             probe = total * 0.0 + _nonfinite_probe(grads)  # 0, or NaN (see _eager)
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
@@ -320,7 +338,7 @@ class TrainStep:
                 new_slots.extend(ns)
                 k += n
             mean = total * scale + probe  # the batch's mean loss: its sum times 1/batch
-            new = new_w + new_state + new_slots
+            new = new_w + new_state + new_slots + new_attrs
             if guard:
                 # stop_on_nan: a non-finite step keeps every old value (in the graph:
                 # JAX donated the old buffers, TensorFlow assigns inside it); the host
@@ -333,6 +351,7 @@ class TrainStep:
         self._params = params
         self._n_train = n_train
         self._slot_lists = [opt.slots_of(n, p) for n, p in zip(names, train)]
+        self._attrs = attrs
         self._compiled[outputs] = self._compile_step(step)
         self._key = self._structure()
 
@@ -371,18 +390,15 @@ class TrainStep:
         values = [p._var for p in params]
         for slots in self._slot_lists:
             values += slots
-        out, new = compiled(values, scalars, X, y)
-        if self._stop_on_nan:
-            mean = out[0] if outputs else out
-            if not math.isfinite(float(_ops.item(mean))):
-                opt._t -= 1
-                for p, v in zip(params, new):  # the same values (the step kept them)
-                    p._var = v
-                k = len(params)
-                for slots in self._slot_lists:
-                    slots[:] = new[k : k + len(slots)]
-                    k += len(slots)
-                raise NonFiniteLossError(_nan_message(mean))
+        attrs = self._attrs
+        if attrs:
+            values += [a._var for a in attrs]
+        try:
+            out, new = compiled(values, scalars, X, y)
+        except _NeedsEager:  # raised while tracing: nothing has changed
+            opt._t -= 1
+            self._compiled.clear()
+            raise
         for p, v in zip(params, new):
             p._var = v
         k = len(params)
@@ -390,6 +406,15 @@ class TrainStep:
             m = len(slots)
             slots[:] = new[k : k + m]
             k += m
+        for a, v in zip(attrs, new[k:]):
+            a.block.__dict__[a.name] = v
+        if self._stop_on_nan:
+            # A non-finite step returned the old values (the `where` in the graph): what
+            # was written back above is unchanged state; undo the step count and say so.
+            mean = out[0] if outputs else out
+            if not math.isfinite(float(_ops.item(mean))):
+                opt._t -= 1
+                raise NonFiniteLossError(_nan_message(mean))
         return out  # type: ignore[no-any-return]
 
     def _learn_pred_shape(self, X: Any) -> None:
@@ -455,7 +480,9 @@ def _check_batch(b: Any, X: Any, y: Any) -> None:
 
 
 class _NeedsEager(Exception):
-    """Internal: the net still has deferred parameters; run one eager step first."""
+    """Internal: the net still has deferred parameters, or its forward pass created a
+    tensor attribute while being traced; run one eager step first (the compiled step is
+    built again after it)."""
 
 
 def train_step(

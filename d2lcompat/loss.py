@@ -99,7 +99,8 @@ class Loss(Block):
         ps, ls = b.shape(pred), b.shape(label)
         if ps == ls:
             return label
-        if _size(ps) != _size(ls):
+        sp, sl = _size(ps), _size(ls)
+        if sp != sl and sp >= 0 and sl >= 0:  # -1: unknown while a compiler traces
             raise ShapeError(
                 f"{type(self).__name__}: prediction of shape {ps} and label of shape {ls} "
                 "have different sizes. Pass one label per prediction value."
@@ -108,8 +109,12 @@ class Loss(Block):
 
 
 def _size(shape: tuple[int, ...]) -> int:
+    """The element count; -1 when a size is unknown (``None`` while a ``tf.function``
+    traces with a relaxed batch axis)."""
     n = 1
     for s in shape:
+        if s is None:
+            return -1
         n *= s
     return n
 
@@ -286,7 +291,8 @@ class SoftmaxCrossEntropyLoss(Loss):
         want = shape[:axis] + shape[axis + 1 :]
         lshape = b.shape(label)
         if lshape != want:
-            if _size(lshape) != _size(want):
+            sl, sw = _size(lshape), _size(want)
+            if sl != sw and sl >= 0 and sw >= 0:
                 raise ShapeError(
                     f"SoftmaxCrossEntropyLoss: sparse labels of shape {lshape} do not fit "
                     f"predictions of shape {shape} (expected {want}: one class index per "

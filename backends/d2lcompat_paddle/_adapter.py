@@ -14,6 +14,7 @@ Paddle quirks this module absorbs (the core never sees them):
 
 from __future__ import annotations
 
+import itertools
 import operator
 import os
 import warnings
@@ -59,6 +60,21 @@ _FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 # paddle.matmul is _C_ops.matmul behind two Python decorators; the raw op saves about a
 # fifth of the Dense hot path on small layers. Fall back to the public API if it moves.
 _matmul_raw: Callable[..., Any] | None = getattr(getattr(paddle, "_C_ops", None), "matmul", None)
+
+
+def _sot_e2e_type() -> Any:
+    from paddle.jit.sot.utils.info_collector import InfoType
+
+    return InfoType.E2E_INFO
+
+
+def _in_sot() -> bool:
+    """Whether Paddle's SOT is tracing the caller (hybridize). Replaced by SOT's own
+    ``psdb.in_sot`` once `PaddleBackend.compile` runs, which SOT answers ``True`` while it
+    simulates; eagerly it is a plain ``False``. SOT cannot trace the raw ``_C_ops``
+    kernels the eager hot path calls (each is a graph break), so the layer primitives
+    call the public API under it."""
+    return False
 
 try:  # ml_dtypes is not a paddle dependency; with it, bfloat16 host arrays keep their dtype.
     import ml_dtypes as _ml_dtypes
@@ -232,8 +248,14 @@ class PaddleOps(Ops):
             x: paddle.Tensor, w: paddle.Tensor, b: paddle.Tensor | None = None
         ) -> paddle.Tensor:
             # F.linear wants w as (in, out); transpose_y reads our (out, in) w without a copy.
-            y = _matmul_raw(x, w, False, True)
-            return y if b is None else y + b
+            if _in_sot():
+                y = paddle.matmul(x, w, transpose_y=True)
+            else:
+                y = _matmul_raw(x, w, False, True)
+            # A bool, not `b is None` in the expression: Python 3.11 jumps on the tensor
+            # itself there, a graph break for SOT.
+            no_bias = b is None
+            return y if no_bias else y + b
 
     else:  # pragma: no cover - only if paddle._C_ops.matmul disappears
 
@@ -242,7 +264,11 @@ class PaddleOps(Ops):
             x: paddle.Tensor, w: paddle.Tensor, b: paddle.Tensor | None = None
         ) -> paddle.Tensor:
             y = paddle.matmul(x, w, transpose_y=True)
-            return y if b is None else y + b
+            no_bias = b is None
+            return y if no_bias else y + b
+
+
+_COMPILED = itertools.count()  # numbers the compiled functions' code objects (`_to_static`)
 
 
 def _to_static(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -262,6 +288,11 @@ def _to_static(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     for f in (one, two, packed):
         f.__name__ = f.__qualname__ = name
+        # A code object of its own for each compiled function: SOT keys its caches and
+        # its dynamic-shape guesses by code object, so with a shared one every net's
+        # input shapes would count as one function's "varying" dimensions (feature
+        # sizes made symbolic, and each layer's shape check a graph break).
+        f.__code__ = f.__code__.replace(co_name=f"{name}_{next(_COMPILED)}")
     static_one, static_two = paddle.jit.to_static(one), paddle.jit.to_static(two)
     static_packed = paddle.jit.to_static(packed)
 
@@ -301,6 +332,8 @@ class PaddleBackend(Backend):
     def __init__(self) -> None:
         self.ops = PaddleOps()
         self._sgd_rate: tuple[float, Any] | None = None  # (lr, its tensor) for fused SGD
+        self._traced_device: DeviceTuple = ("cpu", 0)  # where compiled graphs run: `compile`
+        self._sot_info: dict[str, list[Any]] | None = None  # SOT's records: `_collect_breaks`
 
     @property
     def version(self) -> str:
@@ -319,12 +352,21 @@ class PaddleBackend(Backend):
         return paddle.CPUPlace() if kind == "cpu" else paddle.CUDAPlace(index)
 
     def device_of(self, x: Any) -> DeviceTuple:
+        if _in_sot():
+            # A value SOT traces has no place of its own (pir answers None, with a
+            # warning): the compiled graph runs on paddle's current device, noted when
+            # the function was compiled.
+            return self._traced_device
         place = x.place
         if place.is_gpu_place():
             return ("gpu", place.gpu_device_id())
         if place.is_cpu_place() or place.is_cuda_pinned_place():
             return ("cpu", 0)  # pinned memory is host memory
         raise DeviceError(f"d2lcompat does not know the paddle place {place}.")
+
+    def is_traced(self, x: Any) -> bool:
+        """Whether SOT is tracing (hybridize): its values have no place (`device_of`)."""
+        return _in_sot()
 
     def move(self, x: Any, device: DeviceTuple, copy: bool) -> Any:
         same = self.device_of(x) == device
@@ -481,10 +523,14 @@ class PaddleBackend(Backend):
         if one:
             x, w = x.unsqueeze(2), w.unsqueeze(2)
             strides, padding, dilation = (1, *strides), (0, *padding), (1, *dilation)
-        y = _C_ops.conv2d(
-            x, w, list(strides), list(padding), "EXPLICIT", list(dilation), groups, "NCHW"
-        )
-        if b is not None:
+        if _in_sot():  # SOT traces F.conv2d, not the raw kernel; it passes ints as such
+            y = F.conv2d(x, w, None, list(strides), list(padding), list(dilation), groups)
+        else:
+            y = _C_ops.conv2d(
+                x, w, list(strides), list(padding), "EXPLICIT", list(dilation), groups, "NCHW"
+            )
+        has_bias = b is not None
+        if has_bias:
             y = y + b.reshape([1, -1, 1, 1])
         return y.squeeze(2) if one else y
 
@@ -548,7 +594,48 @@ class PaddleBackend(Backend):
         # argument, and falls back to eager on its own where it cannot build a graph (so
         # COMPILE_FALLBACK_ERRORS stays empty). Parameters are captured while they are the
         # net's own (see CapturedVariables).
+        global _in_sot
+        from paddle.jit.sot import psdb
+
+        _in_sot = psdb.in_sot  # noqa: F811 - SOT answers True for this very function
+        self._collect_breaks()
+        current = paddle.device.get_device()  # "cpu" or "gpu:0"
+        self._traced_device = (
+            ("gpu", int(current.split(":")[1])) if current.startswith("gpu") else ("cpu", 0)
+        )
         return CapturedVariables(fn, _to_static, lambda v: isinstance(v, EagerParamBase))
+
+    REPORTS_COMPILE_BREAKS: ClassVar[bool] = True
+
+    def _collect_breaks(self) -> None:
+        """Have SOT record its graph-break reasons (its ``SOT_COLLECT_INFO`` switch), which
+        `compile_breaks` takes. SOT records them while it translates a function, so a
+        call that runs an already-translated graph costs nothing."""
+        if self._sot_info is not None:
+            return
+        from paddle.jit.sot.utils.envs import ENV_SOT_COLLECT_INFO
+        from paddle.jit.sot.utils.info_collector import InfoCollector
+
+        wanted = dict(ENV_SOT_COLLECT_INFO.get())
+        wanted.setdefault("breakgraph_reason", [])
+        ENV_SOT_COLLECT_INFO.set(wanted)
+        self._sot_info = InfoCollector().get_info_dict(_sot_e2e_type())
+
+    def compile_breaks(self) -> Sequence[str]:
+        info = self._sot_info
+        if not info:
+            return ()
+        found = info.pop("BreakGraphReasonInfo", [])
+        # The innermost reason of each break; the chain of enclosing calls SOT adds around
+        # it ("... encountered breakgraph error caused by") only repeats it.
+        reasons: list[str] = []
+        for item in found:
+            if type(item.reason).__name__ == "BreakGraphInlineCallBreak":
+                continue
+            line = str(item.reason).strip().splitlines()[0]
+            if line not in reasons:
+                reasons.append(line)
+        return reasons
 
     # ----------------------------------------------------- native checkpoints
     NATIVE_CHECKPOINT_FORMATS: ClassVar[tuple[str, ...]] = (".pdparams",)

@@ -110,6 +110,27 @@ def _axes(axis: Any) -> tf.Tensor:
     return _i32(tuple(int(a) for a in axis))
 
 
+def _dynamic_shape(x: Any, shape: Sequence[Any]) -> tf.Tensor:
+    """A reshape target with sizes only known when the graph runs.
+
+    Inside a ``tf.function`` that has seen two batch sizes, ``reduce_retracing`` relaxes
+    the batch axis to ``None``, and `shape` reports it so. A ``None`` entry stands for
+    ``x``'s own size along the same axis (the batch size the graph is given); a scalar
+    tensor entry is used as it is (``tf.shape(x)[0]``).
+    """
+    dims: list[Any] = []
+    for i, d in enumerate(shape):
+        if d is None:
+            if i >= len(x.shape):
+                raise TypeError(f"reshape: an unknown size at axis {i} of {tuple(shape)}")
+            dims.append(tf.shape(x, out_type=tf.int32)[i])
+        elif isinstance(d, _TENSORS):
+            dims.append(tf.cast(d, tf.int32))
+        else:
+            dims.append(tf.constant(int(d), tf.int32))
+    return tf.stack(dims)
+
+
 def _tensor(x: Any) -> Any:
     """``x`` itself when it is a tensor or variable, else ``x`` converted (lists, scalars)."""
     return x if isinstance(x, _TENSORS) else tf.convert_to_tensor(x)
@@ -357,7 +378,13 @@ class TensorFlowOps(Ops):
     def reshape(x: Any, shape: Sequence[int]) -> Any:
         if isinstance(shape, int):
             shape = (shape,)
-        shape_t = shape if isinstance(shape, _TENSORS) else _axes(shape)
+        if isinstance(shape, _TENSORS):
+            shape_t = shape
+        else:
+            try:
+                shape_t = _axes(shape)
+            except TypeError:  # an unknown (None) or dynamic size: see _dynamic_shape
+                shape_t = _dynamic_shape(x, shape)
         return _Reshape(tensor=x, shape=shape_t)
 
     @staticmethod
@@ -1007,12 +1034,23 @@ class TensorFlowBackend(Backend):
         # graph, so a step is one graph call. The scalars travel as one float32 tensor
         # (a Python float argument would re-trace the function for every new value).
         # Called through its concrete functions (`_Concrete`).
+        # Values that are no variables (tensor attributes of blocks, see d2lcompat._state)
+        # cannot be assigned: they leave the graph as outputs, at the positions noted
+        # while tracing.
+        plain: list[int] = []
+
         def graph_step(values: list[Any], scalars: Any, X: Any, y: Any) -> Any:
             loss, new = fn(values, scalars, X, y)
-            for var, value in zip(values, new):
-                if value is not None:
+            outputs = []
+            positions = []
+            for i, (var, value) in enumerate(zip(values, new)):
+                if not isinstance(var, tf.Variable):
+                    positions.append(i)
+                    outputs.append(var if value is None else value)
+                elif value is not None:
                     var.assign(value, read_value=False)
-            return loss
+            plain[:] = positions
+            return loss, outputs
 
         compiled = CapturedVariables(
             graph_step,
@@ -1024,7 +1062,12 @@ class TensorFlowBackend(Backend):
         def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
             if scalars != cache[0]:
                 cache[0], cache[1] = scalars, tf.constant(np.asarray(scalars, np.float32))
-            return compiled(list(values), cache[1], X, y), values
+            loss, outputs = compiled(list(values), cache[1], X, y)
+            if outputs:
+                values = list(values)
+                for i, value in zip(plain, outputs):
+                    values[i] = value
+            return loss, values
 
         return run
 

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from .. import _device
+from .. import _device, _state
 from .. import init as _init
 from .._errors import D2LCompatError, D2LCompatWarning, ShapeError
 from .._parameter import FIRST_CALL_LOCK, Parameter
@@ -57,6 +57,8 @@ class Block:
     _parent: weakref.ref[Block] | None
     _key: str
     _ready: bool
+    _version: int
+    _seq: tuple[int, tuple[Block, ...]]
 
     def __init__(self) -> None:
         object.__setattr__(self, "_children", _Children(self))
@@ -65,6 +67,10 @@ class Block:
         object.__setattr__(self, "_key", "")
         # True once every own parameter exists; checked on every call, so it is a plain bool.
         object.__setattr__(self, "_ready", False)
+        # Bumped on this block and its ancestors whenever the tree below changes (a child
+        # or parameter added, replaced or removed): a hybridized block builds again.
+        object.__setattr__(self, "_version", 0)
+        object.__setattr__(self, "_seq", (-1, ()))  # (version, children): `_sequence`
 
     # ----------------------------------------------------------- registration
     def __setattr__(self, name: str, value: Any) -> None:
@@ -82,11 +88,21 @@ class Block:
         else:
             if name in self._params:
                 del self._params[name]
+                _changed(self)
             if name in self._children:
                 del self._children[name]
+                _changed(self)
+            if _state._SCOPES and _active().is_tensor(value):
+                # A tensor attribute written inside a traced or differentiated forward
+                # pass (the book's BatchNorm moving_mean): state, recorded and applied
+                # by the caller (d2lcompat._state).
+                _state.write_attr(self, name, value)
+                return
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
+        if name in self._params or name in self._children:
+            _changed(self)
         self._params.pop(name, None)
         self._children.pop(name, None)
         object.__delattr__(self, name)
@@ -95,6 +111,7 @@ class Block:
         self._params[name] = param
         param._attach(self, name)
         object.__setattr__(self, "_ready", False)
+        _changed(self)
 
     def _register(self, name: str, block: Block) -> None:
         if block is self or _is_ancestor(block, self):
@@ -108,6 +125,7 @@ class Block:
             # A block is named after its first parent: a shared block keeps its first name.
             object.__setattr__(block, "_parent", weakref.ref(self))
             object.__setattr__(block, "_key", name)
+        _changed(self)
 
     def register_child(self, block: Block, name: str | None = None) -> Block:
         """Register ``block`` as a child under ``name`` (default: its position, ``'0'``...).
@@ -140,6 +158,16 @@ class Block:
         from .._gluon import hint
 
         raise hint(self, name)
+
+    def _sequence(self) -> tuple[Block, ...]:
+        """The direct children as a plain tuple, rebuilt only when the tree changed: what a
+        forward pass iterates (Paddle's SOT cannot iterate the `_Children` dict subclass
+        without a graph break)."""
+        seq = self._seq
+        if seq[0] != self._version:
+            seq = (self._version, tuple(dict.values(self._children)))
+            object.__setattr__(self, "_seq", seq)
+        return seq[1]  # type: ignore[no-any-return]
 
     def children(self) -> Iterator[Block]:
         """The direct children, in registration order (PyTorch's ``children()``).
@@ -415,9 +443,10 @@ class Block:
         shapes re-trace as the framework does. In training mode (``autograd.record()``)
         the block runs eagerly. Python control flow that depends on tensor values and
         that the compiler cannot handle falls back to eager with one
-        `D2LCompatWarning` naming the block. Compile the outermost block only: after
-        changing the tree (adding blocks, sharing parameters) call ``hybridize()``
-        again.
+        `CompileFallbackWarning` naming the block. Compile the outermost block only;
+        after a change of the tree below it (adding blocks, sharing parameters) its
+        next call runs eagerly and traces again. Tensor attributes that ``forward``
+        reassigns are state: inputs and outputs of the compiled function.
 
         Examples
         --------
@@ -553,6 +582,17 @@ def _scoped_forward(block: Block, args: tuple[Any, ...]) -> Any:
             return block.forward(*args)
     finally:
         state.inside = False
+
+
+def _changed(block: Block) -> None:
+    """Note a change of the tree below ``block`` on it and on its ancestors."""
+    for _ in range(10_000):  # bounded: guards against a block that is its own ancestor
+        object.__setattr__(block, "_version", block.__dict__.get("_version", 0) + 1)
+        ref = block._parent
+        parent = ref() if ref is not None else None
+        if parent is None:
+            return
+        block = parent
 
 
 def _indent(text: str) -> str:

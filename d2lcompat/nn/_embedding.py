@@ -16,6 +16,8 @@ from ._block import Block
 
 __all__ = ["Embedding"]
 
+_INTEGER_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
 
 class Embedding(Block):
     """Maps integer indices in ``[0, input_dim)`` to rows of ``weight``
@@ -48,7 +50,9 @@ class Embedding(Block):
 
     def forward(self, x: Any) -> Any:
         b = active()
-        if not b.dtype(x).startswith(("int", "uint")):
+        # A tuple lookup, not str.startswith(tuple): Paddle's SOT traces the former
+        # without a graph break.
+        if b.dtype(x) not in _INTEGER_DTYPES:
             x = _ops.cast(x, "int64")
         return b.take(self.weight.data(), x)
 

@@ -18,8 +18,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import _state
 from .. import autograd as _autograd
-from .._errors import D2LCompatWarning, UnsupportedError
+from .._errors import CompileFallbackWarning, UnsupportedError
 from .._parameter import FIRST_CALL_LOCK
 from .._registry import active
 
@@ -44,10 +45,21 @@ class _Hybridized:
       would freeze into one constant mask.
     * When the compiler rejects Python control flow that depends on values (one of
       ``Backend.COMPILE_FALLBACK_ERRORS``), the call is re-run eagerly; if that
-      succeeds, one `D2LCompatWarning` names the block and the block stays eager.
+      succeeds, one `CompileFallbackWarning` names the block and the block stays eager.
+      A compiler that runs such parts as Python by itself and says so
+      (``Backend.compile_breaks``: Paddle's SOT) gets the same warning, once, and the
+      block stays compiled.
+    * Tensor attributes of the tree are inputs too, and the state the forward writes
+      (`d2lcompat._state`) comes out as outputs, written back after the call.
+    * A change of the tree below the block (``Block._version``: a child or parameter
+      added, replaced or removed) makes the next call eager, then builds again.
     """
 
-    __slots__ = ("_block", "_compiled", "_eager", "_errors", "_params", "_traced")
+    __slots__ = (
+        "_attrs", "_block", "_breaks", "_compiled", "_eager", "_errors", "_params", "_scope",
+        "_traced",
+        "_version", "_warned", "_written",
+    )
 
     def __init__(self, block: Block, eager: Callable[..., Any]) -> None:
         self._block = block
@@ -57,32 +69,82 @@ class _Hybridized:
         self._errors: tuple[type[BaseException], ...] = ()
         # True once a compiled call has returned (the first one traces).
         self._traced = False
+        self._attrs: tuple[_state.TensorAttr, ...] = ()  # tensor attributes: inputs too
+        self._written: list[Any] = []  # what the last trace wrote (`_state` targets)
+        self._version = -1  # the block's `_version` when built
+        self._breaks: Callable[[], Sequence[str]] | None = None  # Backend.compile_breaks
+        self._warned = False  # the graph-break warning is given once per block
+        self._scope = _state.Scope()  # collects the compiled forward's state writes
 
     def __call__(self, *args: Any) -> Any:
         compiled = self._compiled
-        if compiled is None or _TRAINING[-1]:
+        if compiled is None or _TRAINING[-1] or self._block._version != self._version:
             return self._uncompiled(args)
         if not self._traced:
             # The first compiled call traces, swapping tracers into the parameters: one
             # thread at a time (the others then run what it traced).
             with FIRST_CALL_LOCK:
-                try:
-                    out = compiled([p._var for p in self._params], *args)
-                except self._errors as exc:
-                    return self._fall_back(exc, args)
+                out = self._run(compiled, args)
                 self._traced = True
                 return out
+        return self._run(compiled, args)
+
+    def _run(self, compiled: Callable[..., Any], args: Sequence[Any]) -> Any:
+        values = [p._var for p in self._params]
+        attrs = self._attrs
+        if attrs:
+            values += [a._var for a in attrs]
         try:
-            return compiled([p._var for p in self._params], *args)
+            out, new = compiled(values, *args)
         except self._errors as exc:
+            self._scope.writes.clear()  # what the failed trace recorded
             return self._fall_back(exc, args)
+        except BaseException:
+            self._scope.writes.clear()
+            raise
+        if new:
+            self._commit(new)
+        breaks = self._breaks
+        if breaks is not None:
+            reasons = breaks()
+            if reasons:
+                self._broke(reasons)
+        return out
+
+    def _broke(self, reasons: Sequence[str]) -> None:
+        # The compiler ran parts of the forward as Python by itself (Paddle SOT graph
+        # breaks) and keeps compiling the rest, re-tracing as usual: say so once.
+        if self._warned:
+            return
+        self._warned = True
+        shown = "; ".join(_clip(r) for r in reasons[:3])
+        warnings.warn(
+            f"{self._block._describe()} is compiled by {active().name} only in parts: its "
+            f"compiler runs the rest as Python ({shown}). The results are right, the speed "
+            "is not that of one graph; write that part with ops, or leave the block "
+            "un-hybridized.",
+            CompileFallbackWarning,
+            stacklevel=4,
+        )
+
+    def _commit(self, new: Sequence[Any]) -> None:
+        # The state the compiled forward wrote (`_state`): concrete values now, written
+        # where they belong (or recorded for an enclosing autograd.grad).
+        written = self._written
+        _state.apply_updates({i: (t, v) for i, (t, v) in enumerate(zip(written, new))})
+        known = {a.key for a in self._attrs}
+        if any(isinstance(t, tuple) and _state.attr_key(*t) not in known for t in written):
+            self._compiled = None  # a new tensor attribute: the next call builds again
 
     def _uncompiled(self, args: Sequence[Any]) -> Any:
-        if self._compiled is not None:
+        stale = self._compiled is None or self._block._version != self._version
+        if not stale:
             return self._eager(*args)
         with FIRST_CALL_LOCK:  # build the compiled function once, whatever the threads
             out = self._eager(*args)
-            if self._compiled is None:
+            if self._compiled is None or self._block._version != self._version:
+                # First call, or the tree changed (a child added after the first call):
+                # the eager run above created any new deferred parameter; trace again.
                 self._build()
             return out
 
@@ -91,25 +153,55 @@ class _Hybridized:
         params = tuple(self._block.collect_params().values())
         if any(p._var is None for p in params):
             return  # still deferred (the forward did not reach every parameter): try again
+        version = self._block._version
+        attrs = tuple(_state.tensor_attrs(self._block))
+        n = len(params)
         eager = self._eager
+        written = self._written
+        scopes = _state._SCOPES
+        scope = self._scope  # made outside: a tracer would break its graph on a new object
 
         def fn(values: Sequence[Any], *args: Any) -> Any:
             # `autograd.substituted`, written out: a plain try/finally is what every
-            # tracer (dynamo, autograph, SOT, jax) follows without a graph break.
+            # tracer (dynamo, autograph, SOT, jax) follows without a graph break. The
+            # tensor attributes are inputs as well, and whatever state the forward
+            # writes leaves as an output (STYLE.md lesson 16), never as a tracer.
             saved = [p._var for p in params]
             for p, v in zip(params, values):
                 p._var = v
+            if attrs:
+                old = [a.block.__dict__[a.name] for a in attrs]
+                for a, v in zip(attrs, values[n:]):
+                    a.block.__dict__[a.name] = v
+            scopes.append(scope)
             try:
-                return eager(*args)
+                out = eager(*args)
             finally:
+                scopes.pop()
+                if scope.saved:
+                    scope.restore()
                 for p, v in zip(params, saved):
                     p._var = v
+                if attrs:
+                    for a, v in zip(attrs, old):
+                        a.block.__dict__[a.name] = v
+            writes = scope.writes
+            if not writes:
+                return out, ()
+            written[:] = [t for t, _ in writes.values()]
+            new = [v for _, v in writes.values()]
+            writes.clear()
+            return out, new
 
         # The name shows up in the framework's traces, profiles and error messages.
         fn.__name__ = fn.__qualname__ = f"hybridized_{type(self._block).__name__}"
         self._params = params
+        self._attrs = attrs
+        self._version = version
         self._errors = tuple(b.COMPILE_FALLBACK_ERRORS)
         self._compiled = b.compile(fn)
+        self._traced = False  # the next compiled call traces (under FIRST_CALL_LOCK)
+        self._breaks = b.compile_breaks if b.REPORTS_COMPILE_BREAKS else None
 
     def _fall_back(self, exc: BaseException, args: Sequence[Any]) -> Any:
         # A genuine error of the forward pass raises again here, eagerly, with its own
@@ -122,7 +214,7 @@ class _Hybridized:
             f"({type(exc).__name__}: {_first_line(exc)}); it runs eagerly from now on. "
             "Python control flow that depends on tensor values cannot be traced: express "
             "it with ops (ops.where) or leave this block un-hybridized.",
-            D2LCompatWarning,
+            CompileFallbackWarning,
             stacklevel=4,
         )
         return out
@@ -130,7 +222,10 @@ class _Hybridized:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    line = text[0] if text else ""
+    return _clip(text[0] if text else "")
+
+
+def _clip(line: str) -> str:
     return line if len(line) <= 160 else line[:157] + "..."
 
 

@@ -15,6 +15,7 @@ from .._parameter import Parameter
 from .._random import generator
 from .._registry import active
 from ._block import Block, _ParamContainer
+from ._shapes import flatten_batch
 
 __all__ = [
     "Activation",
@@ -71,7 +72,7 @@ class Sequential(Block):
         return self
 
     def forward(self, x: Any, *args: Any) -> Any:
-        for block in self._children.values():
+        for block in self._sequence():
             x = block(x, *args)
             args = ()
         return x
@@ -93,7 +94,7 @@ class Sequential(Block):
             ) from None
 
     def __len__(self) -> int:
-        return len(self._children)
+        return len(self._sequence())
 
     def __iter__(self) -> Iterator[Block]:
         return iter(list(self._children.values()))
@@ -249,7 +250,7 @@ class Flatten(Block):
     """
 
     def forward(self, x: Any) -> Any:
-        return _ops.reshape(x, (active().shape(x)[0], -1))
+        return flatten_batch(x)
 
 
 class Dropout(Block):
@@ -334,13 +335,13 @@ class BlockList(Block):
         return self
 
     def __getitem__(self, index: int) -> Block:
-        return list(self._children.values())[index]
+        return self._sequence()[index]
 
     def __len__(self) -> int:
-        return len(self._children)
+        return len(self._sequence())
 
     def __iter__(self) -> Iterator[Block]:
-        return iter(list(self._children.values()))
+        return iter(self._sequence())
 
     def __call__(self, *args: Any) -> Any:
         raise NotImplementedError(
@@ -380,7 +381,7 @@ class BlockDict(Block):
         return key in self._children
 
     def __len__(self) -> int:
-        return len(self._children)
+        return len(self._sequence())
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._children))

@@ -97,9 +97,11 @@ class BatchNorm(Block):
                 f"{tuple(shape)}. Re-create the layer or feed {c} channels."
             )
         nd = len(shape)
-        bshape = tuple(c if i == axis else 1 for i in range(nd))
+        # List comprehensions, not generators: Paddle's SOT traces the former without a
+        # graph break.
+        bshape = tuple([c if i == axis else 1 for i in range(nd)])
         if _autograd.is_training():
-            reduce = tuple(i for i in range(nd) if i != axis)
+            reduce = tuple([i for i in range(nd) if i != axis])
             mean = _ops.mean(x, axis=reduce, keepdims=True)
             centered = x - mean
             var = _ops.mean(_ops.square(centered), axis=reduce, keepdims=True)
@@ -160,7 +162,7 @@ class LayerNorm(Block):
         mean = _ops.mean(x, axis=axis, keepdims=True)
         centered = x - mean
         var = _ops.mean(_ops.square(centered), axis=axis, keepdims=True)
-        bshape = tuple(c if i == axis else 1 for i in range(len(shape)))
+        bshape = tuple([c if i == axis else 1 for i in range(len(shape))])
         scale = _ops.reshape(self.gamma.data(), bshape) / _ops.sqrt(var + self._eps)
         return centered * scale + _ops.reshape(self.beta.data(), bshape)
 

@@ -10,13 +10,42 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .. import ops
 from .._errors import D2LCompatError, ShapeError
+from .._registry import active
 
-__all__ = ["as_tuple", "check_input", "out_size"]
+__all__ = ["as_tuple", "check_input", "flatten_batch", "out_size"]
 
 #: The names of the spatial axes, by number of spatial axes (messages only).
 AXES = {1: ("W",), 2: ("H", "W")}
 LAYOUT = {1: "(N, C, W)", 2: "(N, C, H, W)"}
+
+
+def flatten_batch(x: Any) -> Any:
+    """``x`` reshaped to ``(batch, -1)``, written for compilers.
+
+    The target is ``(-1, features)`` when every axis but the first has a static size:
+    the batch axis can then stay unknown — TensorFlow relaxes it to ``None`` when a
+    ``tf.function`` sees a second batch size (the last, smaller batch of an epoch), and
+    Paddle's SOT makes it symbolic — and the feature count stays a static int, so the
+    next layer's checks are no graph break. Otherwise ``(batch, -1)``.
+
+    Examples
+    --------
+    >>> from d2lcompat import ops
+    >>> from d2lcompat.nn._shapes import flatten_batch
+    >>> ops.shape(flatten_batch(ops.ones((2, 3, 4)))), ops.shape(flatten_batch(ops.ones((0, 3))))
+    ((2, 12), (0, 3))
+    """
+    shape = active().shape(x)
+    features = 1
+    for d in shape[1:]:
+        if d is None:  # unknown while tracing: let the framework compute it
+            return ops.reshape(x, (shape[0], -1))
+        features *= d
+    if features == 0:  # -1 would be ambiguous
+        return ops.reshape(x, (shape[0], 0))
+    return ops.reshape(x, (-1, features))
 
 
 def as_tuple(value: Any, n: int, what: str, layer: str, minimum: int) -> tuple[int, ...]:
