@@ -124,7 +124,7 @@ class _Hybridized:
             "is not that of one graph; write that part with ops, or leave the block "
             "un-hybridized.",
             CompileFallbackWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
     def _commit(self, new: Sequence[Any]) -> None:
@@ -215,7 +215,7 @@ class _Hybridized:
             "Python control flow that depends on tensor values cannot be traced: express "
             "it with ops (ops.where) or leave this block un-hybridized.",
             CompileFallbackWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
         return out
 
