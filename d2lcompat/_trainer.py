@@ -233,9 +233,54 @@ class TrainStep:
         self._batch: Any = None  # the last batch size, and its 1/batch_size
         self._scale = 1.0
         self._n_train = 0
+        # The eager step's plan (`_eager_plan`): its structure key, differentiator, params.
+        self._eager_key: tuple[Any, ...] = ()
+        self._eager_diff: _autograd.Differentiator | None = None
+        self._eager_vars: list[Parameter] = []
 
     # ------------------------------------------------------------------ eager
     def _eager(self, X: Any, y: Any) -> Any:
+        trainer, net, loss = self._trainer, self._net, self._loss
+        b = active()
+        diff = self._eager_plan()
+        if diff is None:  # deferred parameters, or nothing to train: the general path
+            return self._eager_general(X, y)
+
+        def objective() -> tuple[Any, Any]:
+            pred = net(X)
+            value = loss(pred, y)
+            return _ops.sum(value), pred
+
+        training = _autograd._TRAINING
+        training.append(True)
+        try:
+            total, pred, _ = diff(objective, check=False)  # a sum is always a scalar
+        finally:
+            training.pop()
+        n = b.shape(X)[0]
+        trainer.step(int(n))
+        if n != self._batch:
+            self._scale = _scale(int(n))
+            self._batch = n
+        return total * self._scale, pred  # the batch's mean loss
+
+    def _eager_plan(self) -> _autograd.Differentiator | None:
+        """What the eager step differentiates, decided once per structure (the trainer's
+        parameters, their ``grad_req``); None while a parameter is still deferred."""
+        opt = self._trainer._optimizer
+        params = opt._params
+        key = (opt.version, len(params), *[p._grad_req for p in params.values()])
+        if key != self._eager_key:
+            named = opt.trainable()
+            self._eager_diff = _autograd.Differentiator(named) if named else None
+            self._eager_key = key
+            self._eager_vars = [p for _, p in named]
+        for p in self._eager_vars:
+            if p._var is None:
+                return None
+        return self._eager_diff
+
+    def _eager_general(self, X: Any, y: Any) -> Any:
         trainer, net, loss = self._trainer, self._net, self._loss
         b = active()
 
@@ -308,51 +353,73 @@ class TrainStep:
         self._params = params
         self._n_train = n_train
         self._slot_lists = [opt.slots_of(n, p) for n, p in zip(names, train)]
-        self._compiled[outputs] = self._compile_step(step)
+        self._compiled[outputs] = self._runner(self._compile_step(step), params, self._slot_lists)
         self._key = self._structure()
+
+    def _runner(
+        self, compiled: Callable[..., Any], params: list[Parameter], slot_lists: list[list[Any]]
+    ) -> Callable[[Any, Any], Any]:
+        """The per-call path of a compiled step, fixed once per structure: the argument
+        layout (parameters, then the optimizer's slots) is decided here, so a call is a
+        list of the current values, one call of the framework's compiled function, and
+        the new values written back (``param.data()`` stays current)."""
+        opt = self._trainer._optimizer
+        state = opt.__dict__  # the step count, bumped without Optimizer.__setattr__
+        scalars_of = opt.scalars
+        n_params = len(params)
+        batch: list[Any] = [None, 1.0]  # the last batch size, and its 1/batch_size
+
+        def run(X: Any, y: Any) -> Any:
+            n = X.shape[0]
+            if n != batch[0]:
+                batch[1] = _scale(int(n))
+                batch[0] = n
+            t = state["_t"] + 1
+            state["_t"] = t
+            values = [p._var for p in params]
+            for slots in slot_lists:
+                values += slots
+            out, new = compiled(values, (batch[1], *scalars_of(t)), X, y)
+            for p, v in zip(params, new):
+                p._var = v
+            k = n_params
+            for slots in slot_lists:
+                m = len(slots)
+                slots[:] = new[k : k + m]
+                k += m
+            return out
+
+        return run
 
     def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
         """The adapter's compiled ``step`` (`d2lcompat.parallel` compiles it sharded)."""
         return active().compile_train_step(step)
 
     def _structure(self) -> tuple[Any, ...]:
-        opt = self._trainer.optimizer
+        opt = self._trainer._optimizer
         # The learning rate is an input of the compiled step; the other hyper-parameters
         # are constants of it, so changing one (the optimizer's `version`) builds the
         # step again, as does a new set of parameters of the trainer.
-        return (opt.version, len(opt.params))
+        return (opt.__dict__.get("_version", 0), len(opt._params))
 
     def _run_compiled(self, X: Any, y: Any, outputs: bool) -> Any:
-        # The hot path of a compiled step: a few Python operations around one call of
-        # the framework's compiled function (a small model's step takes ~50 µs).
-        opt = self._trainer._optimizer
+        # The hot path of a compiled step: the structure check, then the runner `_build`
+        # made for it (a small model's whole step takes ~20-50 µs).
         if self._key != self._structure():
             self._compiled.clear()
-        compiled = self._compiled.get(outputs)
-        if compiled is None:
+        run = self._compiled.get(outputs)
+        if run is None:
             self._build(X, y, outputs)
-            compiled = self._compiled[outputs]
-        n = X.shape[0]
-        if n != self._batch:
-            self._scale = _scale(int(n))
-            self._batch = n
-        opt._t += 1
-        scalars = (self._scale, *opt.scalars(opt._t))
-        params = self._params
-        values = [p._var for p in params]
-        for slots in self._slot_lists:
-            values += slots
-        out, new = compiled(values, scalars, X, y)
-        for p, v in zip(params, new):
-            p._var = v
-        k = len(params)
-        for slots in self._slot_lists:
-            m = len(slots)
-            slots[:] = new[k : k + m]
-            k += m
-        return out  # type: ignore[no-any-return]
+            run = self._compiled[outputs]
+        return run(X, y)
 
     def __call__(self, X: Any, y: Any) -> Any:
+        # The compiled step's runner straight away while nothing it depends on changed
+        # (still hybridized, one worker, the same structure); `_step` decides otherwise.
+        run = self._compiled.get(False)
+        if (run is not None and "forward" in self._net.__dict__
+                and _parallel._STATE["world_size"] <= 1 and self._key == self._structure()):
+            return run(X, y)
         return self._step(X, y, False)
 
     def with_outputs(self, X: Any, y: Any) -> tuple[Any, Any]:
