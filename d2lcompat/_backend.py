@@ -403,6 +403,24 @@ class Backend(abc.ABC):
 
         raise UnsupportedError(f"{self.name} does not support convolution")
 
+    def conv_activation(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+        activation: Callable[[Any], Any],
+    ) -> Any:
+        """`conv` followed by ``activation``, an *elementwise* function of one tensor
+        (what ``Conv2D(activation=...)`` runs). The default is exactly that; an adapter
+        whose kernels use another layout may apply ``activation`` before converting the
+        result back to NCHW (TensorFlow: in NHWC, so that a following conv or pool reads
+        the NHWC result and a chain of them transposes only at its ends)."""
+        return activation(self.conv(x, w, b, strides, padding, dilation, groups))
+
     def pool(
         self,
         x: Any,

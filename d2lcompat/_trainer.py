@@ -244,9 +244,59 @@ class TrainStep:
         self._scale = 1.0
         self._n_train = 0
         self._attrs: list[_state.TensorAttr] = []  # tensor attributes (state), after the slots
+        # The eager step's plan (`_eager_plan`): its structure key, differentiator, params.
+        self._eager_key: tuple[Any, ...] = ()
+        self._eager_diff: _autograd.Differentiator | None = None
+        self._eager_vars: list[Parameter] = []
 
     # ------------------------------------------------------------------ eager
     def _eager(self, X: Any, y: Any) -> Any:
+        trainer, net, loss = self._trainer, self._net, self._loss
+        b = active()
+        diff = self._eager_plan()
+        if diff is None:  # deferred parameters, or nothing to train: the general path
+            return self._eager_general(X, y)
+
+        def objective() -> tuple[Any, Any]:
+            pred = net(X)
+            value = loss(pred, y)
+            return _ops.sum(value), pred
+
+        training = _autograd._TRAINING
+        training.append(True)
+        try:
+            total, pred, grads = diff(objective, check=False)  # a sum is always a scalar
+        finally:
+            training.pop()
+        n = b.shape(X)[0]
+        if n != self._batch:
+            self._scale = _scale(int(n))
+            self._batch = n
+        self._pred_shape = tuple(b.shape(pred))
+        # The batch's mean loss, NaN whenever a gradient is not finite (`_eager_general`).
+        mean = total * self._scale + _nonfinite_probe(grads)
+        if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
+            raise NonFiniteLossError(_nan_message(mean))  # before the update
+        trainer.step(int(n))
+        return mean, pred
+
+    def _eager_plan(self) -> _autograd.Differentiator | None:
+        """What the eager step differentiates, decided once per structure (the trainer's
+        parameters, their ``grad_req``); None while a parameter is still deferred."""
+        opt = self._trainer._optimizer
+        params = opt._params
+        key = (opt.version, len(params), *[p._grad_req for p in params.values()])
+        if key != self._eager_key:
+            named = opt.trainable()
+            self._eager_diff = _autograd.Differentiator(named) if named else None
+            self._eager_key = key
+            self._eager_vars = [p for _, p in named]
+        for p in self._eager_vars:
+            if p._var is None:
+                return None
+        return self._eager_diff
+
+    def _eager_general(self, X: Any, y: Any) -> Any:
         trainer, net, loss = self._trainer, self._net, self._loss
         b = active()
 
@@ -352,70 +402,95 @@ class TrainStep:
         self._n_train = n_train
         self._slot_lists = [opt.slots_of(n, p) for n, p in zip(names, train)]
         self._attrs = attrs
-        self._compiled[outputs] = self._compile_step(step)
+        self._compiled[outputs] = self._runner(
+            self._compile_step(step), params, self._slot_lists, attrs, outputs
+        )
         self._key = self._structure()
+
+    def _runner(
+        self,
+        compiled: Callable[..., Any],
+        params: list[Parameter],
+        slot_lists: list[list[Any]],
+        attrs: list[_state.TensorAttr],
+        outputs: bool,
+    ) -> Callable[[Any, Any], Any]:
+        """The per-call path of a compiled step, fixed once per structure: the argument
+        layout (parameters, the optimizer's slots, then tensor attributes) is decided
+        here, so a call is the label check (if the loss has one), a list of the current
+        values, one call of the framework's compiled function, and the new values
+        written back (``param.data()`` stays current)."""
+        opt = self._trainer._optimizer
+        state = opt.__dict__  # the step count, bumped without Optimizer.__setattr__
+        scalars_of = opt.scalars
+        n_params = len(params)
+        check_labels = self._check_labels
+        guard = self._stop_on_nan
+        batch: list[Any] = [None, 1.0]  # the last batch size, and its 1/batch_size
+
+        def run(X: Any, y: Any) -> Any:
+            if check_labels is not None:
+                if self._pred_shape is None:
+                    self._learn_pred_shape(X)
+                check_labels(self._pred_shape, y)
+            n = X.shape[0]
+            if n != batch[0]:
+                batch[1] = _scale(int(n))
+                batch[0] = n
+            t = state["_t"] + 1
+            state["_t"] = t
+            values = [p._var for p in params]
+            for slots in slot_lists:
+                values += slots
+            if attrs:
+                values += [a._var for a in attrs]
+            try:
+                out, new = compiled(values, (batch[1], *scalars_of(t)), X, y)
+            except _NeedsEager:  # raised while tracing: nothing has changed
+                state["_t"] = t - 1
+                self._compiled.clear()
+                raise
+            for p, v in zip(params, new):
+                p._var = v
+            k = n_params
+            for slots in slot_lists:
+                m = len(slots)
+                slots[:] = new[k : k + m]
+                k += m
+            for a, v in zip(attrs, new[k:]):
+                a.block.__dict__[a.name] = v
+            if guard:
+                # A non-finite step returned the old values (the `where` in the graph):
+                # what was written back above is unchanged state; undo the step count.
+                mean = out[0] if outputs else out
+                if not math.isfinite(float(_ops.item(mean))):
+                    state["_t"] = t - 1
+                    raise NonFiniteLossError(_nan_message(mean))
+            return out
+
+        return run
 
     def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
         """The adapter's compiled ``step`` (`d2lcompat.parallel` compiles it sharded)."""
         return active().compile_train_step(step)
 
     def _structure(self) -> tuple[Any, ...]:
-        opt = self._trainer.optimizer
+        opt = self._trainer._optimizer
         # The learning rate is an input of the compiled step; the other hyper-parameters
         # are constants of it, so changing one (the optimizer's `version`) builds the
         # step again, as does a new set of parameters of the trainer.
-        return (opt.version, len(opt.params), self._stop_on_nan)
+        return (opt.__dict__.get("_version", 0), len(opt._params), self._stop_on_nan)
 
     def _run_compiled(self, X: Any, y: Any, outputs: bool) -> Any:
-        # The hot path of a compiled step: a few Python operations around one call of
-        # the framework's compiled function (a small model's step takes ~50 µs).
-        opt = self._trainer._optimizer
+        # The hot path of a compiled step: the structure check, then the runner `_build`
+        # made for it (a small model's whole step takes ~20-50 µs).
         if self._key != self._structure():
             self._compiled.clear()
-        compiled = self._compiled.get(outputs)
-        if compiled is None:
+        run = self._compiled.get(outputs)
+        if run is None:
             self._build(X, y, outputs)
-            compiled = self._compiled[outputs]
-        if self._check_labels is not None:
-            if self._pred_shape is None:
-                self._learn_pred_shape(X)
-            self._check_labels(self._pred_shape, y)
-        n = X.shape[0]
-        if n != self._batch:
-            self._scale = _scale(int(n))
-            self._batch = n
-        opt._t += 1
-        scalars = (self._scale, *opt.scalars(opt._t))
-        params = self._params
-        values = [p._var for p in params]
-        for slots in self._slot_lists:
-            values += slots
-        attrs = self._attrs
-        if attrs:
-            values += [a._var for a in attrs]
-        try:
-            out, new = compiled(values, scalars, X, y)
-        except _NeedsEager:  # raised while tracing: nothing has changed
-            opt._t -= 1
-            self._compiled.clear()
-            raise
-        for p, v in zip(params, new):
-            p._var = v
-        k = len(params)
-        for slots in self._slot_lists:
-            m = len(slots)
-            slots[:] = new[k : k + m]
-            k += m
-        for a, v in zip(attrs, new[k:]):
-            a.block.__dict__[a.name] = v
-        if self._stop_on_nan:
-            # A non-finite step returned the old values (the `where` in the graph): what
-            # was written back above is unchanged state; undo the step count and say so.
-            mean = out[0] if outputs else out
-            if not math.isfinite(float(_ops.item(mean))):
-                opt._t -= 1
-                raise NonFiniteLossError(_nan_message(mean))
-        return out  # type: ignore[no-any-return]
+            run = self._compiled[outputs]
+        return run(X, y)
 
     def _learn_pred_shape(self, X: Any) -> None:
         """The class count is read from the predictions: the first step runs eagerly
@@ -423,6 +498,16 @@ class TrainStep:
         raise _NeedsEager
 
     def __call__(self, X: Any, y: Any) -> Any:
+        # The compiled step's runner straight away while nothing it depends on changed
+        # (still hybridized, one worker, the same structure); `_step` decides otherwise.
+        run = self._compiled.get(False)
+        if (run is not None and "forward" in self._net.__dict__
+                and _parallel._STATE["world_size"] <= 1 and self._key == self._structure()):
+            _check_batch(active(), X, y)
+            try:
+                return run(X, y)
+            except _NeedsEager:
+                return self._eager(X, y)[0]
         return self._step(X, y, False)
 
     def with_outputs(self, X: Any, y: Any) -> tuple[Any, Any]:

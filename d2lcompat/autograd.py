@@ -123,7 +123,6 @@ def grad_with_aux(
     """`grad` of a closure returning ``(scalar, aux)``; returns ``(value, aux, grads)``
     with ``aux`` cut from the graph (concrete under JAX too). Private: the eager
     `d2lcompat.train_step` returns the per-sample losses through ``aux``."""
-    b = active()
     named = [(n, p) for n, p in _named(params) if p.grad_req != "null"]
     plist = [p for _, p in named]
     if any(p._var is None for p in plist):
@@ -137,37 +136,76 @@ def grad_with_aux(
     if not plist:  # nothing to differentiate (every parameter has grad_req 'null')
         value, aux = fn()
         return value, aux, {}
-    start = [b.read(p._var) for p in plist]
+    value, aux, grads = Differentiator(named)(fn)
+    return value, aux, dict(zip([n for n, _ in named], grads))
 
-    def pure(values: Sequence[Any]) -> tuple[Any, tuple[Any, list[Any]]]:
-        # Running statistics written by the forward pass (BatchNorm) are collected and
-        # returned as aux, then written after the gradient: inside the differentiated
-        # function they are traced values (JAX) or part of the graph.
-        with substituted(plist, values), _state.collecting() as updates:
-            out, aux = fn()
-        _check_scalar(b, out)
-        changed.extend(p for p, _ in updates.values())
-        if aux is not None:
-            aux = _tree_stop(b, aux)
-        return out, (aux, [v for _, v in updates.values()])
 
-    changed: list[Parameter] = []
-    try:
-        value, grads, (aux, new_state) = b.value_and_grad_aux(pure, start)
-    except Exception as exc:
-        translated = b.translate_grad_error(exc)
-        if translated is None:
-            raise
-        raise translated from exc
-    _state.apply_updates({id(p): (p, v) for p, v in zip(changed, new_state)})
-    out: dict[str, Any] = {}
-    for (name, p), g in zip(named, grads):
-        if p.grad_req == "add" and p._grad is not None:
-            p._grad = p._grad + g
-        else:
+class Differentiator:
+    """`grad_with_aux` for a fixed list of initialized ``(name, parameter)`` pairs
+    (``grad_req`` not ``'null'``), decided once: the eager `train_step` keeps one per
+    structure so that a step's Python is the substitution, the framework's
+    value-and-grad, and the gradients stored. Private.
+
+    Each parameter's value is substituted by a fresh leaf while ``fn`` runs, so a
+    parameter used twice (tied) receives the sum of both uses' gradients.
+    """
+
+    __slots__ = ("_params",)
+
+    def __init__(self, named: Sequence[tuple[str, Parameter]]) -> None:
+        self._params = [p for _, p in named]
+
+    def __call__(self, fn: Callable[[], tuple[Any, Any]], check: bool = True) -> tuple[Any, Any, list[Any]]:
+        """``(value, aux, gradients in order)``; stores each gradient (``grad_req``).
+        ``check=False`` skips the scalar check (the caller built the scalar itself)."""
+        b = active()
+        plist = self._params
+        changed: list[Any] = []  # a Parameter, or a (block, name) tensor attribute
+        scopes = _state._SCOPES
+
+        def pure(values: Sequence[Any]) -> tuple[Any, tuple[Any, list[Any]]]:
+            # Running statistics written by the forward pass (BatchNorm) are collected and
+            # returned as aux, then written after the gradient: inside the differentiated
+            # function they are traced values (JAX) or part of the graph.
+            # (`substituted` and `_state.collecting`, written out: this is the hot path.)
+            saved = [p._var for p in plist]
+            scope = _state.Scope()
+            scopes.append(scope)
+            try:
+                for p, v in zip(plist, values):
+                    p._var = v
+                out, aux = fn()
+            finally:
+                scopes.pop()
+                scope.restore()  # tensor attributes written by the forward: no tracer left
+                for p, v in zip(plist, saved):
+                    p._var = v
+            updates = scope.writes
+            if check:
+                _check_scalar(b, out)
+            if updates:
+                changed.extend(p for p, _ in updates.values())
+            if aux is not None:
+                aux = _tree_stop(b, aux)
+            return out, (aux, [v for _, v in updates.values()])
+
+        read = b.read
+        try:
+            value, grads, (aux, new_state) = b.value_and_grad_aux(pure, [read(p._var) for p in plist])
+        except Exception as exc:
+            translated = b.translate_grad_error(exc)
+            if translated is None:
+                raise
+            raise translated from exc
+        if changed:
+            _state.apply_updates({id(p): (p, v) for p, v in zip(changed, new_state)})
+        out: list[Any] = []
+        for p, g in zip(plist, grads):
+            if p._grad_req == "add" and p._grad is not None:
+                g = p._grad + g
             p._grad = g
-        out[name] = p._grad
-    return value, aux, out
+            out.append(g)
+        return value, aux, out
 
 
 def _tree_stop(b: Any, aux: Any) -> Any:

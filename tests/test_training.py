@@ -338,3 +338,35 @@ def test_fused_update_equals_the_rule(name: str, hp: dict[str, Any]) -> None:
         out.append({k: _np(p.data()) for k, p in net.collect_params().items()})
     for k in out[0]:
         np.testing.assert_allclose(out[0][k], out[1][k], rtol=1e-5, atol=1e-7, err_msg=k)
+
+
+def test_eager_step_follows_grad_req_changes_and_tied_parameters() -> None:
+    # The eager step decides its parameter list once per structure (issue 22): a
+    # grad_req change between steps is a new structure; tied weights still add.
+    d2lcompat.seed(5)
+    shared = nn.Dense(2, in_units=2, use_bias=False)
+    net = nn.Sequential(shared, nn.Dense(2, in_units=2), shared)
+    net.initialize(init.Constant(0.5))
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    step = d2lcompat.train_step(net, loss.L2Loss(), trainer)
+    X, y = ops.ones((4, 2)), ops.zeros((4, 2))
+    w0 = _np(shared.weight.data()).copy()
+
+    # The tied weight's gradient against autograd.grad's (the sum of both uses).
+    def objective() -> Any:
+        return ops.sum(loss.L2Loss()(net(X), y))
+
+    with autograd.train_mode():
+        _, want = autograd.grad(objective, net.collect_params())
+    step(X, y)
+    np.testing.assert_allclose(_np(shared.weight.data()), w0 - 0.1 * _np(want["0.weight"]) / 4,
+                               rtol=1e-5, atol=1e-6)
+    frozen = net[1].weight
+    before = _np(frozen.data()).copy()
+    frozen.grad_req = "null"
+    step(X, y)
+    np.testing.assert_array_equal(_np(frozen.data()), before)
+    assert not np.allclose(_np(shared.weight.data()), w0)
+    frozen.grad_req = "write"
+    step(X, y)
+    assert not np.allclose(_np(frozen.data()), before)

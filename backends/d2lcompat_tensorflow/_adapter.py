@@ -15,6 +15,7 @@ import contextlib
 import functools
 import math
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -589,12 +590,37 @@ _TO_NCHW = (0, 3, 1, 2)
 _OIHW_TO_HWIO = (2, 3, 1, 0)
 
 
-def _nhwc(x: Any) -> Any:
-    return _Transpose(x=x, perm=_i32(_TO_NHWC))
+# Layout tags. A conv or pool result is returned in NCHW, but its NHWC original is kept
+# (`_tag`) while the NCHW tensor lives, and the next conv or pool reads that original
+# (`_nhwc`) instead of transposing back. Inside a tf.function the NCHW transposes that
+# nothing else reads are then pruned, so a chain of conv / activation / pool layers
+# transposes only at its two ends; eagerly each layer transposes once instead of twice.
+# Keyed by id() and checked by identity through a weak reference whose callback drops
+# the entry when the NCHW tensor goes.
+_TAGS: dict[int, tuple[Any, Any]] = {}
 
 
 def _nchw(y: Any) -> Any:
     return _Transpose(x=y, perm=_i32(_TO_NCHW))
+
+
+def _tag(nhwc: Any) -> Any:
+    """``nhwc`` transposed to NCHW, remembered as the NCHW tensor's original."""
+    y = _Transpose(x=nhwc, perm=_i32(_TO_NCHW))
+    key = id(y)
+    try:
+        ref = weakref.ref(y, lambda _, key=key: _TAGS.pop(key, None))
+    except TypeError:  # not weak-referenceable: no tag
+        return y
+    _TAGS[key] = (ref, nhwc)
+    return y
+
+
+def _nhwc(x: Any) -> Any:
+    tagged = _TAGS.get(id(x))
+    if tagged is not None and tagged[0]() is x:
+        return tagged[1]
+    return _Transpose(x=x, perm=_i32(_TO_NHWC))
 
 
 def _conv2d(
@@ -606,7 +632,7 @@ def _conv2d(
     dilation: tuple[int, ...],
     groups: int,
 ) -> Any:
-    """NCHW in and out; ``groups`` is implied by the filter's input depth."""
+    """NCHW in, **NHWC** out; ``groups`` is implied by the filter's input depth."""
     (ph, pw), (sh, sw), (dh, dw) = padding, strides, dilation
     y = _Conv2D(
         input=_nhwc(x),
@@ -618,18 +644,19 @@ def _conv2d(
         dilations=[1, dh, dw, 1],
     )
     if b is None:
-        return _nchw(y)
+        return y
     if groups > 1:
-        # Grappler's remapper fuses Conv2D + BiasAdd into _FusedConv2D inside a
-        # tf.function, and that kernel refuses grouped convolutions: add the bias after
-        # the transpose back to NCHW, where nothing fuses it.
-        return _nchw(y) + tf.reshape(b, (1, -1, 1, 1))
-    return _nchw(_BiasAdd(value=y, bias=b))
+        # Grappler's remapper fuses Conv2D + BiasAdd (and an Add of a 1-D bias) into
+        # _FusedConv2D inside a tf.function, and that kernel refuses grouped
+        # convolutions: add the bias as a 4-D operand, which it does not fuse.
+        return y + tf.reshape(b, (1, 1, 1, -1))
+    return _BiasAdd(value=y, bias=b)
 
 
 def _pool2d(
     x: Any, kind: str, window: tuple[int, ...], strides: tuple[int, ...], padding: tuple[int, ...]
 ) -> Any:
+    """NCHW in, **NHWC** out."""
     h = _nhwc(x)
     ph, pw = padding
     if ph or pw:
@@ -640,10 +667,8 @@ def _pool2d(
         h = _PadV2(input=h, paddings=pads, constant_values=tf.constant(low, h.dtype))
     ksize, steps = [1, *window, 1], [1, *strides, 1]
     if kind == "max":
-        y = _MaxPool(input=h, ksize=ksize, strides=steps, padding="VALID", data_format="NHWC")
-    else:
-        y = _AvgPool(value=h, ksize=ksize, strides=steps, padding="VALID", data_format="NHWC")
-    return _nchw(y)
+        return _MaxPool(input=h, ksize=ksize, strides=steps, padding="VALID", data_format="NHWC")
+    return _AvgPool(value=h, ksize=ksize, strides=steps, padding="VALID", data_format="NHWC")
 
 
 class _Concrete:
@@ -986,8 +1011,8 @@ class TensorFlowBackend(Backend):
         groups: int,
     ) -> Any:
         if len(strides) == 2:
-            return _conv2d(x, w, b, strides, padding, dilation, groups)
-        y = _conv2d(
+            return _tag(_conv2d(x, w, b, strides, padding, dilation, groups))
+        y = _nchw(_conv2d(
             _ExpandDims(input=x, axis=_i32(2)),
             _ExpandDims(input=w, axis=_i32(2)),
             b,
@@ -995,8 +1020,24 @@ class TensorFlowBackend(Backend):
             (0, padding[0]),
             (1, dilation[0]),
             groups,
-        )
+        ))
         return _Squeeze(input=y, axis=[2])
+
+    def conv_activation(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+        activation: Callable[[Any], Any],
+    ) -> Any:
+        if len(strides) != 2:
+            return activation(self.conv(x, w, b, strides, padding, dilation, groups))
+        # The elementwise activation on the NHWC result, before the (tagged) transpose.
+        return _tag(activation(_conv2d(x, w, b, strides, padding, dilation, groups)))
 
     def pool(
         self,
@@ -1007,14 +1048,14 @@ class TensorFlowBackend(Backend):
         padding: tuple[int, ...],
     ) -> Any:
         if len(window) == 2:
-            return _pool2d(x, kind, window, strides, padding)
-        y = _pool2d(
+            return _tag(_pool2d(x, kind, window, strides, padding))
+        y = _nchw(_pool2d(
             _ExpandDims(input=x, axis=_i32(2)),
             kind,
             (1, window[0]),
             (1, strides[0]),
             (0, padding[0]),
-        )
+        ))
         return _Squeeze(input=y, axis=[2])
 
     def take(self, weight: Any, indices: Any) -> Any:

@@ -20,6 +20,8 @@ from ._shapes import as_tuple, check_input
 
 __all__ = ["Conv1D", "Conv2D"]
 
+_ELEMENTWISE = ("relu", "sigmoid", "tanh")
+
 
 class _Conv(Block):
     """The shared body of `Conv1D` and `Conv2D` (``_nsp`` spatial axes)."""
@@ -64,6 +66,8 @@ class _Conv(Block):
             self._check_groups(int(in_channels))
         self._act_name = activation
         self._act = _activation(activation)
+        # Elementwise activations may run inside the adapter's conv (`conv_activation`).
+        self._act_elementwise = activation in _ELEMENTWISE
         self.weight = Parameter(
             (self._channels, int(in_channels) // self._groups, *self._kernel),
             dtype=dtype,
@@ -105,6 +109,18 @@ class _Conv(Block):
         w = weight.data()
         if x.dtype != w.dtype:  # one comparison on the happy path
             _check_input_dtype(self._describe(), x, w)
+        act = self._act
+        if act is not None and self._act_elementwise:
+            return active().conv_activation(
+                x,
+                w,
+                None if bias is None else bias.data(),
+                self._strides,
+                self._padding,
+                self._dilation,
+                self._groups,
+                act,
+            )
         y = active().conv(
             x,
             w,
@@ -114,7 +130,6 @@ class _Conv(Block):
             self._dilation,
             self._groups,
         )
-        act = self._act
         return y if act is None else act(y)
 
     def _wrong_input(self, shape: Any, want: int) -> None:

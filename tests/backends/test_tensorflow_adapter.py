@@ -903,3 +903,72 @@ def test_one_cpu_device_leaves_ops_unwrapped() -> None:
     )
     proc = _run(script)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]
+
+
+# ------------------------------------------------------------- conv layout (issue 22)
+def _lenet_chain() -> Any:
+    from d2lcompat import nn
+
+    return nn.Sequential(
+        nn.Conv2D(4, kernel_size=3, padding=1, activation="sigmoid"), nn.AvgPool2D(2),
+        nn.Conv2D(6, kernel_size=3, activation="relu"), nn.MaxPool2D(2), nn.Flatten(),
+    )
+
+
+def test_a_conv_pool_chain_transposes_only_at_its_ends_when_compiled(b: TensorFlowBackend) -> None:
+    # Each conv/pool result is the NCHW transpose of an NHWC original the next layer
+    # reads instead; in a graph the transposes nothing reads are pruned.
+    from d2lcompat import init, ops
+
+    d2lcompat.seed(3)
+    net = _lenet_chain()
+    net.initialize(init.Xavier())
+    x = ops.random.uniform((2, 1, 12, 12))
+    eager = _np(net(x))
+    want = np.asarray(x.numpy()).transpose(0, 2, 3, 1)  # the same chain, native NHWC
+    for layer in net:
+        if hasattr(layer, "weight"):
+            w = layer.weight.data().numpy().transpose(2, 3, 1, 0)
+            pad = layer._padding[0]
+            y = tf.nn.conv2d(want, w, 1, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+            y = y + layer.bias.data().numpy()
+            want = (tf.sigmoid if layer._act_name == "sigmoid" else tf.nn.relu)(y)
+        elif type(layer).__name__ == "AvgPool2D":
+            want = tf.nn.avg_pool2d(want, 2, 2, "VALID")
+        elif type(layer).__name__ == "MaxPool2D":
+            want = tf.nn.max_pool2d(want, 2, 2, "VALID")
+    flat = _np(tf.reshape(tf.transpose(want, (0, 3, 1, 2)), (2, -1)))
+    np.testing.assert_allclose(eager, flat, rtol=1e-5, atol=1e-6)
+
+    graph = tf.function(lambda t: net(t)).get_concrete_function(x).graph
+    data = [op for op in graph.get_operations() if op.type == "Transpose"
+            and op.inputs[0].shape.rank == 4 and op.outputs[0].consumers()]
+    # One transpose in (of the NCHW input), one out (read by Flatten); the kernels'
+    # OIHW -> HWIO transposes are of the weights.
+    kinds = sorted(op.inputs[0].op.type for op in data)
+    assert len([k for k in kinds if k not in ("ReadVariableOp", "Identity")]) == 2, kinds
+
+
+def test_gradients_flow_through_the_nhwc_originals(b: TensorFlowBackend) -> None:
+    from d2lcompat import autograd, init, ops
+
+    d2lcompat.seed(4)
+    net = _lenet_chain()
+    net.initialize(init.Xavier())
+    x = ops.random.uniform((2, 1, 12, 12))
+    params = net.collect_params()
+    _, grads = autograd.grad(lambda: ops.sum(net(x)), params)
+    first = params["0.weight"]
+    # Central differences on one weight entry: the gradient reaches the first conv
+    # through the pool's read of the NHWC original.
+    w0 = first.data().numpy()
+    eps = 1e-2
+    moved = []
+    for sign in (1.0, -1.0):
+        w = w0.copy()
+        w[0, 0, 1, 1] += sign * eps
+        first.set_data(ops.tensor(w))
+        moved.append(float(ops.sum(net(x)).numpy()))
+    first.set_data(ops.tensor(w0))
+    numeric = (moved[0] - moved[1]) / (2 * eps)
+    assert abs(float(grads["0.weight"].numpy()[0, 0, 1, 1]) - numeric) < 1e-2 * max(1.0, abs(numeric))
