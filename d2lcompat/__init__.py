@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ._errors import (
     BackendError,
+    BlockAttributeError,
     CheckpointError,
     D2LCompatError,
     D2LCompatWarning,
@@ -29,6 +30,7 @@ from ._errors import (
     DTypeError,
     InPlaceUpdateError,
     ShapeError,
+    TensorWriteError,
     TracedValueError,
     UnsupportedError,
 )
@@ -72,6 +74,7 @@ __all__ = [
     "CheckpointError",
     "Constant",
     "D2LCompatError",
+    "BlockAttributeError",
     "D2LCompatWarning",
     "DTypeError",
     "DataError",
@@ -85,6 +88,7 @@ __all__ = [
     "Trainer",
     "ParameterDict",
     "ShapeError",
+    "TensorWriteError",
     "TracedValueError",
     "UnsupportedError",
     "__version__",

@@ -73,6 +73,7 @@ class Parameter:
         self.grad_req = grad_req
         self._var: Any = None  # the native variable; None until initialized
         self._grad: Any = None
+        self._zeroed = False  # zero_grad() was called: grad() reads zeros, not None
         # (initializer, device) while waiting for the shape; None otherwise
         self._deferred: tuple[Any, Any] | None = None
         self._owner: weakref.ref[Block] | None = None
@@ -327,7 +328,8 @@ class Parameter:
     # ------------------------------------------------------------- gradients
     def grad(self, device: Any = None) -> Any:
         """The gradient from the last `d2lcompat.autograd.grad` (or the framework's own
-        backward pass), or None before any.
+        backward pass); None before any; zeros of the parameter's shape after
+        `zero_grad` (Gluon's), until the next gradient.
 
         Examples
         --------
@@ -335,7 +337,19 @@ class Parameter:
         >>> p = d2lcompat.Parameter((2,), init="zeros"); p.initialize()
         >>> p.grad() is None
         True
+        >>> p.zero_grad(); d2lcompat.ops.to_numpy(p.grad()).tolist()
+        [0.0, 0.0]
         """
+        g = self._current_grad()
+        if g is None and self._zeroed and self._var is not None and self._grad_req != "null":
+            b = active()
+            host = np.zeros(self._shape, numpy_dtype(self._dtype))
+            return b.from_numpy(host, self._dtype, b.device_of(self._var))
+        return g
+
+    def _current_grad(self) -> Any:
+        """The gradient computed since the last `zero_grad`, or None (what optimizers
+        read: a zeroed gradient is no gradient to them)."""
         if self._grad is not None:
             return self._grad
         if self._var is None:
@@ -343,8 +357,10 @@ class Parameter:
         return active().native_grad(self._var)
 
     def zero_grad(self) -> None:
-        """Forget the stored gradient (``grad()`` is None afterwards)."""
+        """Forget the stored gradient: ``grad()`` reads zeros of the parameter's shape
+        afterwards (Gluon's), and optimizers see no gradient until the next one."""
         self._grad = None
+        self._zeroed = True
         if self._var is not None:
             active().clear_native_grad(self._var)
 
@@ -446,7 +462,13 @@ class Constant(Parameter):
         else:
             host = np.asarray(value)
         if dtype is None:
-            dtype = "float32" if host.dtype.kind == "f" or host.dtype == object else host.dtype
+            # Gluon's rule (mx.np.array): Python numbers and lists become float32; a NumPy
+            # array or a tensor keeps its dtype (float64 narrowed to float32).
+            python_value = not b.is_tensor(value) and not isinstance(value, (np.ndarray, np.generic))
+            if python_value or host.dtype.kind == "f" or host.dtype == object:
+                dtype = "float32"
+            else:
+                dtype = host.dtype
         super().__init__(host.shape, dtype, init=_init.Constant(host), grad_req="null")
         self._value = host.astype(numpy_dtype(self._dtype))
         self._create(self._value, _device.resolve(None))

@@ -26,7 +26,8 @@ import tensorflow as tf  # noqa: E402
 
 from d2lcompat._backend import OP_NAMES, Backend, CapturedVariables, DeviceTuple, Ops  # noqa: E402
 from d2lcompat._device import mixed_devices_error  # noqa: E402
-from d2lcompat._errors import DeviceError, DTypeError  # noqa: E402
+from d2lcompat._errors import DeviceError, DTypeError, UnsupportedError  # noqa: E402
+from d2lcompat._semantics import index_positions  # noqa: E402
 
 __all__ = ["TensorFlowBackend", "TensorFlowOps"]
 
@@ -437,6 +438,29 @@ class TensorFlowOps(Ops):
         if axis == -1 or (rank is not None and axis == rank - 1):
             return _LogSoftmax(logits=x)
         return tf.nn.log_softmax(x, axis=axis)
+
+    @staticmethod
+    def index_update(x: Any, index: Any, value: Any) -> Any:
+        # TensorFlow tensors refuse item assignment: scatter into the flattened tensor at
+        # the positions NumPy's indexing selects (differentiable in x and value).
+        x = _tensor(x)
+        shape = x.shape.as_list() if x.shape.rank is not None else None
+        if shape is None or any(d is None for d in shape):
+            raise UnsupportedError(
+                f"ops.index_update on TensorFlow needs a tensor of known shape, got {x.shape} "
+                "(inside tf.function with an unknown batch size): call it eagerly."
+            )
+        if isinstance(index, tf.Tensor) or (
+            isinstance(index, tuple) and any(isinstance(i, tf.Tensor) for i in index)
+        ):
+            index = tuple(i.numpy() if isinstance(i, tf.Tensor) else i for i in
+                          (index if isinstance(index, tuple) else (index,)))
+        pos = index_positions(shape, index)
+        v = tf.broadcast_to(tf.cast(value, x.dtype), pos.shape)
+        flat = tf.tensor_scatter_nd_update(
+            tf.reshape(x, [-1]), tf.constant(pos.reshape(-1, 1)), tf.reshape(v, [-1])
+        )
+        return tf.reshape(flat, shape)
 
     @staticmethod
     def linear(x: Any, w: Any, b: Any = None) -> Any:
@@ -861,7 +885,10 @@ class TensorFlowBackend(Backend):
             return tf.Variable(arr, dtype=tf_dtype, trainable=trainable and tf_dtype.is_floating)
 
     def read(self, var: Any) -> Any:
-        return var
+        # Parameter.data() is the value, a tf.Tensor (the framework's tensor type, as on
+        # every backend); param.native() stays the tf.Variable. A read inside a
+        # GradientTape or tf.function is recorded, so gradients still reach the variable.
+        return var.value() if isinstance(var, tf.Variable) else var
 
     def assign(self, var: Any, value: Any) -> Any:
         if isinstance(var, tf.Variable):
