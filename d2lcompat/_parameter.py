@@ -132,6 +132,8 @@ class Parameter:
     def grad_req(self, req: str) -> None:
         if req not in _GRAD_REQS:
             raise ValueError(f"grad_req must be one of {_GRAD_REQS}, not {req!r}")
+        if getattr(self, "_grad_req", None) == "null" and req != "null":
+            self._zeroed = True  # Gluon allocates a zero gradient: grad() reads zeros
         self._grad_req = req
         if req == "null":
             self._grad = None
@@ -462,10 +464,9 @@ class Constant(Parameter):
         else:
             host = np.asarray(value)
         if dtype is None:
-            # Gluon's rule (mx.np.array): Python numbers and lists become float32; a NumPy
-            # array or a tensor keeps its dtype (float64 narrowed to float32).
-            python_value = not b.is_tensor(value) and not isinstance(value, (np.ndarray, np.generic))
-            if python_value or host.dtype.kind == "f" or host.dtype == object:
+            # Gluon's rule (Constant converts with mx.np.array): Python numbers, lists and
+            # NumPy arrays become float32; a tensor keeps its dtype (floats as float32).
+            if not b.is_tensor(value) or host.dtype.kind == "f" or host.dtype == object:
                 dtype = "float32"
             else:
                 dtype = host.dtype

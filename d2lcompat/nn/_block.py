@@ -211,6 +211,18 @@ class Block:
     def params(self) -> None:
         self.__dict__.pop("params", None)
 
+    def setattr(self, name: str, value: Any) -> None:
+        """Set an attribute on every parameter of the tree (Gluon's
+        ``net.setattr('grad_req', 'null')``).
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> net = nn.Dense(2, in_units=3); net.setattr("grad_req", "null"); net.weight.grad_req
+        'null'
+        """
+        self.collect_params().setattr(name, value)
+
     def zero_grad(self) -> None:
         """Zero every parameter's gradient in the tree (Gluon 2's ``block.zero_grad()``):
         ``grad()`` reads zeros of each parameter's shape afterwards.
