@@ -604,6 +604,11 @@ def _conv2d(
     groups: int,
 ) -> Any:
     """NCHW in and out; ``groups`` is implied by the filter's input depth."""
+    if (groups > 1 or max(dilation) > 1) and not _HAS_GPU:
+        # TensorFlow's CPU kernels cannot differentiate a grouped or dilated convolution
+        # with respect to its input ("not supported on CPU"): run one convolution per
+        # group and dilate the kernel with zeros instead (the same values, differentiable).
+        return _conv2d_cpu(x, w, b, strides, padding, dilation, groups)
     (ph, pw), (sh, sw), (dh, dw) = padding, strides, dilation
     y = _Conv2D(
         input=_nhwc(x),
@@ -617,6 +622,37 @@ def _conv2d(
     if b is not None:
         y = _BiasAdd(value=y, bias=b)
     return _nchw(y)
+
+
+_HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
+
+
+def _conv2d_cpu(
+    x: Any,
+    w: Any,
+    b: Any | None,
+    strides: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> Any:
+    """`_conv2d` of a grouped or dilated convolution from plain ones (CPU gradients)."""
+    dh, dw = dilation
+    if dh > 1 or dw > 1:
+        o, i, kh, kw = (int(d) for d in w.shape)
+        rows, cols = np.meshgrid(np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
+        index = tf.constant(np.stack([rows.ravel(), cols.ravel()], axis=1), tf.int32)
+        hwoi = tf.reshape(tf.transpose(w, (2, 3, 0, 1)), (kh * kw, o, i))
+        big = tf.scatter_nd(index, hwoi, ((kh - 1) * dh + 1, (kw - 1) * dw + 1, o, i))
+        w = tf.transpose(big, (2, 3, 0, 1))
+    if groups > 1:
+        xs = tf.split(x, groups, axis=1)
+        ws = tf.split(w, groups, axis=0)
+        y = tf.concat([_conv2d(a, k, None, strides, padding, (1, 1), 1) for a, k in zip(xs, ws)], axis=1)
+        if b is not None:
+            y = y + tf.reshape(b, (1, -1, 1, 1))
+        return y
+    return _conv2d(x, w, b, strides, padding, (1, 1), 1)
 
 
 def _pool2d(

@@ -571,3 +571,10 @@ def test_linear(be: PaddleBackend, ops: Ops) -> None:
     _, (gw, gb) = be.value_and_grad(lambda v: ops.sum(ops.linear(_t(be, x), v[0], v[1])), [wv, bv])
     np.testing.assert_allclose(_n(be, gw), np.ones((5, 4), np.float32).T @ x, rtol=1e-5)
     np.testing.assert_allclose(_n(be, gb), np.full(4, 5.0))
+
+
+def test_parameter_data_is_the_tensor_and_native_the_variable() -> None:
+    p = d2lcompat.Parameter((2,), init="ones")
+    p.initialize()
+    assert isinstance(p.data(), paddle.Tensor)
+    assert p.native() is p.data() and not p.native().stop_gradient

@@ -903,3 +903,15 @@ def test_one_cpu_device_leaves_ops_unwrapped() -> None:
     )
     proc = _run(script)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]
+
+
+def test_parameter_data_is_the_tensor_and_native_the_variable() -> None:
+    # One rule on every backend (docs/gluon-porting.md): data() is the value, a tf.Tensor;
+    # native() is the tf.Variable (what Keras optimizers and tf.GradientTape watch).
+    p = d2lcompat.Parameter((2,), init="ones")
+    p.initialize()
+    assert isinstance(p.data(), tf.Tensor) and not isinstance(p.data(), tf.Variable)
+    assert isinstance(p.native(), tf.Variable)
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(p.data() * 3.0)
+    np.testing.assert_allclose(tape.gradient(y, p.native()).numpy(), [3.0, 3.0])
