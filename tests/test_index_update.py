@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import d2lcompat
 from d2lcompat import Parameter, ShapeError, TensorWriteError, autograd, nn, ops
 
 CASES = [

@@ -75,7 +75,7 @@ def test_conv_layer() -> None:
     lr = 3e-2  # Learning rate
     for i in range(10):
         with autograd.record():
-            l, _ = autograd.grad(lambda: ops.sum((conv2d(X) - Y) ** 2), conv2d.collect_params())
+            l, _ = autograd.grad(lambda: ops.sum((conv2d(X) - Y) ** 2), conv2d.collect_params())  # noqa: E741
         # Update the kernel: conv2d.weight.data()[:] -= lr * conv2d.weight.grad()
         conv2d.weight.set_data(conv2d.weight.data() - lr * conv2d.weight.grad())
         if (i + 1) % 2 == 0:
