@@ -167,10 +167,12 @@ class Dense(Block):
         self.weight.shape = (self._units, n)
 
     def forward(self, x: Any) -> Any:
-        if self._flatten and len(x.shape) > 2:
+        shape = x.shape
+        if self._flatten and len(shape) > 2:
             x = _flatten(x)
+            shape = x.shape
         weight = self.weight
-        n = x.shape[-1]
+        n = shape[-1]
         if n != weight._shape[1] and n is not None:
             self._wrong_features(x)
         bias = self.bias

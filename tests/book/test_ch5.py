@@ -235,6 +235,7 @@ def test_custom_layers() -> None:
 
 
 def test_course_notes_list_and_dict_dense() -> None:
+    d2lcompat.seed(5)
     # The chapter-5 course notes (PyTorch tab): self.params = ParameterList / ParameterDict
     class MyListDense(nn.Block):
         def __init__(self) -> None:
@@ -254,7 +255,7 @@ def test_course_notes_list_and_dict_dense() -> None:
     want = onp.ones((1, 4), onp.float32)
     for p in net.params:
         want = want @ _np(p.data())
-    onp.testing.assert_allclose(_np(net(x)), want, rtol=1e-5)
+    onp.testing.assert_allclose(_np(net(x)), want, rtol=1e-4, atol=1e-4)
 
     class MyDictDense(nn.Block):
         def __init__(self) -> None:
@@ -273,7 +274,8 @@ def test_course_notes_list_and_dict_dense() -> None:
     assert list(net.collect_params()) == ["params.linear1", "params.linear2", "params.linear3"]
     for choice, n in (("linear1", 4), ("linear2", 1), ("linear3", 2)):
         assert ops.shape(net(x, choice)) == (1, n)
-    onp.testing.assert_allclose(_np(net(x, "linear3")), _np(net.params["linear3"].data()).sum(0, keepdims=True), rtol=1e-5)
+    onp.testing.assert_allclose(_np(net(x, "linear3")), _np(net.params["linear3"].data()).sum(0, keepdims=True),
+                                rtol=1e-4, atol=1e-4)
 
     model = nn.Sequential(MyDictDense(), MyListDense())
     model.initialize()
