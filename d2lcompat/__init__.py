@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from ._errors import (
     BackendError,
+    BlockAttributeError,
     CheckpointError,
     CompileFallbackWarning,
     D2LCompatError,
@@ -32,6 +33,7 @@ from ._errors import (
     LabelError,
     NonFiniteLossError,
     ShapeError,
+    TensorWriteError,
     TracedValueError,
     UnsupportedError,
 )
@@ -76,6 +78,7 @@ __all__ = [
     "CompileFallbackWarning",
     "Constant",
     "D2LCompatError",
+    "BlockAttributeError",
     "D2LCompatWarning",
     "DTypeError",
     "DataError",
@@ -91,6 +94,7 @@ __all__ = [
     "ParameterDict",
     "NonFiniteLossError",
     "ShapeError",
+    "TensorWriteError",
     "TracedValueError",
     "UnsupportedError",
     "__version__",

@@ -90,6 +90,8 @@ OP_NAMES: tuple[str, ...] = (
     "softmax",
     "log_softmax",
     "linear",
+    # functional writes
+    "index_update",
 )
 
 
@@ -112,6 +114,11 @@ class Ops:
     * ``relu, sigmoid, tanh(x)``, ``softmax, log_softmax(x, axis=-1)``
     * ``linear(x, w, b)``: ``x @ w.T + b`` over the last axis of ``x``, ``w`` of shape
       ``(out, in)``, ``b`` of shape ``(out,)`` or ``None``. The hot path of ``nn.Dense``.
+    * ``index_update(x, index, value)``: a new tensor equal to ``x`` with ``x[index] =
+      value`` applied (NumPy indexing: ints, slices, ``...``, ``None``, integer arrays;
+      ``value`` broadcasts to ``x[index]`` and is cast to ``x``'s dtype); ``x`` is not
+      changed. Differentiable in ``x`` and ``value`` where the framework allows.
+      `d2lcompat._semantics.index_positions` gives the flat positions for a scatter.
 
     Optional fused ops (absent unless an adapter defines them; the core falls back to
     the unfused ops): ``linear_<activation>(x, w, b)``, e.g. ``linear_relu``, is

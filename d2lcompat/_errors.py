@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendError",
+    "BlockAttributeError",
     "CheckpointError",
     "D2LCompatError",
     "CompileFallbackWarning",
@@ -20,6 +21,7 @@ __all__ = [
     "LabelError",
     "NonFiniteLossError",
     "ShapeError",
+    "TensorWriteError",
     "TracedValueError",
     "UnsupportedError",
 ]
@@ -69,6 +71,16 @@ class UnsupportedError(D2LCompatError, NotImplementedError):
 class DataError(D2LCompatError, ValueError):
     """A dataset cannot be built or read (arrays of different lengths, a corrupt IDX
     file, a missing optional dependency such as scikit-learn)."""
+
+class BlockAttributeError(D2LCompatError, TypeError):
+    """An attribute that holds a child block or a parameter was assigned a value of
+    another type (Gluon's ``TypeError``: ``Changing attribute type ... is not allowed``)."""
+
+
+class TensorWriteError(D2LCompatError, TypeError):
+    """Item assignment (``Y[i, j] = v``) on a tensor whose framework refuses it
+    (TensorFlow, JAX): write ``Y = ops.index_update(Y, (i, j), v)`` instead."""
+
 
 class InPlaceUpdateError(D2LCompatError, RuntimeError):
     """The closure given to `autograd.grad` changed in place a tensor the gradient needs

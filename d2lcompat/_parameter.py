@@ -80,6 +80,7 @@ class Parameter:
         self.grad_req = grad_req
         self._var: Any = None  # the native variable; None until initialized
         self._grad: Any = None
+        self._zeroed = False  # zero_grad() was called: grad() reads zeros, not None
         # (initializer, device) while waiting for the shape; None otherwise
         self._deferred: tuple[Any, Any] | None = None
         self._owner: weakref.ref[Block] | None = None
@@ -138,6 +139,8 @@ class Parameter:
     def grad_req(self, req: str) -> None:
         if req not in _GRAD_REQS:
             raise ValueError(f"grad_req must be one of {_GRAD_REQS}, not {req!r}")
+        if getattr(self, "_grad_req", None) == "null" and req != "null":
+            self._zeroed = True  # Gluon allocates a zero gradient: grad() reads zeros
         self._grad_req = req
         if req == "null":
             self._grad = None
@@ -337,7 +340,8 @@ class Parameter:
     # ------------------------------------------------------------- gradients
     def grad(self, device: Any = None) -> Any:
         """The gradient from the last `d2lcompat.autograd.grad` (or the framework's own
-        backward pass), or None before any.
+        backward pass); None before any; zeros of the parameter's shape after
+        `zero_grad` (Gluon's), until the next gradient.
 
         Examples
         --------
@@ -345,7 +349,19 @@ class Parameter:
         >>> p = d2lcompat.Parameter((2,), init="zeros"); p.initialize()
         >>> p.grad() is None
         True
+        >>> p.zero_grad(); d2lcompat.ops.to_numpy(p.grad()).tolist()
+        [0.0, 0.0]
         """
+        g = self._current_grad()
+        if g is None and self._zeroed and self._var is not None and self._grad_req != "null":
+            b = active()
+            host = np.zeros(self._shape, numpy_dtype(self._dtype))
+            return b.from_numpy(host, self._dtype, b.device_of(self._var))
+        return g
+
+    def _current_grad(self) -> Any:
+        """The gradient computed since the last `zero_grad`, or None (what optimizers
+        read: a zeroed gradient is no gradient to them)."""
         if self._grad is not None:
             return self._grad
         if self._var is None:
@@ -353,8 +369,10 @@ class Parameter:
         return active().native_grad(self._var)
 
     def zero_grad(self) -> None:
-        """Forget the stored gradient (``grad()`` is None afterwards)."""
+        """Forget the stored gradient: ``grad()`` reads zeros of the parameter's shape
+        afterwards (Gluon's), and optimizers see no gradient until the next one."""
         self._grad = None
+        self._zeroed = True
         if self._var is not None:
             active().clear_native_grad(self._var)
 
@@ -456,7 +474,12 @@ class Constant(Parameter):
         else:
             host = np.asarray(value)
         if dtype is None:
-            dtype = "float32" if host.dtype.kind == "f" or host.dtype == object else host.dtype
+            # Gluon's rule (Constant converts with mx.np.array): Python numbers, lists and
+            # NumPy arrays become float32; a tensor keeps its dtype (floats as float32).
+            if not b.is_tensor(value) or host.dtype.kind == "f" or host.dtype == object:
+                dtype = "float32"
+            else:
+                dtype = host.dtype
         super().__init__(host.shape, dtype, init=_init.Constant(host), grad_req="null")
         self._value = host.astype(numpy_dtype(self._dtype))
         self._create(self._value, _device.resolve(None))

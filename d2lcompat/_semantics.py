@@ -35,7 +35,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._errors import ShapeError
+import numpy as np
+
+from ._errors import D2LCompatError, ShapeError, TensorWriteError
 
 __all__ = [
     "BROADCASTING_OPS",
@@ -43,7 +45,9 @@ __all__ = [
     "DEFAULT_INT",
     "broadcast_shapes",
     "float_result",
+    "index_positions",
     "is_float",
+    "item_assignment_error",
     "promote",
     "scalar_result",
     "sum_result",
@@ -411,6 +415,62 @@ def _transpose_error(b: Any, x: Any, axes: Any = None) -> ShapeError | None:
     return None
 
 
+def _plain_index(index: Any) -> tuple[Any, ...]:
+    """``index`` as a tuple NumPy understands: native integer tensors and lists become
+    NumPy arrays; ints, slices, ``None`` and ``...`` stay."""
+    parts = index if isinstance(index, tuple) else (index,)
+    out: list[Any] = []
+    for part in parts:
+        if part is None or part is Ellipsis or isinstance(part, (bool, int, np.integer, slice)):
+            out.append(part)
+        else:
+            out.append(np.asarray(part))
+    return tuple(out)
+
+
+def index_positions(shape: Sequence[int], index: Any) -> np.ndarray:
+    """The flat (row-major) positions ``x[index]`` selects in a tensor of ``shape``,
+    shaped like ``x[index]`` (NumPy indexing: ints, slices, ``...``, ``None``, integer
+    and boolean arrays). What an adapter whose tensors refuse item assignment needs for
+    ``index_update`` (a scatter into the flattened tensor).
+
+    Examples
+    --------
+    >>> index_positions((2, 3), (1, slice(0, 2))).tolist()
+    [3, 4]
+    """
+    size = int(np.prod(shape)) if len(shape) else 1
+    return np.arange(size, dtype=np.int64).reshape(tuple(shape))[_plain_index(index)]
+
+
+def _index_error(b: Any, x: Any, index: Any, value: Any = None) -> ShapeError | None:
+    shape = tuple(b.shape(x))
+    try:
+        target = index_positions(shape, index).shape
+    except (IndexError, ValueError, TypeError) as exc:
+        return ShapeError(f"ops.index_update: index {index!r} does not fit a tensor of shape {shape}: {exc}.")
+    vshape = tuple(b.shape(value)) if b.is_tensor(value) else np.shape(value)
+    if broadcast_shapes(vshape, target) != target:
+        return ShapeError(
+            f"ops.index_update: x{_show_index(index)} has shape {target}; a value of shape "
+            f"{vshape} does not broadcast to it."
+        )
+    return None
+
+
+def _show_index(index: Any) -> str:
+    parts = index if isinstance(index, tuple) else (index,)
+
+    def one(p: Any) -> str:
+        if isinstance(p, slice):
+            return ":".join("" if v is None else str(v) for v in (p.start, p.stop)) + (
+                f":{p.step}" if p.step is not None else ""
+            )
+        return "..." if p is Ellipsis else repr(p)
+
+    return "[" + ", ".join(one(p) for p in parts) + "]"
+
+
 def _error_checked(
     fn: Callable[..., Any], name: str, explain: Callable[..., ShapeError | None]
 ) -> Callable[..., Any]:
@@ -486,6 +546,9 @@ def wrap_ops(backend: Any) -> dict[str, Callable[..., Any]]:
     for n in ("concat", "stack"):
         out[n] = _error_checked(getattr(ops, n), n, lambda xs, axis=0, n=n: _join_error(n, b, xs, axis))
     out["transpose"] = _error_checked(ops.transpose, "transpose", lambda x, axes=None: _transpose_error(b, x, axes))
+    out["index_update"] = _error_checked(
+        ops.index_update, "index_update", lambda x, index, value: _index_error(b, x, index, value)
+    )
     squeeze = ops.squeeze
 
     def checked_squeeze(x: Any, axis: Any = None) -> Any:
@@ -506,3 +569,22 @@ def wrap_ops(backend: Any) -> dict[str, Callable[..., Any]]:
 
     out["squeeze"] = _named(checked_squeeze, squeeze, "squeeze")
     return out
+
+
+def item_assignment_error(exc: BaseException, where: str) -> TensorWriteError | None:
+    """The `TensorWriteError` to raise instead of ``exc`` when ``exc`` is a framework's
+    refusal of item assignment on one of its tensors (TensorFlow: ``'EagerTensor' object
+    does not support item assignment``; JAX: ``JAX arrays are immutable``), or None.
+    ``where`` names the code that ran (a block, the closure given to `autograd.grad`)."""
+    msg = str(exc)
+    if not isinstance(exc, TypeError) or isinstance(exc, D2LCompatError):
+        return None
+    if "item assignment" not in msg or not ("Tensor" in msg or "JAX arrays" in msg):
+        return None
+    return TensorWriteError(
+        f"{where} writes into a tensor (`Y[i, j] = v`), which this framework's tensors "
+        "refuse (TensorFlow and JAX tensors are immutable). Write "
+        "`Y = ops.index_update(Y, (i, j), v)` instead: a new tensor with the write "
+        "applied, the same on every backend (docs/divergences.md). "
+        f"The framework said: {msg.splitlines()[0] if msg else type(exc).__name__}"
+    )

@@ -113,7 +113,7 @@ class Trainer:
         one worker."""
         if _parallel.world_size() <= 1:
             return
-        todo = [(n, p, p.grad()) for n, p in self._optimizer.trainable()]
+        todo = [(n, p, p._current_grad()) for n, p in self._optimizer.trainable()]
         todo = [t for t in todo if t[2] is not None]
         reduced = _parallel.all_reduce_mean([g for _, _, g in todo])
         for (_, p, _), g in zip(todo, reduced):
@@ -124,7 +124,7 @@ class Trainer:
         scale = _scale(batch_size)
         todo = []
         for name, p in self._optimizer.trainable():
-            g = p.grad()
+            g = p._current_grad()
             if g is None:
                 if p._var is None:
                     p._raise_uninitialized()

@@ -16,6 +16,7 @@ from typing import Any
 from . import _state
 from ._parameter import Parameter
 from ._registry import active
+from ._semantics import item_assignment_error
 
 __all__ = ["grad", "is_training", "predict_mode", "record", "train_mode"]
 
@@ -193,7 +194,9 @@ class Differentiator:
         try:
             value, grads, (aux, new_state) = b.value_and_grad_aux(pure, [read(p._var) for p in plist])
         except Exception as exc:
-            translated = b.translate_grad_error(exc)
+            translated = b.translate_grad_error(exc) or item_assignment_error(
+                exc, "The closure given to autograd.grad"
+            )
             if translated is None:
                 raise
             raise translated from exc

@@ -75,8 +75,46 @@ class Initializer:
         )
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        args = ", ".join(f"{k}={_plain(v)!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
+
+    def _key(self) -> tuple[Any, ...]:
+        return (type(self), tuple((k, _hashable(v)) for k, v in sorted(vars(self).items())))
+
+    def __eq__(self, other: object) -> bool:
+        """Initializers are equal when they are of one class with equal settings (Gluon's
+        ``init.Constant(-10.0) == init.Constant(-10.0)``)."""
+        if not isinstance(other, Initializer):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+
+def _plain(v: Any) -> Any:
+    """A setting as plain Python (a NumPy array as a nested list) for the repr."""
+    return v.tolist() if isinstance(v, (np.ndarray, np.generic)) else v
+
+
+def _hashable(v: Any) -> Any:
+    """A setting in a form that compares and hashes by value: numbers as floats, arrays
+    and lists as (shape, values)."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, float, np.number)):
+        return float(v)
+    if isinstance(v, (np.ndarray, list, tuple)):
+        try:
+            arr = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            return tuple(_hashable(x) for x in v)
+        return ("array", arr.shape, tuple(arr.ravel().tolist()))
+    try:
+        hash(v)
+    except TypeError:
+        return repr(v)
+    return v
 
 
 class _All(Initializer):

@@ -32,6 +32,9 @@ def test_reassigning_an_attribute_replaces_the_registration() -> None:
             self.a = nn.Dense(2, in_units=2)
             self.a = nn.Dense(3, in_units=2)
             self.b = Parameter((2,))
+            with pytest.raises(TypeError, match="'b'.*Parameter to NoneType"):
+                self.b = None  # Gluon's rule (GL02): never silently unregistered
+            del self.b
             self.b = None
 
     names = list(M().collect_params())
@@ -191,7 +194,9 @@ def test_grad_req_add_accumulates_and_zero_grad_resets() -> None:
         autograd.grad(lambda: ops.sum(net(x)), net.collect_params())
     assert ops.item(lin.weight.grad()) == 12.0
     lin.weight.zero_grad()
-    assert lin.weight.grad() is None
+    assert ops.to_numpy(lin.weight.grad()).tolist() == [[0.0]]  # Gluon: zeros (GL05)
+    autograd.grad(lambda: ops.sum(net(x)), net.collect_params())
+    assert ops.item(lin.weight.grad()) == 6.0  # accumulation starts again from zero
 
 
 def test_sgd_momentum_and_weight_decay() -> None:

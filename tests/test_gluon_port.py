@@ -18,7 +18,7 @@ def test_ctx_is_device() -> None:
     net.initialize(init.Normal(0.01), ctx=dev)
     net.initialize(ctx=dev, force_reinit=True)
     assert net[0].weight.list_ctx() == [dev]
-    assert net[0].weight.data(ctx=dev) is net[0].weight.data()
+    np.testing.assert_array_equal(ops.to_numpy(net[0].weight.data(ctx=dev)), ops.to_numpy(net[0].weight.data()))
     x = ops.ones((2, 3), ctx=dev)
     assert d2lcompat.device_of(x) == dev  # Gluon's x.ctx
     assert ops.dtype(ops.zeros((2,), ctx=dev)) == "float32"
@@ -138,3 +138,95 @@ def test_name_scope_and_deepcopy_keep_working() -> None:
     clone._children["x"] = nn.Dense(1)
     assert [k for k, _ in clone.named_children()] == ["0", "x"]
     assert [k for k, _ in original.named_children()] == ["0"]
+
+
+# ---------------------------------------------------------------- issue 18 (GL01–GL05)
+def test_dense_flatten_default_and_last_axis() -> None:
+    d = nn.Dense(4)
+    d.initialize()
+    assert ops.shape(d(ops.ones((2, 3, 5)))) == (2, 4) and d.weight.shape == (4, 15)
+    with pytest.raises(d2lcompat.ShapeError, match="expects inputs with 15 features"):
+        d(ops.ones((2, 4, 5)))
+    last = nn.Dense(4, flatten=False)
+    last.initialize()
+    assert ops.shape(last(ops.ones((2, 3, 5)))) == (2, 3, 4) and last.weight.shape == (4, 5)
+    assert "flatten=False" in repr(last) and "flatten" not in repr(d)
+    net = nn.Sequential(nn.Conv2D(2, 3), nn.Dense(3)).hybridize()
+    net.initialize()
+    for n in (2, 2, 1):
+        assert ops.shape(net(ops.ones((n, 1, 6, 6)))) == (n, 3)
+
+
+def test_gluon_positional_dense_arguments() -> None:
+    d = nn.Dense(3, "relu", False, False, "float32")  # units, activation, use_bias, flatten, dtype
+    assert d.bias is None and d._flatten is False and d.weight.dtype == "float32"
+
+
+def test_attribute_type_rule_keeps_the_registration() -> None:
+    class Net(nn.Block):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = nn.Dense(2, in_units=2)
+
+    net = Net()
+    with pytest.raises(d2lcompat.BlockAttributeError, match="'layer' of Net from Dense to int"):
+        net.layer = 1
+    assert list(net.collect_params()) == ["layer.weight", "layer.bias"]
+    with pytest.raises(TypeError):
+        net.layer = nn.Sequential()  # another block type: Gluon raises too
+    blocks = nn.BlockDict({"a": nn.Dense(2)})
+    blocks["a"] = nn.Conv2D(2, 3)  # a container's keys may change type (register_child)
+    assert type(blocks["a"]).__name__ == "Conv2D"
+
+
+def test_params_assignment_and_deletion() -> None:
+    class M(nn.Block):
+        def __init__(self) -> None:
+            super().__init__()
+            self.params = nn.ParameterDict({"w": d2lcompat.Parameter((2,))})
+
+    m = M()
+    assert list(m.collect_params()) == ["params.w"] and isinstance(m.params, nn.ParameterDict)
+    with pytest.raises(TypeError):
+        m.params = 3
+    del m.params
+    assert list(m.collect_params()) == [] and list(m.params) == []
+
+
+def test_lambda_names_and_dropout_rates() -> None:
+    assert ops.to_numpy(nn.Lambda("exp")(ops.zeros((1,)))).tolist() == [1.0]
+    with pytest.raises(d2lcompat.D2LCompatError, match="no op 'tanhh'"):
+        nn.Lambda("tanhh")
+    with pytest.raises(d2lcompat.D2LCompatError, match=r"\[0, 1\]"):
+        nn.Dropout(1.5)
+    with pytest.raises(d2lcompat.D2LCompatError, match="Unknown activation"):
+        nn.Activation("swish")
+
+
+def test_zero_grad_zeros_are_not_a_gradient_for_optimizers() -> None:
+    net = nn.Dense(1, in_units=1)
+    net.initialize(init.One())
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1, "wd": 0.5})
+    net.zero_grad()
+    assert ops.to_numpy(net.weight.grad()).tolist() == [[0.0]]
+    with pytest.raises(d2lcompat.D2LCompatError, match="no gradient"):
+        trainer.step(1)  # a zeroed gradient is stale: no silent weight-decay step
+    assert ops.to_numpy(net.weight.data()).tolist() == [[1.0]]
+    p = d2lcompat.Parameter((2,), grad_req="null")
+    p.initialize()
+    assert p.grad() is None
+    p.grad_req = "write"  # Gluon allocates a zero gradient
+    assert ops.to_numpy(p.grad()).tolist() == [0.0, 0.0]
+
+
+def test_initializer_equality_and_constant_dtypes() -> None:
+    assert init.Constant(np.array([1.0, 2.0])) == init.Constant([1, 2])
+    assert init.Constant([1, 2]) != init.Constant([1, 3]) and init.Zero() != init.One()
+    assert init.Uniform() == init.Uniform(0.07) and hash(init.Uniform()) == hash(init.Uniform(0.07))
+    assert (init.Normal(0.5) == 3) is False
+    assert d2lcompat.Constant([[1, 2]]).dtype == "float32"
+    assert d2lcompat.Constant(np.array([1, 2])).dtype == "float32"
+    assert d2lcompat.Constant(ops.tensor([1, 2])).dtype == ops.dtype(ops.tensor([1, 2]))
+    assert d2lcompat.Constant([1, 2], dtype="int32").dtype == "int32"
+    c = d2lcompat.Constant([[1, 2], [3, 4]])
+    assert ops.to_numpy(ops.ones((2, 2)) + c.data()).tolist() == [[2.0, 3.0], [4.0, 5.0]]

@@ -289,6 +289,16 @@ class JaxOps(Ops):
     def linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
         return _linear(x, w, b)
 
+    @staticmethod
+    def index_update(x: jax.Array, index: Any, value: Any) -> jax.Array:
+        # JAX drops out-of-range updates silently; NumPy (and the other backends) raise.
+        for axis, i in enumerate(index if isinstance(index, tuple) else (index,)):
+            if i is None or i is Ellipsis:
+                break
+            if isinstance(i, numbers.Integral) and not -x.shape[axis] <= i < x.shape[axis]:
+                raise IndexError(f"index {i} is out of bounds for axis {axis} with size {x.shape[axis]}")
+        return x.at[index].set(jnp.asarray(value, dtype=x.dtype))
+
     #: Optional fused op (`Ops` docs): ``Dense(activation='relu')`` calls it when present.
     linear_relu = staticmethod(_linear_relu)
 

@@ -241,6 +241,14 @@ class PaddleOps(Ops):
         shifted = x - paddle.max(x, axis=axis, keepdim=True).detach()
         return shifted - paddle.logsumexp(shifted, axis=axis, keepdim=True)
 
+    @staticmethod
+    def index_update(x: paddle.Tensor, index: Any, value: Any) -> paddle.Tensor:
+        y = x.clone()  # differentiable: Paddle records the copy and the set_value
+        if isinstance(value, paddle.Tensor) and value.dtype != x.dtype:
+            value = value.astype(x.dtype)
+        y[index] = value
+        return y
+
     if _matmul_raw is not None:
 
         @staticmethod

@@ -27,7 +27,8 @@ import tensorflow as tf  # noqa: E402
 
 from d2lcompat._backend import OP_NAMES, Backend, CapturedVariables, DeviceTuple, Ops  # noqa: E402
 from d2lcompat._device import mixed_devices_error  # noqa: E402
-from d2lcompat._errors import DeviceError, DTypeError  # noqa: E402
+from d2lcompat._errors import DeviceError, DTypeError, UnsupportedError  # noqa: E402
+from d2lcompat._semantics import index_positions  # noqa: E402
 
 __all__ = ["TensorFlowBackend", "TensorFlowOps"]
 
@@ -467,6 +468,29 @@ class TensorFlowOps(Ops):
         return tf.nn.log_softmax(x, axis=axis)
 
     @staticmethod
+    def index_update(x: Any, index: Any, value: Any) -> Any:
+        # TensorFlow tensors refuse item assignment: scatter into the flattened tensor at
+        # the positions NumPy's indexing selects (differentiable in x and value).
+        x = _tensor(x)
+        shape = x.shape.as_list() if x.shape.rank is not None else None
+        if shape is None or any(d is None for d in shape):
+            raise UnsupportedError(
+                f"ops.index_update on TensorFlow needs a tensor of known shape, got {x.shape} "
+                "(inside tf.function with an unknown batch size): call it eagerly."
+            )
+        if isinstance(index, tf.Tensor) or (
+            isinstance(index, tuple) and any(isinstance(i, tf.Tensor) for i in index)
+        ):
+            index = tuple(i.numpy() if isinstance(i, tf.Tensor) else i for i in
+                          (index if isinstance(index, tuple) else (index,)))
+        pos = index_positions(shape, index)
+        v = tf.broadcast_to(tf.cast(value, x.dtype), pos.shape)
+        flat = tf.tensor_scatter_nd_update(
+            tf.reshape(x, [-1]), tf.constant(pos.reshape(-1, 1)), tf.reshape(v, [-1])
+        )
+        return tf.reshape(flat, shape)
+
+    @staticmethod
     def linear(x: Any, w: Any, b: Any = None) -> Any:
         rank = x.shape.rank
         if rank == 2:  # the common case: one GEMM with w read transposed, no copy
@@ -633,6 +657,11 @@ def _conv2d(
     groups: int,
 ) -> Any:
     """NCHW in, **NHWC** out; ``groups`` is implied by the filter's input depth."""
+    if (groups > 1 or max(dilation) > 1) and not _HAS_GPU:
+        # TensorFlow's CPU kernels cannot differentiate a grouped or dilated convolution
+        # with respect to its input ("not supported on CPU"): run one convolution per
+        # group and dilate the kernel with zeros instead (the same values, differentiable).
+        return _conv2d_cpu(x, w, b, strides, padding, dilation, groups)
     (ph, pw), (sh, sw), (dh, dw) = padding, strides, dilation
     y = _Conv2D(
         input=_nhwc(x),
@@ -651,6 +680,38 @@ def _conv2d(
         # convolutions: add the bias as a 4-D operand, which it does not fuse.
         return y + tf.reshape(b, (1, 1, 1, -1))
     return _BiasAdd(value=y, bias=b)
+
+
+_HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
+
+
+def _conv2d_cpu(
+    x: Any,
+    w: Any,
+    b: Any | None,
+    strides: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> Any:
+    """`_conv2d` of a grouped or dilated convolution from plain ones (CPU gradients);
+    NCHW in, NHWC out like `_conv2d`."""
+    dh, dw = dilation
+    if dh > 1 or dw > 1:
+        o, i, kh, kw = (int(d) for d in w.shape)
+        rows, cols = np.meshgrid(np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
+        index = tf.constant(np.stack([rows.ravel(), cols.ravel()], axis=1), tf.int32)
+        hwoi = tf.reshape(tf.transpose(w, (2, 3, 0, 1)), (kh * kw, o, i))
+        big = tf.scatter_nd(index, hwoi, ((kh - 1) * dh + 1, (kw - 1) * dw + 1, o, i))
+        w = tf.transpose(big, (2, 3, 0, 1))
+    if groups > 1:
+        xs = tf.split(x, groups, axis=1)
+        ws = tf.split(w, groups, axis=0)
+        y = tf.concat([_conv2d(a, k, None, strides, padding, (1, 1), 1) for a, k in zip(xs, ws)], axis=3)
+        if b is not None:
+            y = y + tf.reshape(b, (1, 1, 1, -1))
+        return y
+    return _conv2d(x, w, b, strides, padding, (1, 1), 1)
 
 
 def _pool2d(
@@ -924,7 +985,10 @@ class TensorFlowBackend(Backend):
             return tf.Variable(arr, dtype=tf_dtype, trainable=trainable and tf_dtype.is_floating)
 
     def read(self, var: Any) -> Any:
-        return var
+        # Parameter.data() is the value, a tf.Tensor (the framework's tensor type, as on
+        # every backend); param.native() stays the tf.Variable. A read inside a
+        # GradientTape or tf.function is recorded, so gradients still reach the variable.
+        return var.value() if isinstance(var, tf.Variable) else var
 
     def assign(self, var: Any, value: Any) -> Any:
         if isinstance(var, tf.Variable):

@@ -146,6 +146,12 @@ class TorchOps(Ops):
     def log_softmax(x: torch.Tensor, axis: int = -1) -> torch.Tensor:
         return torch.log_softmax(x, dim=axis)
 
+    @staticmethod
+    def index_update(x: torch.Tensor, index: Any, value: Any) -> torch.Tensor:
+        y = x.clone()  # differentiable: autograd records the copy and the write
+        y[index] = value
+        return y
+
 
 class TorchBackend(Backend):
     """The PyTorch backend."""

@@ -15,9 +15,10 @@ from typing import Any
 
 from .. import _device, _state
 from .. import init as _init
-from .._errors import D2LCompatError, D2LCompatWarning, ShapeError
+from .._errors import BlockAttributeError, D2LCompatError, D2LCompatWarning, ShapeError
 from .._parameter import FIRST_CALL_LOCK, Parameter
 from .._registry import active as _active
+from .._semantics import item_assignment_error
 
 # True only where the backend needs the outermost forward pass run inside a device scope
 # (TensorFlow with several devices, see Backend.forward_scope): fixed once the backend is
@@ -79,6 +80,20 @@ class Block:
                 f"{type(self).__name__}.__init__ must call super().__init__() before "
                 f"assigning attributes (while setting {name!r})."
             )
+        existing: Any = self._params.get(name)
+        if existing is None:
+            existing = self._children.get(name)
+        if existing is not None and not isinstance(value, type(existing)):
+            # Gluon's rule (block.py, Block.__setattr__): a child or parameter is never
+            # silently unregistered by assigning something else over it.
+            raise BlockAttributeError(
+                f"Changing attribute type for {name!r} of {self._describe()} from "
+                f"{type(existing).__name__} to {type(value).__name__} is not allowed (Gluon's "
+                f"rule). Delete it first (del block.{name}) to replace it by a plain value."
+            )
+        self._assign(name, value)
+
+    def _assign(self, name: str, value: Any) -> None:
         if isinstance(value, Parameter):
             self._children.pop(name, None)
             self._register_param(name, value)
@@ -148,7 +163,7 @@ class Block:
             )
         key = str(len(self._children)) if name is None else str(name)
         if key.isidentifier():
-            setattr(self, key, block)
+            self._assign(key, block)  # replacing a child by another block is allowed here
         else:
             self._register(key, block)
         return block
@@ -209,7 +224,45 @@ class Block:
         >>> list(MyDense(3, 2).params), nn.Sequential(MyDense(3, 2))[0].weight.shape
         (['weight'], (2, 3))
         """
+        assigned = self.__dict__.get("params")
+        if assigned is not None:
+            return assigned
         return _OwnParams._bound(self)
+
+    @params.setter
+    def params(self, value: Any) -> None:
+        # ``self.params = nn.ParameterList([...])`` (the chapter-5 course notes'
+        # MyListDense): Block.__setattr__ registered it as the child ``params``.
+        self.__dict__["params"] = value
+
+    @params.deleter
+    def params(self) -> None:
+        self.__dict__.pop("params", None)
+
+    def setattr(self, name: str, value: Any) -> None:
+        """Set an attribute on every parameter of the tree (Gluon's
+        ``net.setattr('grad_req', 'null')``).
+
+        Examples
+        --------
+        >>> from d2lcompat import nn
+        >>> net = nn.Dense(2, in_units=3); net.setattr("grad_req", "null"); net.weight.grad_req
+        'null'
+        """
+        self.collect_params().setattr(name, value)
+
+    def zero_grad(self) -> None:
+        """Zero every parameter's gradient in the tree (Gluon 2's ``block.zero_grad()``):
+        ``grad()`` reads zeros of each parameter's shape afterwards.
+
+        Examples
+        --------
+        >>> from d2lcompat import nn, ops
+        >>> net = nn.Dense(2, in_units=3); net.initialize(); net.zero_grad()
+        >>> ops.to_numpy(net.weight.grad()).sum()
+        np.float32(0.0)
+        """
+        self.collect_params().zero_grad()
 
     def name_scope(self) -> Any:
         """Gluon 1.x's ``with self.name_scope():``; names are structural here, so it does
@@ -260,9 +313,16 @@ class Block:
             with FIRST_CALL_LOCK:  # several threads' first calls create parameters once
                 if not self._ready:
                     self._prepare(*args)
-        if _SCOPED:
-            return _scoped_forward(self, args)
-        return self.forward(*args)
+        try:  # free on the happy path (zero-cost exceptions)
+            if _SCOPED:
+                return _scoped_forward(self, args)
+            return self.forward(*args)
+        except TypeError as exc:
+            # `Y[i, j] = v` on a TensorFlow/JAX tensor: say what to write instead.
+            err = item_assignment_error(exc, f"{self._describe()}.forward")
+            if err is None:
+                raise
+            raise err from exc
 
     def infer_shape(self, *args: Any) -> None:
         """Fill in the unknown (0) dimensions of this block's own parameters from the

@@ -30,6 +30,17 @@ __all__ = [
 ]
 
 
+def _softrelu(x: Any) -> Any:
+    """Gluon's ``'softrelu'`` (softplus), ``log(1 + exp(x))``, computed without overflow
+    as ``relu(x) + log(1 + exp(-|x|))``."""
+    return _ops.relu(x) + _ops.log(1.0 + _ops.exp(-_ops.abs(x)))
+
+
+def _softsign(x: Any) -> Any:
+    """Gluon's ``'softsign'``, ``x / (1 + |x|)``."""
+    return x / (1.0 + _ops.abs(x))
+
+
 def _activation(name: str | None) -> Callable[[Any], Any] | None:
     if name is None:
         return None
@@ -37,6 +48,8 @@ def _activation(name: str | None) -> Callable[[Any], Any] | None:
         "relu": _ops.relu,
         "sigmoid": _ops.sigmoid,
         "tanh": _ops.tanh,
+        "softrelu": _softrelu,
+        "softsign": _softsign,
         "softmax": _ops.softmax,
         "log_softmax": _ops.log_softmax,
     }
@@ -114,10 +127,15 @@ def _check_input_dtype(block: str, x: Any, weight: Any) -> None:
 
 
 class Dense(Block):
-    """A fully connected layer: ``y = activation(x · Wᵀ + b)`` over the last axis.
+    """A fully connected layer: ``y = activation(x · Wᵀ + b)``.
 
-    ``weight`` has shape ``(units, in_units)``; ``in_units=0`` means "inferred at the
-    first call". ``params=other.params`` (Gluon) shares ``other``'s weight and bias.
+    As Gluon's, with ``flatten=True`` (the default) an input of rank > 2 is first
+    flattened to ``(batch, -1)``, so ``Dense`` may follow a convolution directly (the
+    book's MXNet cells); with ``flatten=False`` the layer maps the last axis and keeps
+    the others (``(N, T, C)`` sequences; PyTorch's ``nn.Linear``). On a 2-D input both
+    are the same. ``weight`` has shape ``(units, in_units)``; ``in_units=0`` means
+    "inferred at the first call" (the flattened size with ``flatten=True``).
+    ``params=other.params`` (Gluon) shares ``other``'s weight and bias.
 
     Examples
     --------
@@ -127,6 +145,8 @@ class Dense(Block):
     (3, 0)
     >>> _ = layer(ops.ones((2, 5))); layer.weight.shape
     (3, 5)
+    >>> ops.shape(nn.Dense(3)(ops.ones((2, 4, 5)))), ops.shape(nn.Dense(3, flatten=False)(ops.ones((2, 4, 5))))
+    ((2, 3), (2, 4, 3))
     """
 
     def __init__(
@@ -135,10 +155,10 @@ class Dense(Block):
         activation: str | None = None,
         use_bias: bool = True,
         flatten: bool = True,
-        in_units: int = 0,
+        dtype: str = "float32",
         weight_initializer: Any = None,
         bias_initializer: Any = "zeros",
-        dtype: str = "float32",
+        in_units: int = 0,
         params: Any = None,
     ) -> None:
         super().__init__()
@@ -162,10 +182,12 @@ class Dense(Block):
         self.weight.shape = (self._units, n)
 
     def forward(self, x: Any) -> Any:
+        shape = x.shape
+        if self._flatten and len(shape) > 2:
+            x = flatten_batch(x)
+            shape = x.shape
         weight = self.weight
-        if self._flatten and len(x.shape) > 2:
-            x = _ops.reshape(x, (active().shape(x)[0], -1))
-        n = x.shape[-1]
+        n = shape[-1]
         if n != weight._shape[1] and n is not None:
             self._wrong_features(x)
         bias = self.bias
@@ -208,7 +230,8 @@ class Dense(Block):
     def _extra_repr(self) -> str:
         n_in = self.weight.shape[1] or None
         act = f"Activation({self._act_name})" if self._act_name else "linear"
-        return f"{n_in} -> {self._units}, {act}"
+        flat = "" if self._flatten else ", flatten=False"
+        return f"{n_in} -> {self._units}, {act}{flat}"
 
     def __repr__(self) -> str:
         return f"Dense({self._extra_repr()})"
@@ -216,13 +239,16 @@ class Dense(Block):
 
 class Activation(Block):
     """An activation function as a block: ``'relu'``, ``'sigmoid'``, ``'tanh'``,
-    ``'softmax'``, ``'log_softmax'``.
+    ``'softrelu'`` (``log(1 + exp(x))``), ``'softsign'`` (``x / (1 + |x|)``),
+    ``'softmax'``, ``'log_softmax'`` (Gluon's names; also ``Dense(activation=...)``).
 
     Examples
     --------
     >>> from d2lcompat import nn, ops
     >>> ops.to_numpy(nn.Activation("relu")(ops.tensor([-1.0, 2.0]))).tolist()
     [0.0, 2.0]
+    >>> ops.to_numpy(nn.Activation("softsign")(ops.tensor([-1.0, 3.0]))).tolist()
+    [-0.5, 0.75]
     """
 
     def __init__(self, activation: str) -> None:
@@ -256,8 +282,8 @@ class Flatten(Block):
 class Dropout(Block):
     """Zeroes each element with probability ``rate`` while training (inside
     ``autograd.record()`` or ``autograd.train_mode()``) and scales the rest by
-    ``1/(1-rate)``; the identity otherwise. The mask comes from d2lcompat's seeded
-    generator, so it is the same on every backend.
+    ``1/(1-rate)``; the identity otherwise. ``rate=1`` zeroes everything (Gluon). The
+    mask comes from d2lcompat's seeded generator, so it is the same on every backend.
 
     Examples
     --------
@@ -268,13 +294,15 @@ class Dropout(Block):
 
     def __init__(self, rate: float) -> None:
         super().__init__()
-        if not 0.0 <= rate < 1.0:
-            raise D2LCompatError(f"Dropout rate must be in [0, 1), got {rate}")
+        if not 0.0 <= rate <= 1.0:
+            raise D2LCompatError(f"Dropout rate must be in [0, 1], got {rate}")
         self._rate = float(rate)
 
     def forward(self, x: Any) -> Any:
         if not _autograd.is_training() or self._rate == 0.0:
             return x
+        if self._rate == 1.0:  # everything dropped; the gradient is zero, not NaN
+            return x * 0.0
         b = active()
         keep = generator().random(b.shape(x)) >= self._rate
         mask = b.from_numpy(keep.astype(np.float32) / (1.0 - self._rate), b.dtype(x), b.device_of(x))
@@ -285,19 +313,30 @@ class Dropout(Block):
 
 
 class Lambda(Block):
-    """Wraps a function of native tensors as a block.
+    """Wraps a function of native tensors as a block; a string names an op of
+    `d2lcompat.ops` (Gluon's ``nn.Lambda('tanh')``, an operator name).
 
     Examples
     --------
     >>> from d2lcompat import nn, ops
     >>> ops.to_numpy(nn.Lambda(lambda x: x * 2)(ops.ones((2,)))).tolist()
     [2.0, 2.0]
+    >>> ops.to_numpy(nn.Lambda("relu")(ops.tensor([-1.0, 2.0]))).tolist()
+    [0.0, 2.0]
     """
 
-    def __init__(self, fn: Callable[..., Any]) -> None:
+    def __init__(self, fn: Callable[..., Any] | str) -> None:
         super().__init__()
+        if isinstance(fn, str):
+            op = getattr(_ops, fn, None) if not fn.startswith("_") else None
+            if not callable(op):
+                raise D2LCompatError(
+                    f"Lambda({fn!r}): d2lcompat.ops has no op {fn!r}; pass a function "
+                    "(nn.Lambda(lambda x: ...)) or an op name such as 'tanh', 'relu', 'exp'."
+                )
+            fn = op
         if not callable(fn):
-            raise D2LCompatError(f"Lambda needs a callable, got {type(fn).__name__}")
+            raise D2LCompatError(f"Lambda needs a callable or an op name, got {type(fn).__name__}")
         self._fn = fn
 
     def forward(self, *args: Any) -> Any:

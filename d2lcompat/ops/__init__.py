@@ -67,6 +67,7 @@ tanh: Callable[..., Any]
 softmax: Callable[..., Any]
 log_softmax: Callable[..., Any]
 linear: Callable[..., Any]
+index_update: Callable[..., Any]
 
 _missing = [n for n in OP_NAMES if not callable(getattr(_B.ops, n, None))]
 if _missing:  # pragma: no cover - an adapter author's error, caught by the conformance suite

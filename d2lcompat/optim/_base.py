@@ -249,7 +249,7 @@ class Optimizer:
         """
         todo = []
         for name, p in self.trainable():
-            g = p.grad() if grads is None else grads.get(name)
+            g = p._current_grad() if grads is None else grads.get(name)
             if g is not None:
                 todo.append((name, p, g))
         self.apply(todo)

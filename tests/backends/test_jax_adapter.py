@@ -773,3 +773,9 @@ def test_import_keeps_x64_when_the_user_turned_it_on() -> None:
     )
     proc = _run(script)
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]
+
+
+def test_parameter_data_is_the_tensor_and_native_the_variable() -> None:
+    p = d2lcompat.Parameter((2,), init="ones")
+    p.initialize()
+    assert isinstance(p.data(), jax.Array) and p.native() is p.data()

@@ -629,3 +629,10 @@ def test_no_sot_graph_break_in_d2lcompat_model_paths(model: str) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("BREAKS")][-1]
     assert line.startswith("BREAKS 0 "), line
+
+
+def test_parameter_data_is_the_tensor_and_native_the_variable() -> None:
+    p = d2lcompat.Parameter((2,), init="ones")
+    p.initialize()
+    assert isinstance(p.data(), paddle.Tensor)
+    assert p.native() is p.data() and not p.native().stop_gradient

@@ -330,9 +330,12 @@ def test_new_variable(b: TensorFlowBackend) -> None:
     assert b.dtype(i) == "int64" and not i.trainable  # only floats carry gradients
 
 
-def test_read_is_identity(b: TensorFlowBackend) -> None:
+def test_read_gives_the_value(b: TensorFlowBackend) -> None:
+    # Parameter.data() is the framework's tensor type on every backend: a tf.Tensor
     v = b.new_variable(np.ones(2), "float32", None, True)
-    assert b.read(v) is v
+    r = b.read(v)
+    assert isinstance(r, tf.Tensor) and not isinstance(r, tf.Variable)
+    _close(r, np.ones(2))
     t = tf.ones(2)
     assert b.read(t) is t  # a tensor substituted by functional_call / autograd
 
@@ -972,3 +975,15 @@ def test_gradients_flow_through_the_nhwc_originals(b: TensorFlowBackend) -> None
     first.set_data(ops.tensor(w0))
     numeric = (moved[0] - moved[1]) / (2 * eps)
     assert abs(float(grads["0.weight"].numpy()[0, 0, 1, 1]) - numeric) < 1e-2 * max(1.0, abs(numeric))
+
+
+def test_parameter_data_is_the_tensor_and_native_the_variable() -> None:
+    # One rule on every backend (docs/gluon-porting.md): data() is the value, a tf.Tensor;
+    # native() is the tf.Variable (what Keras optimizers and tf.GradientTape watch).
+    p = d2lcompat.Parameter((2,), init="ones")
+    p.initialize()
+    assert isinstance(p.data(), tf.Tensor) and not isinstance(p.data(), tf.Variable)
+    assert isinstance(p.native(), tf.Variable)
+    with tf.GradientTape() as tape:
+        y = tf.reduce_sum(p.data() * 3.0)
+    np.testing.assert_allclose(tape.gradient(y, p.native()).numpy(), [3.0, 3.0])

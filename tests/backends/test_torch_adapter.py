@@ -500,3 +500,10 @@ def test_ops_keep_the_float_dtype(b: TorchBackend, dtype: str) -> None:
     assert b.dtype(b.ops.matmul(x, b.ops.transpose(w))) == dtype
     assert b.dtype(b.ops.softmax(x)) == dtype
     assert b.dtype(b.ops.sum(x)) == dtype
+
+
+def test_parameter_data_is_the_tensor_and_native_the_variable() -> None:
+    p = d2lcompat.Parameter((2,), init="ones")
+    p.initialize()
+    assert isinstance(p.data(), torch.Tensor) and isinstance(p.native(), torch.nn.Parameter)
+    assert p.native().requires_grad
