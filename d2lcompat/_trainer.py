@@ -24,6 +24,7 @@ from . import autograd as _autograd
 from . import ops as _ops
 from . import optim as _optim
 from . import parallel as _parallel
+from ._clip import _check_max_norm, global_norm_scale
 from ._errors import CheckpointError, D2LCompatError
 from ._parameter import Parameter
 from ._registry import active
@@ -49,6 +50,10 @@ class Trainer:
     optimizer_params : dict, optional
         Hyper-parameters, with Gluon's keys (``learning_rate``, ``wd``, ``momentum``,
         ``beta1``, ``beta2``, ``epsilon``) or the keyword names (``lr``, ...).
+    clip_global_norm : float, optional
+        Before each update, rescale the gradients (already scaled by ``1 / batch_size``)
+        so that their joint L2 norm is at most this (`d2lcompat.clip_global_norm`), in
+        `step` and inside the compiled `train_step` alike.
 
     Examples
     --------
@@ -68,7 +73,9 @@ class Trainer:
         params: Mapping[str, Parameter] | Iterable[Parameter],
         optimizer: str | _optim.Optimizer = "sgd",
         optimizer_params: Mapping[str, Any] | None = None,
+        clip_global_norm: float | None = None,
     ) -> None:
+        self.clip_global_norm = None if clip_global_norm is None else _check_max_norm(clip_global_norm)
         if optimizer_params is not None and not isinstance(optimizer_params, Mapping):
             raise _optim.OptimizerError(
                 f"Trainer: optimizer_params must be a dict such as {{'learning_rate': 0.1}}; "
@@ -135,6 +142,10 @@ class Trainer:
                     "to skip parameters the loss does not use."
                 )
             todo.append((name, p, g))
+        if self.clip_global_norm is not None and todo:
+            # Gluon's clip_global_norm on the gradients of the mean loss (times 1/batch).
+            _, clip = global_norm_scale([g * scale for _, _, g in todo], self.clip_global_norm)
+            todo = [(n, p, g * _ops.cast(clip, active().dtype(g))) for n, p, g in todo]
         self._optimizer.apply(todo, scale)
 
     def zero_grad(self) -> None:
@@ -270,6 +281,7 @@ class TrainStep:
         n_train, n_all = len(train), len(params)
         slot_counts = [len(opt.slots_of(n, p)) for n, p in zip(names, train)]
         index = {id(p): i for i, p in enumerate(params)}
+        clip_norm = self._trainer.clip_global_norm
 
         def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
             fixed = list(values[n_train:n_all])
@@ -290,6 +302,9 @@ class TrainStep:
             total, grads, (new_state, pred) = b.value_and_grad_aux(objective, values[:n_train])
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
+            if clip_norm is not None:
+                _, clip = global_norm_scale([g * scale for g in grads], clip_norm)
+                grads = [g * _ops.cast(clip, b.dtype(g)) for g in grads]
             new_w: list[Any] = []
             new_slots: list[Any] = []
             k = n_all
@@ -320,7 +335,7 @@ class TrainStep:
         # The learning rate is an input of the compiled step; the other hyper-parameters
         # are constants of it, so changing one (the optimizer's `version`) builds the
         # step again, as does a new set of parameters of the trainer.
-        return (opt.version, len(opt.params))
+        return (opt.version, len(opt.params), self._trainer.clip_global_norm)
 
     def _run_compiled(self, X: Any, y: Any, outputs: bool) -> Any:
         # The hot path of a compiled step: a few Python operations around one call of

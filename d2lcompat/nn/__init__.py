@@ -16,6 +16,7 @@ from ._layers import (
 )
 from ._norm import BatchNorm, LayerNorm
 from ._pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool1D, MaxPool2D
+from ._rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = [
     "Activation",
@@ -31,13 +32,19 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GRU",
+    "GRUCell",
     "GlobalAvgPool2D",
     "GlobalMaxPool2D",
     "Lambda",
+    "LSTM",
+    "LSTMCell",
     "LayerNorm",
     "MaxPool1D",
     "MaxPool2D",
     "ParameterDict",
     "ParameterList",
+    "RNN",
+    "RNNCell",
     "Sequential",
 ]
