@@ -190,8 +190,8 @@ class CharLM(nn.Block):
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embed)
         layer = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = layer(num_hiddens, num_layers=num_layers, layout="NTC")
-        self.dense = nn.Dense(vocab_size)
+        self.rnn = layer(num_hiddens, num_layers=num_layers, layout="NTC", input_size=embed)
+        self.dense = nn.Dense(vocab_size, in_units=num_hiddens)
 
     def forward(self, X: Any) -> Any:
         Y = self.rnn(self.embedding(X))

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from d2lcompat._backend import Backend, DeviceTuple, Ops
+from d2lcompat._errors import DeviceError, InPlaceUpdateError, TracedValueError
 
 _RNN_KERNELS = {"gru": torch._VF.gru, "rnn_tanh": torch._VF.rnn_tanh, "rnn_relu": torch._VF.rnn_relu}
-from d2lcompat._errors import DeviceError, InPlaceUpdateError, TracedValueError
 
 _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,

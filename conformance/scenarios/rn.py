@@ -247,6 +247,7 @@ def train_char_lm(text: str, epochs: int, seed: int = 0, num_steps: int = 16, ba
     d2lcompat.seed(seed)
     net = CharLM(len(chars), hidden)
     net.initialize(d2lcompat.init.Xavier())
+    net.hybridize()  # the compiled step where the framework compiles it (JAX, TensorFlow)
     trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": lr},
                                 clip_global_norm=clip)
     step = d2lcompat.train_step(net, d2lcompat.loss.SoftmaxCrossEntropyLoss(), trainer)

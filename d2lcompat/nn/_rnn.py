@@ -45,7 +45,7 @@ def step(mode: str, gx: Any, carry: Sequence[Any], w_hh: Any, b_hh: Any) -> tupl
     kernel scan it (`scan_layers`)."""
     h = carry[0]
     gh = _ops.linear(h, w_hh, b_hh)
-    n_h = h.shape[-1]
+    n_h = w_hh.shape[-1]  # static even where the batch size is not
     if mode == "lstm":
         g = gx + gh
         i = _ops.sigmoid(g[..., :n_h])
