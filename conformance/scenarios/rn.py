@@ -324,3 +324,25 @@ def rn05(ctx: Context) -> None:
     ppl = train_char_lm(sentence * 12, epochs=3)
     assert ppl[-1] < 1.6, f"perplexity per epoch {ppl}"
     assert ppl[-1] < ppl[0]
+
+
+@scenario("RN06", "an LSTM's file loads into a new model with the same outputs (XB06 does it across backends)")
+def rn06(ctx: Context) -> None:
+    from .. import xb
+
+    paths = xb.write_sequence(ctx.tmp)
+    assert all(Path(p).is_file() for p in paths), paths
+    xb._xb06(ctx.tmp, d2lcompat.backend())  # this backend's own files, as XB06 reads others'
+    stored = d2lcompat.load(paths[0])
+    assert ops.shape(stored["rnn.l0_i2h_weight"]) == (4 * 24, 8), ops.shape(stored["rnn.l0_i2h_weight"])
+    # A bidirectional GRU round trip, and a file that does not fit: a CheckpointError.
+    gru = nn.GRU(6, num_layers=2, bidirectional=True, input_size=3)
+    gru.initialize()
+    gru.save_parameters(ctx.tmp / "gru.safetensors")
+    again = nn.GRU(6, num_layers=2, bidirectional=True)
+    again.load_parameters(ctx.tmp / "gru.safetensors")
+    X = ops.random.uniform((4, 2, 3))
+    assert_close(again(X), gru(X), rtol=1e-6, atol=1e-7)
+    smaller = nn.GRU(5, num_layers=2, bidirectional=True, input_size=3)
+    _raises(d2lcompat.CheckpointError, lambda: smaller.load_parameters(ctx.tmp / "gru.safetensors"),
+            "l0_i2h_weight")
