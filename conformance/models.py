@@ -195,8 +195,10 @@ class CharLM(nn.Block):
 
     def forward(self, X: Any) -> Any:
         Y = self.rnn(self.embedding(X))
-        n, t, h = ops.shape(Y)
-        return ops.reshape(self.dense(ops.reshape(Y, (n * t, h))), (n, t, self.vocab_size))
+        # The Dense read-out over the last axis (no reshape: shapes may be symbolic).
+        dense = self.dense
+        logits = ops.linear(Y, dense.weight.data(), dense.bias.data())
+        return logits
 
 
 def char_batches(text: str, num_steps: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:

@@ -53,8 +53,9 @@ class RNNModel(nn.Block):
             Y = self.rnn(self.embedding(X))
         else:
             Y, state = self.rnn(self.embedding(X), state)
-        n, t, h = ops.shape(Y)
-        logits = ops.reshape(self.dense(ops.reshape(Y, (n * t, h))), (n, t, self.vocab_size))
+        # The Dense read-out over the last axis (no reshape: shapes may be symbolic).
+        dense = self.dense
+        logits = ops.linear(Y, dense.weight.data(), dense.bias.data())
         return logits if state is None else (logits, state)
 
 
@@ -91,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--clip", type=float, default=1.0, help="clip_global_norm's theta")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eager", action="store_true", help="do not hybridize the model")
     p.add_argument("--json", default=None, help="write the perplexity per epoch here")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -101,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     d2lcompat.seed(args.seed)
     net = RNNModel(len(chars), args.hiddens)
     net.initialize(init.Xavier())
-    net.hybridize()  # a compiled training step where the framework compiles one (JAX, TF)
+    if not args.eager:
+        net.hybridize()  # a compiled training step where the framework compiles one (JAX, TF)
     trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": args.lr},
                                 clip_global_norm=args.clip)
     step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)

@@ -242,11 +242,17 @@ class _RNNLayer(Block):
             out = _ops.transpose(out, (1, 0, 2))
         return (out, new) if given else out
 
-    def _zero_states(self, x: Any, batch: int) -> list[Any]:
+    def _zero_states(self, x: Any, batch: Any) -> list[Any]:
         b = active()
-        shape = (self._layers * self._dirs, batch, self._hidden)
+        lead = self._layers * self._dirs
+        if batch is None:  # a symbolic batch size (a relaxed tf.function trace)
+            tnc = x if self._layout == "TNC" else _ops.transpose(x, (1, 0, 2))
+            zero = _ops.expand_dims(tnc[0, :, :1] * 0.0, 0)  # (1, N, 1)
+            z = zero + b.full((lead, 1, self._hidden), 0.0, b.dtype(x), None)
+            return [z for _ in range(self._n_states)]
         dev = None if b.is_traced(x) else b.device_of(x)
-        return [b.full(shape, 0.0, b.dtype(x), dev) for _ in range(self._n_states)]
+        return [b.full((lead, batch, self._hidden), 0.0, b.dtype(x), dev)
+                for _ in range(self._n_states)]
 
     def _check_states(self, states: list[Any], batch: int) -> None:
         want = (self._layers * self._dirs, batch, self._hidden)
