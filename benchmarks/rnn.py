@@ -177,9 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-keras", action="store_true")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    from benchmarks.run import compare
-
     import d2lcompat
+    from benchmarks.run import compare
 
     backend = d2lcompat.backend()
     rows: dict[str, Any] = {"backend": backend}

@@ -33,8 +33,8 @@ Within one backend (what ``tests/test_xb.py`` does)::
 from __future__ import annotations
 
 import traceback
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
