@@ -16,12 +16,15 @@ What runs on each side:
 * TensorFlow: both inside one ``tf.function`` with a ``GradientTape`` — d2lcompat's layer
   through ``functional_call`` against ``keras.layers.LSTM`` / ``GRU`` (two stacked);
 * Keras 3 (``KERAS_BACKEND`` = this framework; torch, TensorFlow, JAX): its LSTM/GRU
-  layers, eager on torch, compiled on TensorFlow and JAX as above.
+  layers, eager on torch, compiled on TensorFlow and JAX as above;
+* JAX also: the char LSTM's compiled `train_step` (clipped SGD) against the same step
+  in ``jax.jit`` with Flax layers and donated buffers.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -170,6 +173,82 @@ def keras_layer(kind: str, backend: str) -> Callable[[], Any]:
     raise SystemExit(f"Keras 3 has no {backend} backend")
 
 
+#: The char LSTM's training step: vocabulary, embedding, hidden size, batch, steps.
+V, E, HC, B, S = 28, 32, 128, 32, 35
+
+
+def ours_step() -> Callable[[], Any]:
+    """d2lcompat's compiled `train_step` (SGD 1.0, clip_global_norm=1) of the char LSTM
+    (embedding, one LSTM layer, Dense read-out; cross-entropy)."""
+    import d2lcompat
+    from d2lcompat import loss, nn, ops
+
+    class CharLM(nn.Block):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = nn.Embedding(V, E)
+            self.rnn = nn.LSTM(HC, layout="NTC", input_size=E)
+            self.dense = nn.Dense(V, in_units=HC)
+
+        def forward(self, X: Any) -> Any:
+            d = self.dense
+            return ops.linear(self.rnn(self.embedding(X)), d.weight.data(), d.bias.data())
+
+    d2lcompat.seed(0)
+    net = CharLM()
+    net.initialize(d2lcompat.init.Xavier())
+    net.hybridize()
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 1.0},
+                                clip_global_norm=1.0)
+    step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)
+    rng = np.random.default_rng(0)
+    X = ops.tensor(rng.integers(0, V, (B, S)))
+    Y = ops.tensor(rng.integers(0, V, (B, S)))
+    return lambda: float(ops.item(step(X, Y)))
+
+
+def native_step_jax() -> Callable[[], Any]:
+    """The same step written in JAX + Flax: ``jax.jit`` with donated buffers, Flax's
+    ``nn.RNN(nn.OptimizedLSTMCell)``, optax-free SGD with the global-norm clip."""
+    import flax.linen as fnn
+    import jax
+    import jax.numpy as jnp
+
+    class CharLM(fnn.Module):
+        @fnn.compact
+        def __call__(self, x: Any) -> Any:
+            h = fnn.Embed(V, E)(x)
+            h = fnn.RNN(fnn.OptimizedLSTMCell(HC))(h)
+            return fnn.Dense(V)(h)
+
+    model = CharLM()
+    rng = np.random.default_rng(0)
+    X = jnp.asarray(rng.integers(0, V, (B, S)))
+    Y = jnp.asarray(rng.integers(0, V, (B, S)))
+    params = model.init(jax.random.PRNGKey(0), X)
+
+    def loss_fn(p: Any) -> Any:
+        logits = model.apply(p, X)
+        logp = jax.nn.log_softmax(logits)
+        return -jnp.mean(jnp.take_along_axis(logp, Y[..., None], axis=-1))
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(p: Any) -> Any:
+        value, g = jax.value_and_grad(loss_fn)(p)
+        leaves = jax.tree_util.tree_leaves(g)
+        norm = jnp.sqrt(sum(jnp.sum(x * x) for x in leaves))
+        scale = 1.0 / jnp.maximum(norm + 1e-8, 1.0)
+        return jax.tree_util.tree_map(lambda w, d: w - 1.0 * scale * d, p, g), value
+
+    box = [params]
+
+    def run() -> float:
+        box[0], value = step(box[0])
+        return float(value)
+
+    return run
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7)
@@ -190,6 +269,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                args.budget)
         elif backend == "tensorflow":
             rows[f"{kind} vs keras"] = rows[f"{kind} vs native"]
+    if backend == "jax":
+        rows["char LSTM train_step vs native compiled"] = compare(
+            ours_step(), native_step_jax(), args.rounds, args.budget)
     print(json.dumps(rows, indent=1))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -37,15 +37,16 @@ _LAYOUTS = ("TNC", "NTC")
 
 
 # --------------------------------------------------------------------- equations
-def step(mode: str, gx: Any, carry: Sequence[Any], w_hh: Any, b_hh: Any) -> tuple[Any, ...]:
+def step(mode: str, gx: Any, carry: Sequence[Any], w_hh_t: Any, b_hh: Any) -> tuple[Any, ...]:
     """One time step of Gluon's equations on native tensors (``d2lcompat.ops``).
 
     ``gx`` is the input's projection ``x · W_ihᵀ + b_ih`` (``(N, G*H)``), ``carry`` the
-    states ``(h,)`` or ``(h, c)``; returns the new states. Adapters without a fused
+    states ``(h,)`` or ``(h, c)``, ``w_hh_t`` the transposed ``W_hh`` (``(H, G*H)``,
+    transposed once outside the loop); returns the new states. Adapters without a fused
     kernel scan it (`scan_layers`)."""
     h = carry[0]
-    gh = _ops.linear(h, w_hh, b_hh)
-    n_h = w_hh.shape[-1]  # static even where the batch size is not
+    gh = _ops.matmul(h, w_hh_t) + b_hh
+    n_h = w_hh_t.shape[0]  # static even where the batch size is not
     if mode == "lstm":
         g = gx + gh
         i = _ops.sigmoid(g[..., :n_h])
@@ -91,6 +92,7 @@ def scan_layers(
             w_ih, w_hh, b_ih, b_hh = weights[4 * k : 4 * k + 4]
             gx = _ops.linear(x, w_ih, b_ih)
             carry = tuple(s[k] for s in states)
+            w_hh = _ops.transpose(w_hh)  # once, not at every step (nor in the backward loop)
 
             def body(c: tuple[Any, ...], g: Any, w: Any = w_hh, b: Any = b_hh) -> tuple[Any, ...]:
                 return step(mode, g, c, w, b)
