@@ -251,10 +251,12 @@ class _RNNLayer(Block):
             tnc = x if self._layout == "TNC" else _ops.transpose(x, (1, 0, 2))
             zero = _ops.expand_dims(tnc[0, :, :1] * 0.0, 0)  # (1, N, 1)
             z = zero + b.full((lead, 1, self._hidden), 0.0, b.dtype(x), None)
-            return [z for _ in range(self._n_states)]
+            return [z] * self._n_states
         dev = None if b.is_traced(x) else b.device_of(x)
-        return [b.full((lead, batch, self._hidden), 0.0, b.dtype(x), dev)
-                for _ in range(self._n_states)]
+        out = []
+        for _ in range(self._n_states):  # loops, not comprehensions: Paddle's SOT tracer
+            out.append(b.full((lead, batch, self._hidden), 0.0, b.dtype(x), dev))
+        return out
 
     def _check_states(self, states: list[Any], batch: int) -> None:
         want = (self._layers * self._dirs, batch, self._hidden)
@@ -274,7 +276,10 @@ class _RNNLayer(Block):
                 )
 
     def _weights(self) -> list[Any]:
-        return [getattr(self, n).data() for n in self._names]
+        out = []
+        for n in self._names:  # a loop, not a comprehension over self: Paddle's SOT tracer
+            out.append(getattr(self, n).data())
+        return out
 
     def _run(self, x: Any, states: list[Any]) -> tuple[Any, list[Any]]:
         b = active()
@@ -293,7 +298,10 @@ class _RNNLayer(Block):
                 )
                 x = x * mask
             sl = slice(layer * d, (layer + 1) * d)
-            x, new = b.rnn(self._mode, x, [s[sl] for s in states],
+            part = []
+            for s in states:
+                part.append(s[sl])
+            x, new = b.rnn(self._mode, x, part,
                            weights[4 * d * layer : 4 * d * (layer + 1)], 1, bi)
             for f, s in zip(finals, new):
                 f.append(s)
