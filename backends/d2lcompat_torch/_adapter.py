@@ -346,8 +346,11 @@ class TorchBackend(Backend):
         return self._rnn(mode, x, states, ws, num_layers, bidirectional)
 
     @staticmethod
+    @torch.compiler.disable  # as torch.nn.LSTM under torch.compile: the eager fused kernel
     def _rnn(mode: str, x: Any, states: Sequence[Any], ws: list[Any], num_layers: int,
              bidirectional: bool) -> tuple[Any, list[Any]]:
+        # (Inductor's lowering of these ops fails for stacked/bidirectional layers:
+        # "expected Tensor() for op: aten.mkldnn_rnn_layer".)
         if mode == "lstm":
             y, h, c = torch._VF.lstm(x, (states[0], states[1]), ws, True, num_layers, 0.0,
                                      False, bidirectional, False)
