@@ -245,18 +245,16 @@ class _RNNLayer(Block):
         return (out, new) if given else out
 
     def _zero_states(self, x: Any, batch: Any) -> list[Any]:
-        b = active()
+        # Zeros built from the input and a weight, never from a device lookup: they land
+        # on the input's device and trace under every compiler (a symbolic batch size in
+        # a relaxed tf.function, Paddle's SOT, which cannot read a traced tensor's place).
+        tnc = x if self._layout == "TNC" else _ops.transpose(x, (1, 0, 2))
+        col = tnc[0, :, :1] * 0.0  # (N, 1) zeros (NaN where the input is not finite)
+        row = self.l0_h2h_weight.data()[:1, :] * 0.0  # (1, H) zeros
+        z = _ops.cast(col, self._dtype) * row
         lead = self._layers * self._dirs
-        if batch is None:  # a symbolic batch size (a relaxed tf.function trace)
-            tnc = x if self._layout == "TNC" else _ops.transpose(x, (1, 0, 2))
-            zero = _ops.expand_dims(tnc[0, :, :1] * 0.0, 0)  # (1, N, 1)
-            z = zero + b.full((lead, 1, self._hidden), 0.0, b.dtype(x), None)
-            return [z] * self._n_states
-        dev = None if b.is_traced(x) else b.device_of(x)
-        out = []
-        for _ in range(self._n_states):  # loops, not comprehensions: Paddle's SOT tracer
-            out.append(b.full((lead, batch, self._hidden), 0.0, b.dtype(x), dev))
-        return out
+        zeros = _ops.stack([z] * lead, axis=0)
+        return [zeros] * self._n_states
 
     def _check_states(self, states: list[Any], batch: int) -> None:
         want = (self._layers * self._dirs, batch, self._hidden)
