@@ -177,3 +177,36 @@ class Residual(nn.Block):
         if self.conv3 is not None:
             X = self.conv3(X)
         return ops.relu(Y + X)
+
+
+class CharLM(nn.Block):
+    """Chapter 9's character-level language model: an embedding, a recurrent layer
+    (``NTC``) and a Dense read-out. ``net(X)`` maps ``(N, T)`` indices to ``(N, T, V)``
+    logits; ``SoftmaxCrossEntropyLoss`` then gives each sequence's mean loss."""
+
+    def __init__(self, vocab_size: int, num_hiddens: int = 64, embed: int = 16,
+                 num_layers: int = 1, cell: str = "lstm") -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, embed)
+        layer = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+        self.rnn = layer(num_hiddens, num_layers=num_layers, layout="NTC", input_size=embed)
+        self.dense = nn.Dense(vocab_size, in_units=num_hiddens)
+
+    def forward(self, X: Any) -> Any:
+        Y = self.rnn(self.embedding(X))
+        # The Dense read-out over the last axis (no reshape: shapes may be symbolic).
+        dense = self.dense
+        logits = ops.linear(Y, dense.weight.data(), dense.bias.data())
+        return logits
+
+
+def char_batches(text: str, num_steps: int, seed: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The characters of ``text`` (sorted), and every window of ``num_steps`` (inputs,
+    targets shifted by one) as int64 arrays ``(windows, num_steps)``, shuffled by ``seed``."""
+    chars = sorted(set(text))
+    ids = np.array([chars.index(c) for c in text], dtype=np.int64)
+    starts = np.random.default_rng(seed).permutation(len(ids) - num_steps - 1)
+    X = np.stack([ids[s : s + num_steps] for s in starts])
+    Y = np.stack([ids[s + 1 : s + num_steps + 1] for s in starts])
+    return chars, X, Y

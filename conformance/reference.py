@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["batch_norm", "conv", "embedding", "layer_norm", "out_size", "pool"]
+__all__ = ["batch_norm", "conv", "embedding", "layer_norm", "out_size", "pool", "rnn", "rnn_step"]
 
 
 def out_size(n: int, k: int, s: int = 1, p: int = 0, d: int = 1) -> int:
@@ -122,3 +122,60 @@ def layer_norm(
 
 def embedding(weight: np.ndarray, indices: np.ndarray) -> np.ndarray:
     return np.asarray(weight)[np.asarray(indices)]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def rnn_step(mode: str, x: np.ndarray, h: np.ndarray, c: np.ndarray | None,
+             w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One step of Gluon's equations (``gluon.rnn`` cells), gate rows LSTM ``i, f, c, o``
+    and GRU ``r, z, n``."""
+    gx = x @ w_ih.T + b_ih
+    gh = h @ w_hh.T + b_hh
+    H = h.shape[-1]
+    if mode == "lstm":
+        g = gx + gh
+        i, f = _sigmoid(g[:, :H]), _sigmoid(g[:, H:2 * H])
+        cc, o = np.tanh(g[:, 2 * H:3 * H]), _sigmoid(g[:, 3 * H:])
+        assert c is not None
+        c = f * c + i * cc
+        return o * np.tanh(c), c
+    if mode == "gru":
+        r = _sigmoid(gx[:, :H] + gh[:, :H])
+        z = _sigmoid(gx[:, H:2 * H] + gh[:, H:2 * H])
+        n = np.tanh(gx[:, 2 * H:] + r * gh[:, 2 * H:])
+        return (1 - z) * n + z * h, None
+    pre = gx + gh
+    return (np.maximum(pre, 0) if mode == "rnn_relu" else np.tanh(pre)), None
+
+
+def rnn(mode: str, x: np.ndarray, states: list[np.ndarray], params: dict[str, np.ndarray],
+        num_layers: int, bidirectional: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A stack of recurrent layers over ``x`` (``(T, N, C)``) in float64, a loop over
+    time steps; ``params`` by Gluon's names (``l0_i2h_weight`` ... ``r1_h2h_bias``),
+    ``states`` ``[h]`` or ``[h, c]`` of shape ``(num_layers * directions, N, H)``."""
+    x = np.asarray(x, np.float64)
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    dirs = 2 if bidirectional else 1
+    hs, cs = [], []
+    for layer in range(num_layers):
+        outs = []
+        for d, prefix in enumerate("lr"[:dirs]):
+            k = layer * dirs + d
+            w = [p[f"{prefix}{layer}_{n}"] for n in ("i2h_weight", "h2h_weight", "i2h_bias", "h2h_bias")]
+            h = np.asarray(states[0][k], np.float64)
+            c = np.asarray(states[1][k], np.float64) if mode == "lstm" else None
+            T = x.shape[0]
+            out = np.zeros((T, x.shape[1], h.shape[-1]))
+            for t in (range(T - 1, -1, -1) if d else range(T)):
+                h, c = rnn_step(mode, x[t], h, c, *w)
+                out[t] = h
+            outs.append(out)
+            hs.append(h)
+            cs.append(c)
+        x = np.concatenate(outs, axis=-1)
+    new = [np.stack(hs)] + ([np.stack(cs)] if mode == "lstm" else [])
+    return x, new

@@ -196,7 +196,8 @@ def to_markdown(report: dict[str, Any]) -> str:
             "## XB — files written by (row), read by (column)",
             "",
             "Passed / checked records (XB01 parameters file, XB02 seeded parameters, "
-            "XB03 saved tensors, XB04 trained LeNet with BatchNorm, XB05 loss curve).",
+            "XB03 saved tensors, XB04 trained LeNet with BatchNorm, XB05 loss curve, "
+            "XB06 LSTM file and loss curve).",
             "",
             "| writer \\ reader | " + " | ".join(names) + " |",
             "|---|" + "---|" * len(names),
@@ -403,7 +404,8 @@ def to_html(report: dict[str, Any]) -> str:
             "<h2 id=\"xb\">XB — files written by (row), read by (column)</h2>",
             '<p class="meta">Each cell: XB01 (parameters file), XB02 (seeded parameters and '
             "outputs), XB03 (saved tensors, lists, dicts), XB04 (trained LeNet with "
-            "BatchNorm, running statistics included), XB05 (20-step Adam loss curve).</p>",
+            "BatchNorm, running statistics included), XB05 (20-step Adam loss curve), XB06 "
+            "(LSTM file, seeded LSTM and its clipped 20-step curve).</p>",
             '<table class="xb"><thead><tr><th>writer \\ reader</th>'
             + "".join(f"<th>{_e(n)}</th>" for n in names)
             + "</tr></thead><tbody>",

@@ -82,7 +82,7 @@ ENV_BACKEND = "D2LCOMPAT_BACKEND"
 #: The JSON report's format; bump the number when a field changes meaning.
 SCHEMA = "d2lcompat-conformance/1"
 
-#: The cross-backend IDs of docs/scenarios.md. XB01, XB03, XB04, XB05 come from ``xb.check_reference``;
+#: The cross-backend IDs of docs/scenarios.md. XB01, XB03-XB06 come from ``xb.check_reference``;
 #: XB02 is computed by the runner from the seed digests and outputs of every backend.
 XB_TITLES: dict[str, str] = {
     "XB01": "a parameters file written by A loads under B and gives A's output",
@@ -90,8 +90,10 @@ XB_TITLES: dict[str, str] = {
     "XB03": "save()d tensors, lists and dicts written by A load under B",
     "XB04": "a trained LeNet with BatchNorm written by A predicts the same under B (running stats)",
     "XB05": "the same seed, data and Adam: the same 20-step loss curve (rtol 1e-4)",
+    "XB06": "an LSTM file written by A loads under B (RN06); the same seed: the same LSTM "
+    "parameters, outputs and 20-step clipped Adam curve (rtol 1e-4)",
 }
-XB_FILE_IDS = ("XB01", "XB03", "XB04", "XB05")
+XB_FILE_IDS = ("XB01", "XB03", "XB04", "XB05", "XB06")
 #: XB02's tolerance on outputs: float32 matmuls of different libraries agree to ~1e-6.
 XB02_RTOL, XB02_ATOL = 1e-5, 1e-6
 

@@ -1,4 +1,4 @@
-"""XB01, XB03 and XB04: files written under backend A load under backend B.
+"""XB01, XB03-XB06: files written under backend A load under backend B.
 
 The conformance runner calls `write_reference` in backend A's process and then
 `check_reference` in backend B's process (each backend in its own process, never two
@@ -16,6 +16,10 @@ Files written by backend ``A`` into ``folder`` (all safetensors, written by d2lc
   its running statistics moved; ``A.lenet_io.safetensors`` — an input batch and A's
   predictions (predict mode, the running statistics in use).
 * ``A.curve.safetensors`` — XB05: the losses of 20 Adam steps of a seeded MLP.
+* ``A.lstm.safetensors`` — RN06/XB06: a seeded two-layer LSTM language model
+  (`models.CharLM`) as initialized; ``A.lstm_io.safetensors`` — an input batch and A's
+  output; ``A.seq_curves.safetensors`` — XB06: 20 clipped Adam steps of each model of
+  `SEQ_CURVES` (the LSTM; the Transformer joins with one line there).
 
 Examples
 --------
@@ -29,6 +33,7 @@ Within one backend (what ``tests/test_xb.py`` does)::
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,7 @@ import numpy as np
 import d2lcompat
 from d2lcompat import autograd, nn, ops, optim
 
-from .models import lenet_bn
+from .models import CharLM, lenet_bn
 
 __all__ = ["check_reference", "reference_tensors", "write_reference"]
 
@@ -90,7 +95,7 @@ def write_reference(dir: str | Path) -> list[str]:  # noqa: A002 - the runner's 
     d2lcompat.save(paths["lenet_io"], {"x": batch, "y": lenet(batch)})
     curve = folder / f"{name}.curve.safetensors"
     d2lcompat.save(curve, {"loss": loss_curve()})
-    return [str(p) for p in paths.values()] + [str(sharded), str(curve)]
+    return [str(p) for p in paths.values()] + [str(sharded), str(curve)] + write_sequence(folder)
 
 
 _CURVE: list[np.ndarray] = []
@@ -135,6 +140,88 @@ def trained_lenet(steps: int = 3) -> tuple[nn.Sequential, Any]:
             _, grads = autograd.grad(loss, params)
         sgd.step(grads)
     return net, ops.random.uniform((6, 1, 8, 8))
+
+
+# ------------------------------------------------------------------ XB06 / RN06
+#: XB06's sequence models: name -> ``curve(steps)``, the losses of ``steps`` training
+#: steps from a fixed seed. Each backend writes every curve; every reader compares the
+#: curves both sides have. The Transformer (conformance/xb_transformer.py) joins with one
+#: line below: ``SEQ_CURVES["transformer"] = transformer_curve``.
+SEQ_CURVES: dict[str, Callable[[int], np.ndarray]] = {}
+_SEQ_SEED = 606
+
+
+def lstm_model() -> CharLM:
+    """RN06/XB06's model, seeded: a two-layer LSTM language model (Xavier weights)."""
+    d2lcompat.seed(_SEQ_SEED)
+    net = CharLM(10, num_hiddens=24, embed=8, num_layers=2)
+    net.initialize(d2lcompat.init.Xavier())
+    return net
+
+
+def _seq_data() -> tuple[Any, Any]:
+    """8 sequences of 12 tokens of a 10-token vocabulary, and their next tokens."""
+    ids = np.random.default_rng(_SEQ_SEED).integers(0, 10, size=(8, 13))
+    return ops.tensor(ids[:, :-1]), ops.tensor(ids[:, 1:])
+
+
+def lstm_curve(steps: int = 20) -> np.ndarray:
+    """XB06: the losses of ``steps`` Adam steps (``clip_global_norm=1``) of `lstm_model`."""
+    net = lstm_model()
+    net.hybridize()
+    trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": 0.01},
+                                clip_global_norm=1.0)
+    step = d2lcompat.train_step(net, d2lcompat.loss.SoftmaxCrossEntropyLoss(), trainer)
+    X, Y = _seq_data()
+    return np.array([float(ops.item(step(X, Y))) for _ in range(steps)], dtype=np.float32)
+
+
+SEQ_CURVES["lstm"] = lstm_curve
+_SEQ_DONE: dict[str, np.ndarray] = {}
+
+
+def seq_curves(steps: int = 20) -> dict[str, np.ndarray]:
+    """Every curve of `SEQ_CURVES` (each computed once per process)."""
+    for name, fn in SEQ_CURVES.items():
+        if name not in _SEQ_DONE:
+            _SEQ_DONE[name] = np.asarray(fn(steps), dtype=np.float32)
+    return dict(_SEQ_DONE)
+
+
+def write_sequence(folder: Path) -> list[str]:
+    """Write RN06/XB06's files: the seeded LSTM, an input and its output, the curves."""
+    name = d2lcompat.backend()
+    net = lstm_model()
+    X, _ = _seq_data()
+    paths = [folder / f"{name}.{k}.safetensors" for k in ("lstm", "lstm_io", "seq_curves")]
+    net.save_parameters(paths[0])
+    d2lcompat.save(paths[1], {"x": X, "y": net(X)})
+    d2lcompat.save(paths[2], seq_curves())
+    return [str(p) for p in paths]
+
+
+def _xb06(folder: Path, writer: str) -> None:
+    stored = d2lcompat.load(folder / f"{writer}.lstm.safetensors")
+    names = [k for k in stored if k.startswith("rnn.")]
+    assert "rnn.r1_h2h_bias" not in names and len(names) == 8, f"LSTM parameters: {names}"
+    ours = lstm_model()  # the same seed here: the same parameters, bit for bit
+    for k, p in ours.collect_params().items():
+        np.testing.assert_array_equal(ops.to_numpy(p.data()), ops.to_numpy(stored[k]),
+                                      err_msg=f"seeded {k}")
+    io = d2lcompat.load(folder / f"{writer}.lstm_io.safetensors")
+    loaded = CharLM(10, num_hiddens=24, embed=8, num_layers=2)
+    loaded.load_parameters(folder / f"{writer}.lstm.safetensors")  # RN06: A's file under B
+    np.testing.assert_allclose(ops.to_numpy(loaded(io["x"])), ops.to_numpy(io["y"]), rtol=1e-4,
+                               atol=1e-5, err_msg=f"{writer}'s LSTM output vs this backend's")
+    theirs = d2lcompat.load(folder / f"{writer}.seq_curves.safetensors")
+    mine = seq_curves()
+    common = sorted(set(theirs) & set(mine))
+    assert "lstm" in common, f"curves: {writer} wrote {sorted(theirs)}, here {sorted(mine)}"
+    for key in common:
+        curve = ops.to_numpy(theirs[key])
+        assert curve[-1] < 0.9 * curve[0], f"{writer}'s {key} curve does not descend: {curve}"
+        np.testing.assert_allclose(mine[key], curve, rtol=CURVE_RTOL, atol=0,
+                                   err_msg=f"{writer}'s {key} loss curve vs this backend's")
 
 
 def _result(sid: str, writer: str, status: str, message: str = "") -> dict[str, str]:
@@ -218,7 +305,8 @@ def check_reference(dir: str | Path, writer: str) -> list[dict[str, str]]:  # no
     ``pass`` / ``fail``."""
     folder = Path(dir)
     out = []
-    for sid, fn in (("XB01", _xb01), ("XB03", _xb03), ("XB04", _xb04), ("XB05", _xb05)):
+    for sid, fn in (("XB01", _xb01), ("XB03", _xb03), ("XB04", _xb04), ("XB05", _xb05),
+                    ("XB06", _xb06)):
         try:
             fn(folder, writer)
         except Exception as exc:  # noqa: BLE001 - every failure is a result

@@ -60,6 +60,7 @@ from ._device import (  # noqa: E402
 _init_default()
 
 from . import autograd, data, init, loss, nn, ops, optim, parallel  # noqa: E402
+from ._clip import clip_global_norm  # noqa: E402
 from ._fit import History, fit  # noqa: E402
 from ._io import convert, load, native_formats, save  # noqa: E402
 from ._parameter import Constant, Parameter  # noqa: E402
@@ -101,6 +102,7 @@ __all__ = [
     "autograd",
     "backend",
     "backends",
+    "clip_global_norm",
     "convert",
     "data",
     "copy_to",

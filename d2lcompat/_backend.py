@@ -465,6 +465,31 @@ class Backend(abc.ABC):
         core uses the composition when attention dropout is active."""
         return None
 
+    def rnn(
+        self,
+        mode: str,
+        x: Any,
+        states: Sequence[Any],
+        weights: Sequence[Any],
+        num_layers: int,
+        bidirectional: bool,
+    ) -> tuple[Any, list[Any]]:
+        """A stack of ``num_layers`` recurrent layers over the whole sequence ``x``
+        (``(T, N, C)``), Gluon's equations (`d2lcompat.nn._rnn.step`).
+
+        ``mode`` is ``'lstm'``, ``'gru'``, ``'rnn_tanh'`` or ``'rnn_relu'``; ``states`` is
+        ``[h]`` or ``[h, c]`` (LSTM), each ``(num_layers * directions, N, H)`` ordered
+        layer 0 forward, layer 0 reverse, layer 1 forward...; ``weights`` is the flat list
+        ``w_ih (G*H, C_in), w_hh (G*H, H), b_ih, b_hh`` per layer and direction in that
+        order, gate rows in Gluon's order (LSTM ``i, f, c, o``; GRU ``r, z, n``).
+        Return ``(output (T, N, directions * H), new states)``, differentiable in ``x``,
+        ``states`` and ``weights``. Run the framework's fused kernel, or a compiled scan
+        (`d2lcompat.nn._rnn.scan_layers`); never a Python loop over time steps. Dropout
+        between layers is the core's business (it calls one layer at a time then)."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not support recurrent layers")
+
     def translate_grad_error(self, exc: BaseException) -> BaseException | None:
         """A `D2LCompatError` to raise instead of ``exc``, which the framework raised while
         `autograd.grad` differentiated the user's closure, or None to let ``exc`` through

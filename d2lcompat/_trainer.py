@@ -25,6 +25,7 @@ from . import autograd as _autograd
 from . import ops as _ops
 from . import optim as _optim
 from . import parallel as _parallel
+from ._clip import _check_max_norm, global_norm_scale
 from ._errors import CheckpointError, D2LCompatError, DataError, NonFiniteLossError
 from ._parameter import Parameter
 from ._registry import active
@@ -50,6 +51,10 @@ class Trainer:
     optimizer_params : dict, optional
         Hyper-parameters, with Gluon's keys (``learning_rate``, ``wd``, ``momentum``,
         ``beta1``, ``beta2``, ``epsilon``) or the keyword names (``lr``, ...).
+    clip_global_norm : float, optional
+        Before each update, rescale the gradients (already scaled by ``1 / batch_size``)
+        so that their joint L2 norm is at most this (`d2lcompat.clip_global_norm`), in
+        `step` and inside the compiled `train_step` alike.
 
     Examples
     --------
@@ -69,7 +74,9 @@ class Trainer:
         params: Mapping[str, Parameter] | Iterable[Parameter],
         optimizer: str | _optim.Optimizer = "sgd",
         optimizer_params: Mapping[str, Any] | None = None,
+        clip_global_norm: float | None = None,
     ) -> None:
+        self.clip_global_norm = None if clip_global_norm is None else _check_max_norm(clip_global_norm)
         if optimizer_params is not None and not isinstance(optimizer_params, Mapping):
             raise _optim.OptimizerError(
                 f"Trainer: optimizer_params must be a dict such as {{'learning_rate': 0.1}}; "
@@ -136,6 +143,10 @@ class Trainer:
                     "to skip parameters the loss does not use."
                 )
             todo.append((name, p, g))
+        if self.clip_global_norm is not None and todo:
+            # Gluon's clip_global_norm on the gradients of the mean loss (times 1/batch).
+            _, clip = global_norm_scale([g * scale for _, _, g in todo], self.clip_global_norm)
+            todo = [(n, p, g * _ops.cast(clip, active().dtype(g))) for n, p, g in todo]
         self._optimizer.apply(todo, scale)
 
     def zero_grad(self) -> None:
@@ -344,6 +355,7 @@ class TrainStep:
         attrs = _state.tensor_attrs(net)
         attr_index = {a.key: i for i, a in enumerate(attrs)}
         n_slots = sum(slot_counts)
+        clip_norm = self._trainer.clip_global_norm
 
         def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
             fixed = list(values[n_train:n_all])
@@ -376,6 +388,9 @@ class TrainStep:
             probe = total * 0.0 + _nonfinite_probe(grads)  # 0, or NaN (see _eager)
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
+            if clip_norm is not None:
+                _, clip = global_norm_scale([g * scale for g in grads], clip_norm)
+                grads = [g * _ops.cast(clip, b.dtype(g)) for g in grads]
             new_w: list[Any] = []
             new_slots: list[Any] = []
             k = n_all
@@ -479,7 +494,10 @@ class TrainStep:
         # The learning rate is an input of the compiled step; the other hyper-parameters
         # are constants of it, so changing one (the optimizer's `version`) builds the
         # step again, as does a new set of parameters of the trainer.
-        return (opt.__dict__.get("_version", 0), len(opt._params), self._stop_on_nan)
+        return (
+            opt.__dict__.get("_version", 0), len(opt._params), self._stop_on_nan,
+            self._trainer.clip_global_norm,
+        )
 
     def _run_compiled(self, X: Any, y: Any, outputs: bool) -> Any:
         # The hot path of a compiled step: the structure check, then the runner `_build`

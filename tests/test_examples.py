@@ -51,3 +51,21 @@ def test_lenet_digits_counts_epochs_once_and_shows_the_rate_drop(
     assert [" lr 0.5 " in lines[0], " lr 0.5 " in lines[1], " lr 0.05 " in lines[3]] == [True] * 3
     for line, value in zip([lines[0], lines[1], lines[3]], result["loss"]):
         assert f"loss {value:.4f}" in line
+
+CHAR_LM = Path(__file__).resolve().parents[1] / "examples" / "char_lm.py"
+
+
+def test_char_lm_example_learns(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("char_lm", CHAR_LM)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "run.json"
+    result = module.main(["--epochs", "3", "--repeat", "4", "--hiddens", "48", "--eager",
+                          "--quiet", "--json", str(out)])
+    assert out.is_file()
+    ppl = result["perplexity"]
+    assert len(ppl) == 3 and ppl[-1] < ppl[0] < 40, ppl  # 28 characters: chance is 28
+    assert result["sample"].startswith("the time traveller")
+    text = module.read_text(module.TEXT)
+    assert text.startswith("the time traveller for so it will be") and text == text.lower()

@@ -702,6 +702,19 @@ class JaxBackend(Backend):
         # Its layout is d2lcompat's (B, T, H, D); a boolean mask: True takes part.
         return jax.nn.dot_product_attention(q, k, v, mask=keep)
 
+    def rnn(
+        self,
+        mode: str,
+        x: Any,
+        states: Sequence[Any],
+        weights: Sequence[Any],
+        num_layers: int,
+        bidirectional: bool,
+    ) -> tuple[Any, list[Any]]:
+        # Gluon's equations scanned by jax.lax.scan, jitted once per configuration (and
+        # inlined into a hybridized forward or a compiled training step).
+        return _rnn_jit(mode, x, list(states), list(weights), num_layers, bidirectional)
+
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return jax.jit(fn)
@@ -922,3 +935,19 @@ class JaxBackend(Backend):
             )
 
         return run
+
+
+def _lax_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tuple[Any, Any]:
+    def body(c: Any, x: Any) -> tuple[Any, Any]:
+        new = fn(c, x)
+        return new, new[0]
+
+    return jax.lax.scan(body, carry, xs, reverse=reverse)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _rnn_jit(mode: str, x: Any, states: list[Any], weights: list[Any], num_layers: int,
+             bidirectional: bool) -> tuple[Any, list[Any]]:
+    from d2lcompat.nn._rnn import scan_layers  # the core's equations (imported late: a cycle)
+
+    return scan_layers(mode, x, states, weights, num_layers, bidirectional, _lax_scan)

@@ -42,6 +42,18 @@ from paddle import _C_ops  # noqa: E402
 from d2lcompat._backend import Backend, CapturedVariables, DeviceTuple, Ops
 from d2lcompat._errors import DeviceError, DTypeError
 
+_RNN_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
+_DROPOUT_STATE: list[Any] = []
+
+
+def _dropout_state() -> Any:
+    """The `rnn` op's dropout-state input (unused: d2lcompat applies dropout itself)."""
+    if not _DROPOUT_STATE:
+        state = paddle.zeros([1], dtype="uint8")
+        state.stop_gradient = True
+        _DROPOUT_STATE.append(state)
+    return _DROPOUT_STATE[0]
+
 _DTYPES: dict[str, Any] = {
     "float16": paddle.float16,
     "bfloat16": paddle.bfloat16,
@@ -568,6 +580,27 @@ class PaddleBackend(Backend):
         # Its layout is d2lcompat's (B, T, H, D); a boolean mask: True takes part.
         # training=False: no dropout inside (the core applies its own, seeded).
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, training=False)
+
+    def rnn(
+        self,
+        mode: str,
+        x: Any,
+        states: Sequence[Any],
+        weights: Sequence[Any],
+        num_layers: int,
+        bidirectional: bool,
+    ) -> tuple[Any, list[Any]]:
+        # Paddle's fused `rnn` op (cuDNN on a GPU, its own CPU kernel), what
+        # paddle.nn.LSTM runs: the weights of every layer and direction first, then their
+        # biases; gate orders as Gluon's (LSTM i, f, c, o; GRU r, z, n).
+        ws = list(weights)
+        flat = [w for k in range(0, len(ws), 4) for w in ws[k : k + 2]]
+        flat += [b for k in range(0, len(ws), 4) for b in ws[k + 2 : k + 4]]
+        out, _, new = _C_ops.rnn(
+            x, list(states), flat, None, _dropout_state(), 0.0, bidirectional, int(ws[0].shape[1]),
+            int(ws[1].shape[1]), num_layers, _RNN_MODES[mode], 0, False,
+        )  # is_test=False: the backward pass needs the op's reserve buffer
+        return out, list(new)
 
     # ---------------------------------------------------------------- compile
     def fused_update(

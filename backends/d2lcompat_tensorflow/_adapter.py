@@ -1125,6 +1125,24 @@ class TensorFlowBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return _GatherV2(params=weight, indices=indices, axis=_i32(0))
 
+    def rnn(
+        self,
+        mode: str,
+        x: Any,
+        states: Sequence[Any],
+        weights: Sequence[Any],
+        num_layers: int,
+        bidirectional: bool,
+    ) -> tuple[Any, list[Any]]:
+        # Gluon's equations scanned by a while loop inside a tf.function (one per
+        # configuration; inlined into a hybridized forward or a compiled training step).
+        key = (mode, num_layers, bidirectional)
+        fn = _RNN_FUNCTIONS.get(key)
+        if fn is None:
+            fn = _RNN_FUNCTIONS[key] = _rnn_function(mode, num_layers, bidirectional)
+        out, new = fn(x, list(states), [self.read(w) for w in weights])
+        return out, list(new)
+
     # ---------------------------------------------------------------- compile
     def _tf_function(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``tf.function(fn)``, called through its concrete functions (`_Concrete`) in a
@@ -1309,3 +1327,22 @@ class TensorFlowBackend(Backend):
             return first[0], grads
 
         return run
+
+
+_RNN_FUNCTIONS: dict[tuple[str, int, bool], Any] = {}
+
+
+def _tf_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tuple[Any, Any]:
+    stacked = tf.scan(fn, xs, initializer=tuple(carry), reverse=reverse)
+    last = 0 if reverse else -1
+    return tuple(s[last] for s in stacked), stacked[0]
+
+
+def _rnn_function(mode: str, num_layers: int, bidirectional: bool) -> Any:
+    from d2lcompat.nn._rnn import scan_layers  # the core's equations (imported late: a cycle)
+
+    def run(x: Any, states: list[Any], weights: list[Any]) -> tuple[Any, list[Any]]:
+        return scan_layers(mode, x, states, weights, num_layers, bidirectional, _tf_scan)
+
+    run.__name__ = f"rnn_{mode}"
+    return tf.function(run)

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from d2lcompat._backend import Backend, DeviceTuple, Ops
 from d2lcompat._errors import DeviceError, InPlaceUpdateError, TracedValueError
 
+_RNN_KERNELS = {"gru": torch._VF.gru, "rnn_tanh": torch._VF.rnn_tanh, "rnn_relu": torch._VF.rnn_relu}
+
 _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
@@ -334,6 +336,41 @@ class TorchBackend(Backend):
             q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=keep
         )
         return out.transpose(1, 2)
+
+    def rnn(
+        self,
+        mode: str,
+        x: Any,
+        states: Sequence[Any],
+        weights: Sequence[Any],
+        num_layers: int,
+        bidirectional: bool,
+    ) -> tuple[Any, list[Any]]:
+        # torch's own fused kernels (cuDNN on a GPU): the same flat weight order
+        # (w_ih, w_hh, b_ih, b_hh per layer and direction) and gate order (LSTM i, f, g, o;
+        # GRU r, z, n with r applied to W_hn h + b_hn) as Gluon's.
+        ws = list(weights)
+        if x.is_cuda:  # cuDNN wants one flat buffer; torch copies and warns otherwise
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*contiguous chunk of memory")
+                return self._rnn(mode, x, states, ws, num_layers, bidirectional)
+        return self._rnn(mode, x, states, ws, num_layers, bidirectional)
+
+    @staticmethod
+    @torch.compiler.disable  # as torch.nn.LSTM under torch.compile: the eager fused kernel
+    def _rnn(mode: str, x: Any, states: Sequence[Any], ws: list[Any], num_layers: int,
+             bidirectional: bool) -> tuple[Any, list[Any]]:
+        # (Inductor's lowering of these ops fails for stacked/bidirectional layers:
+        # "expected Tensor() for op: aten.mkldnn_rnn_layer".)
+        if mode == "lstm":
+            y, h, c = torch._VF.lstm(x, (states[0], states[1]), ws, True, num_layers, 0.0,
+                                     False, bidirectional, False)
+            return y, [h, c]
+        fn = _RNN_KERNELS[mode]
+        y, h = fn(x, states[0], ws, True, num_layers, 0.0, False, bidirectional, False)
+        return y, [h]
 
     # ------------------------------------------------------------- optimizers
     def fused_update(

@@ -23,6 +23,7 @@ from ._layers import (
 from ._norm import BatchNorm, LayerNorm
 from ._pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool1D, MaxPool2D
 from ._transformer import AddNorm, PositionWiseFFN, TransformerDecoderBlock, TransformerEncoderBlock
+from ._rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __all__ = [
     "Activation",
@@ -41,9 +42,13 @@ __all__ = [
     "Dropout",
     "Embedding",
     "Flatten",
+    "GRU",
+    "GRUCell",
     "GlobalAvgPool2D",
     "GlobalMaxPool2D",
     "Lambda",
+    "LSTM",
+    "LSTMCell",
     "LayerNorm",
     "MaxPool1D",
     "MaxPool2D",
@@ -52,6 +57,8 @@ __all__ = [
     "ParameterList",
     "PositionWiseFFN",
     "PositionalEncoding",
+    "RNN",
+    "RNNCell",
     "Sequential",
     "TransformerDecoderBlock",
     "TransformerEncoderBlock",
