@@ -22,8 +22,8 @@ from ._layers import (
 )
 from ._norm import BatchNorm, LayerNorm
 from ._pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool1D, MaxPool2D
-from ._transformer import AddNorm, PositionWiseFFN, TransformerDecoderBlock, TransformerEncoderBlock
 from ._rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
+from ._transformer import AddNorm, PositionWiseFFN, TransformerDecoderBlock, TransformerEncoderBlock
 
 __all__ = [
     "Activation",

@@ -500,7 +500,7 @@ class _Cell(Block):
                 )
         return states
 
-    def _seq(self, x: Any, states: list[Any]) -> tuple[Any, list[Any]]:
+    def _run_sequence(self, x: Any, states: list[Any]) -> tuple[Any, list[Any]]:
         """The cell over a whole ``TNC`` sequence, with the adapter's fused primitive."""
         want = self.i2h_weight._shape[1]
         if x.shape[-1] != want and x.shape[-1] is not None:
@@ -521,7 +521,7 @@ class _Cell(Block):
                 f"{tuple(x.shape)}. Use unroll() for a sequence."
             )
         st = self._states(states, x.shape[0])
-        out, new = self._seq(_ops.expand_dims(x, 0), st)
+        out, new = self._run_sequence(_ops.expand_dims(x, 0), st)
         return out[0], new
 
     def unroll(
@@ -570,7 +570,7 @@ class _Cell(Block):
             self._prepare(x[0])
         batch = x.shape[1]
         st = self.begin_state(batch, device=_device_of(x)) if begin_state is None else begin_state
-        out, new = self._seq(x, self._states(st, batch))
+        out, new = self._run_sequence(x, self._states(st, batch))
         merge = (not listed) if merge_outputs is None else merge_outputs
         if not merge:
             return [out[t] for t in range(int(length))], new
