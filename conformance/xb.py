@@ -19,7 +19,7 @@ Files written by backend ``A`` into ``folder`` (all safetensors, written by d2lc
 * ``A.lstm.safetensors`` — RN06/XB06: a seeded two-layer LSTM language model
   (`models.CharLM`) as initialized; ``A.lstm_io.safetensors`` — an input batch and A's
   output; ``A.seq_curves.safetensors`` — XB06: 20 clipped Adam steps of each model of
-  `SEQ_CURVES` (the LSTM; the Transformer joins with one line there).
+  `SEQ_CURVES` (the LSTM and the encoder-decoder Transformer).
 
 Examples
 --------
@@ -43,6 +43,7 @@ import d2lcompat
 from d2lcompat import autograd, nn, ops, optim
 
 from .models import CharLM, lenet_bn
+from .xb_transformer import transformer_curve
 
 __all__ = ["check_reference", "reference_tensors", "write_reference"]
 
@@ -145,8 +146,7 @@ def trained_lenet(steps: int = 3) -> tuple[nn.Sequential, Any]:
 # ------------------------------------------------------------------ XB06 / RN06
 #: XB06's sequence models: name -> ``curve(steps)``, the losses of ``steps`` training
 #: steps from a fixed seed. Each backend writes every curve; every reader compares the
-#: curves both sides have. The Transformer (conformance/xb_transformer.py) joins with one
-#: line below: ``SEQ_CURVES["transformer"] = transformer_curve``.
+#: curves both sides have (the LSTM and the Transformer of conformance/xb_transformer.py).
 SEQ_CURVES: dict[str, Callable[[int], np.ndarray]] = {}
 _SEQ_SEED = 606
 
@@ -176,7 +176,14 @@ def lstm_curve(steps: int = 20) -> np.ndarray:
     return np.array([float(ops.item(step(X, Y))) for _ in range(steps)], dtype=np.float32)
 
 
+def transformer_loss_curve(steps: int) -> np.ndarray:
+    """XB06's Transformer: the losses of ``steps`` Adam steps of the seeded encoder-decoder
+    (`xb_transformer.transformer_curve`)."""
+    return transformer_curve(steps)["loss"]
+
+
 SEQ_CURVES["lstm"] = lstm_curve
+SEQ_CURVES["transformer"] = transformer_loss_curve
 _SEQ_DONE: dict[str, np.ndarray] = {}
 
 
@@ -216,7 +223,9 @@ def _xb06(folder: Path, writer: str) -> None:
     theirs = d2lcompat.load(folder / f"{writer}.seq_curves.safetensors")
     mine = seq_curves()
     common = sorted(set(theirs) & set(mine))
-    assert "lstm" in common, f"curves: {writer} wrote {sorted(theirs)}, here {sorted(mine)}"
+    assert {"lstm", "transformer"} <= set(common), (
+        f"curves: {writer} wrote {sorted(theirs)}, here {sorted(mine)}"
+    )
     for key in common:
         curve = ops.to_numpy(theirs[key])
         assert curve[-1] < 0.9 * curve[0], f"{writer}'s {key} curve does not descend: {curve}"
