@@ -522,6 +522,12 @@ class Backend(abc.ABC):
     #: (`compile_breaks`): Paddle's SOT graph breaks.
     REPORTS_COMPILE_BREAKS: ClassVar[bool] = False
 
+    #: The compiler traces the fused recurrent primitive (`rnn`) into one graph. False
+    #: where it cannot (Paddle's SOT has no translation of its own ``rnn`` op: a
+    #: hybridized recurrent layer runs that op as Python and warns once,
+    #: `CompileFallbackWarning`).
+    COMPILES_RNN: ClassVar[bool] = True
+
     def compile_breaks(self) -> Sequence[str]:
         """The reasons the framework's compiler gave, since the last call, for running
         parts of a compiled function as Python (graph breaks), one line each; ``()`` when

@@ -3,11 +3,14 @@ misuse messages, repr."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
 import d2lcompat
 from d2lcompat import D2LCompatError, ShapeError, nn, ops
+from d2lcompat._registry import active
 
 
 @pytest.mark.parametrize("layout", ["TNC", "NTC"])
@@ -20,12 +23,20 @@ def test_hybridized_layer_equals_eager(layout: str) -> None:
     states = layer.begin_state(4 if layout == "NTC" else 2)
     out_eager, new_eager = layer(X, states)
     layer.hybridize()
-    for _ in range(2):  # the first call after hybridize() runs eagerly, the next compiled
-        np.testing.assert_allclose(ops.to_numpy(layer(X)), eager, rtol=1e-5, atol=1e-6)
-        out, new = layer(X, states)
-        np.testing.assert_allclose(ops.to_numpy(out), ops.to_numpy(out_eager), rtol=1e-5, atol=1e-6)
-        for a, b in zip(new, new_eager):
-            np.testing.assert_allclose(ops.to_numpy(a), ops.to_numpy(b), rtol=1e-5, atol=1e-6)
+    # Where the compiler cannot trace the framework's fused rnn op (Paddle's SOT), the
+    # compiled calls warn (CompileFallbackWarning, naming the layer) with the same numbers.
+    compiles = active().COMPILES_RNN
+    expect = contextlib.nullcontext() if compiles else pytest.warns(
+        d2lcompat.CompileFallbackWarning, match="LSTM"
+    )
+    with expect:
+        for _ in range(2):  # the first call after hybridize() runs eagerly, the next compiled
+            np.testing.assert_allclose(ops.to_numpy(layer(X)), eager, rtol=1e-5, atol=1e-6)
+            out, new = layer(X, states)
+            np.testing.assert_allclose(ops.to_numpy(out), ops.to_numpy(out_eager), rtol=1e-5,
+                                       atol=1e-6)
+            for a, b in zip(new, new_eager):
+                np.testing.assert_allclose(ops.to_numpy(a), ops.to_numpy(b), rtol=1e-5, atol=1e-6)
 
 
 def test_one_state_tensor_is_accepted_for_gru() -> None:

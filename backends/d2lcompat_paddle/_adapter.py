@@ -647,6 +647,9 @@ class PaddleBackend(Backend):
         return CapturedVariables(fn, _to_static, lambda v: isinstance(v, EagerParamBase))
 
     REPORTS_COMPILE_BREAKS: ClassVar[bool] = True
+    # SOT cannot translate the fused `_C_ops.rnn` (paddle.nn.LSTM's own kernel): "Not
+    # support builtin function: rnn"; that op runs as Python inside a hybridized forward.
+    COMPILES_RNN: ClassVar[bool] = False
 
     def _collect_breaks(self) -> None:
         """Have SOT record its graph-break reasons (its ``SOT_COLLECT_INFO`` switch), which

@@ -233,7 +233,7 @@ class _RNNLayer(Block):
         if not given:
             states = self._zero_states(x, batch)
         else:
-            if not isinstance(states, list | tuple):
+            if not isinstance(states, (list, tuple)):
                 states = [states]
             states = list(states)
             self._check_states(states, batch)
@@ -482,7 +482,7 @@ class _Cell(Block):
         self._input_size = int(shape[-1])
 
     def _states(self, states: Any, batch: int) -> list[Any]:
-        if not isinstance(states, list | tuple):
+        if not isinstance(states, (list, tuple)):
             states = [states]
         states = list(states)
         want = (batch, self._hidden)
@@ -554,7 +554,7 @@ class _Cell(Block):
                 "unroll(valid_length=...) is not supported; mask the outputs with "
                 "ops.sequence_mask instead."
             )
-        listed = isinstance(inputs, list | tuple)
+        listed = isinstance(inputs, (list, tuple))
         if listed:
             if len(inputs) != int(length):
                 raise ShapeError(f"unroll: length={length} but {len(inputs)} inputs were given.")
