@@ -441,6 +441,10 @@ class TrainStep:
         n_params = len(params)
         check_labels = self._check_labels
         guard = self._stop_on_nan
+        b = active()
+        # Several devices in this process (TensorFlow's compiled function puts its
+        # non-variable outputs on the first): a tensor attribute keeps its device.
+        mix = bool(attrs) and b.may_mix_devices()
         batch: list[Any] = [None, 1.0]  # the last batch size, and its 1/batch_size
 
         def run(X: Any, y: Any) -> Any:
@@ -473,6 +477,10 @@ class TrainStep:
                 slots[:] = new[k : k + m]
                 k += m
             for a, v in zip(attrs, new[k:]):
+                if mix:
+                    where = b.device_of(a._var)
+                    if b.device_of(v) != where:
+                        v = b.move(v, where, False)
                 a.block.__dict__[a.name] = v
             if guard:
                 # A non-finite step returned the old values (the `where` in the graph):

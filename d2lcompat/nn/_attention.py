@@ -13,6 +13,7 @@ score -1e6, so a query whose valid length is 0 attends uniformly to every key
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -165,10 +166,14 @@ class DotProductAttention(Block):
             raise D2LCompatError(f"{self._describe()} has no attention weights yet: call it first.")
         b = active()
         qs, ks = tuple(b.shape(rec.q)), tuple(b.shape(rec.k))
-        keep = None if rec.valid_lens is None else _mask4(
-            rec.valid_lens, b, (qs[0], qs[1], ks[1]), rec.q, self._describe())
-        _, weights = _composed(rec.q, rec.k, rec.k, keep, None)
-        return _ops.reshape(weights, (qs[0] * qs[2], qs[1], ks[1]))
+        # Recomputed outside the forward: in the backend's scope for the queries' device
+        # (several devices in one process), as a forward pass would run.
+        scope = b.forward_scope((rec.q,))
+        with scope if scope is not None else contextlib.nullcontext():
+            keep = None if rec.valid_lens is None else _mask4(
+                rec.valid_lens, b, (qs[0], qs[1], ks[1]), rec.q, self._describe())
+            _, weights = _composed(rec.q, rec.k, rec.k, keep, None)
+            return _ops.reshape(weights, (qs[0] * qs[2], qs[1], ks[1]))
 
     def _extra_repr(self) -> str:
         return f"dropout={self.dropout._rate}"
