@@ -245,7 +245,9 @@ def gl06(ctx: Context) -> None:
     d2lcompat.seed(9)
     br = Branchy()
     br.initialize()
-    Xp, Xn = ops.ones((2, 3)), -ops.ones((2, 3))
+    # From host data: a native operator outside a forward (`-x`) runs on the framework's
+    # default device, not d2lcompat's (TensorFlow with several devices).
+    Xp, Xn = ops.tensor(np.ones((2, 3), np.float32)), ops.tensor(-np.ones((2, 3), np.float32))
     want = [to_np(br(Xp)), to_np(br(Xn))]
     br.hybridize()
     with warnings.catch_warnings(record=True) as caught:
