@@ -127,10 +127,15 @@ def test_load_streams_one_tensor_at_a_time(tmp_path: Path) -> None:
         tracemalloc.start()
         try:
             clone.load_parameters(source)
-            _, peak = tracemalloc.get_traced_memory()
+            kept, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-        assert peak < 2 * 4_000_000 + 1_000_000, f"{source.name}: the load held {peak} bytes"
+        # What is still allocated after the load is the parameters' own storage, not held
+        # by the load: TensorFlow's assign may adopt the host copy tf.constant made of a
+        # read-only array (a NumPy copy, so traced) as the variable's buffer.
+        held = peak - kept
+        assert held < 2 * 4_000_000 + 1_000_000, f"{source.name}: the load held {held} bytes"
+        assert kept <= 4 * 4_000_000 + 1_000_000, f"{source.name}: {kept} bytes kept after the load"
         np.testing.assert_array_equal(to_np(clone[3].weight.data()), to_np(net[3].weight.data()))
 
 
