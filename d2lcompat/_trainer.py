@@ -463,6 +463,8 @@ class TrainStep:
                 values += slots
             if attrs:
                 values += [a._var for a in attrs]
+            # Where each tensor attribute lives, read before the call (JAX donates them).
+            places = [b.device_of(a._var) for a in attrs] if mix else None
             try:
                 out, new = compiled(values, (batch[1], *scalars_of(t)), X, y)
             except _NeedsEager:  # raised while tracing: nothing has changed
@@ -476,11 +478,9 @@ class TrainStep:
                 m = len(slots)
                 slots[:] = new[k : k + m]
                 k += m
-            for a, v in zip(attrs, new[k:]):
-                if mix:
-                    where = b.device_of(a._var)
-                    if b.device_of(v) != where:
-                        v = b.move(v, where, False)
+            for i, (a, v) in enumerate(zip(attrs, new[k:])):
+                if places is not None and b.device_of(v) != places[i]:
+                    v = b.move(v, places[i], False)
                 a.block.__dict__[a.name] = v
             if guard:
                 # A non-finite step returned the old values (the `where` in the graph):

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _device
 from .. import autograd as _autograd
 from .. import ops as _ops
 from .._errors import D2LCompatError, ShapeError
@@ -319,7 +320,9 @@ class PositionalEncoding(Block):
             )
         self.dropout = Dropout(dropout)
         self._table = positional_table(int(max_len), int(num_hiddens))
-        self._P = active().from_numpy(self._table, "float32", None)
+        # On d2lcompat's default device, where the parameters are created: P is an input
+        # of a compiled function beside them (a tensor attribute).
+        self._P = active().from_numpy(self._table, "float32", _device.resolve(None))
 
     @property
     def P(self) -> Any:
@@ -341,7 +344,8 @@ class PositionalEncoding(Block):
         if b.dtype(X) != "float32":
             P = b.cast(P, b.dtype(X))
         dev = device_for(b, X)
-        if dev is not None and b.device_of(P) != dev:
+        # P is a tensor attribute: an input (traced) of a compiled function too.
+        if dev is not None and not b.is_traced(P) and b.device_of(P) != dev:
             P = b.move(P, dev, copy=False)
         return self.dropout(X + P[:, offset: offset + s[1], :])
 

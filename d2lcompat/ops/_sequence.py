@@ -44,9 +44,14 @@ def lengths_tensor(
 
 
 def device_for(b: Any, like: Any) -> Any:
-    """Where to create a tensor used with ``like``: its device, or None (the
-    framework's placement) for a traced value, which has no device yet."""
-    return None if b.is_traced(like) else b.device_of(like)
+    """Where to create a tensor used with ``like``: its device; for a traced value,
+    which has no device yet, d2lcompat's default device (``D2LCOMPAT_DEVICE``, where
+    the other inputs of a traced function were created) or None (the framework's)."""
+    if b.is_traced(like):
+        from .._device import resolve
+
+        return resolve(None)
+    return b.device_of(like)
 
 
 def _positions(b: Any, n: int, like: Any) -> Any:
