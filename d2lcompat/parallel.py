@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, overload
 
@@ -103,6 +104,16 @@ def _exit_at_once_on_error() -> None:
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        stamp = repr(time.time())
+        try:
+            # Under `d2lcompat launch`: when this rank failed, so that the launcher names
+            # the first failure even if a peer, cut off by it, exits sooner.
+            where = os.environ.get("D2LCOMPAT_LAUNCH_RAISED")
+            if where:
+                with open(where, "w") as f:
+                    f.write(stamp)
+        except OSError:
+            pass
         try:
             previous(kind, value, tb)
         finally:

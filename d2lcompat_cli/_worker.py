@@ -30,6 +30,7 @@ from types import FrameType
 
 RUN_DIR = "D2LCOMPAT_LAUNCH_DIR"
 GRACE = "D2LCOMPAT_LAUNCH_GRACE"
+RAISED = "D2LCOMPAT_LAUNCH_RAISED"
 _RANK_VARS = ("D2LCOMPAT_RANK", "RANK", "PADDLE_TRAINER_ID")
 
 
@@ -75,9 +76,13 @@ def main(argv: list[str]) -> int:
     rank = rank_from_env()
     stopping: list[float] = []  # when a forwarded signal arrived
 
+    # The moment the script's uncaught exception was raised (`parallel.init`'s hook writes
+    # it): a peer that dies of the closed connection afterwards may exit first.
+    raised = os.path.join(run_dir, f"rank{rank}.raised")
     with open(os.path.join(run_dir, f"rank{rank}.log"), "ab", buffering=0) as log:
         child = subprocess.Popen(
             [sys.executable, *argv], stdin=subprocess.DEVNULL, stdout=log,
+            env={**os.environ, RAISED: raised},
             stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
     _write(os.path.join(run_dir, f"rank{rank}.pid"), {"rank": rank, "worker": os.getpid(),
@@ -100,8 +105,14 @@ def main(argv: list[str]) -> int:
         except subprocess.TimeoutExpired:
             if stopping and time.monotonic() - stopping[0] > grace:
                 child.kill()
+    died = time.time()
+    try:
+        with open(raised) as f:
+            died = min(died, float(f.read()))
+    except (OSError, ValueError):
+        pass
     _write(os.path.join(run_dir, f"rank{rank}.exit"), {
-        "rank": rank, "returncode": rc, "time": time.time(), "stopped": bool(stopping),
+        "rank": rank, "returncode": rc, "time": died, "stopped": bool(stopping),
     })
     return rc if rc >= 0 else 128 - rc
 
