@@ -167,6 +167,10 @@ def _marked(launch_id: str) -> list[int]:
     return found
 
 
+#: Seconds within which a rank killed by a signal counts as failing before a peer that
+#: raised (the peer likely died of the closed connection).
+_KILL_WINDOW = 2.0
+
 class _Run:
     """The processes of one launch, their logs, and how to stop them all."""
 
@@ -219,7 +223,18 @@ class _Run:
     def first_failure(self) -> dict[str, Any] | None:
         """The worker that failed first (by time of death), not one we stopped."""
         failed = [r for r in self.exits() if r.get("returncode") and not r.get("stopped")]
-        return min(failed, key=lambda r: float(r.get("time", 0.0))) if failed else None
+        if not failed:
+            return None
+        first = min(failed, key=lambda r: float(r.get("time", 0.0)))
+        # A rank killed by a signal (SIGKILL, the OOM killer) has no moment of failure of
+        # its own, only the moment its wrapper saw it gone; a peer cut off by it can raise
+        # ("connection closed by peer") a little before that: name the killed rank.
+        killed = [r for r in failed if int(r["returncode"]) < 0]
+        if killed:
+            k = min(killed, key=lambda r: float(r.get("time", 0.0)))
+            if float(k.get("time", 0.0)) - float(first.get("time", 0.0)) < _KILL_WINDOW:
+                return k
+        return first
 
     # ------------------------------------------------------------ stopping
     def _pids(self) -> set[int]:

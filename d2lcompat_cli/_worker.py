@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -91,6 +92,10 @@ def main(argv: list[str]) -> int:
     def forward(signum: int, frame: FrameType | None) -> None:
         if not stopping:
             stopping.append(time.monotonic())
+            # A script that ignores the signal is killed after the grace period.
+            timer = threading.Timer(grace, child.kill)
+            timer.daemon = True
+            timer.start()
         try:
             child.send_signal(signum)
         except OSError:
@@ -98,13 +103,9 @@ def main(argv: list[str]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
-    while True:
-        try:
-            rc = child.wait(timeout=0.1)
-            break
-        except subprocess.TimeoutExpired:
-            if stopping and time.monotonic() - stopping[0] > grace:
-                child.kill()
+    # A blocking wait: the time of death is taken the moment the script exits (a polled
+    # wait would blur which of two ranks died first).
+    rc = child.wait()
     died = time.time()
     try:
         with open(raised) as f:
