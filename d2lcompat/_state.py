@@ -36,7 +36,9 @@ __all__ = [
     "TensorAttr",
     "apply_updates",
     "attr_key",
+    "close_scope",
     "collecting",
+    "open_scope",
     "set_state",
     "substituted_attrs",
     "tensor_attrs",
@@ -147,17 +149,31 @@ def write_attr(block: Block, name: str, value: Any) -> None:
     block.__dict__[name] = value
 
 
+def open_scope() -> Scope:
+    """Start collecting state writes in a new innermost `Scope` (close it with
+    `close_scope`, in a ``finally``): what `collecting` and
+    `d2lcompat.autograd.call_substituted` both do, without a generator."""
+    scope = Scope()
+    _SCOPES.append(scope)
+    return scope
+
+
+def close_scope(scope: Scope) -> None:
+    """End the innermost scope ``scope``: the tensor attributes it saw written get their
+    old values back (no traced value is left behind); ``scope.writes`` stays."""
+    _SCOPES.pop()
+    scope.restore()
+
+
 @contextlib.contextmanager
 def collecting() -> Iterator[dict[Any, tuple[Any, Any]]]:
     """Collect the state writes of the forward passes run inside the ``with``; yields
     ``{key: (target, value)}`` (`Scope.writes`)."""
-    scope = Scope()
-    _SCOPES.append(scope)
+    scope = open_scope()
     try:
         yield scope.writes
     finally:
-        _SCOPES.pop()
-        scope.restore()
+        close_scope(scope)
 
 
 def apply_updates(updates: dict[Any, tuple[Any, Any]]) -> None:

@@ -259,6 +259,7 @@ class TrainStep:
         self._eager_key: tuple[Any, ...] = ()
         self._eager_diff: _autograd.Differentiator | None = None
         self._eager_vars: list[Parameter] = []
+        self._eager_concat: bool | None = None  # the probe's form (`_probe_concatenates`)
 
     # ------------------------------------------------------------------ eager
     def _eager(self, X: Any, y: Any) -> Any:
@@ -285,7 +286,12 @@ class TrainStep:
             self._batch = n
         self._pred_shape = tuple(b.shape(pred))
         # The batch's mean loss, NaN whenever a gradient is not finite (`_eager_general`).
-        mean = total * self._scale + _nonfinite_probe(grads)
+        try:
+            probe = _nonfinite_probe(grads, self._eager_concat)
+        except Exception:  # noqa: BLE001 - parameters moved to several devices since
+            self._eager_concat = False
+            probe = _nonfinite_probe(grads)
+        mean = total * self._scale + probe
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))  # before the update
         trainer.step(int(n))
@@ -302,9 +308,12 @@ class TrainStep:
             self._eager_diff = _autograd.Differentiator(named) if named else None
             self._eager_key = key
             self._eager_vars = [p for _, p in named]
+            self._eager_concat = None
         for p in self._eager_vars:
             if p._var is None:
                 return None
+        if self._eager_concat is None:  # once the values exist: the probe's form
+            self._eager_concat = _probe_concatenates(active(), [p._var for p in self._eager_vars])
         return self._eager_diff
 
     def _eager_general(self, X: Any, y: Any) -> Any:
@@ -323,7 +332,7 @@ class TrainStep:
         # NaN when the loss or any gradient is not finite (0 otherwise), so the reported
         # loss is NaN whenever the update would use a NaN: a ReLU or a max that drops
         # a NaN input can leave the loss finite while the gradients are not.
-        mean = _ops.mean(per_sample) + _nonfinite_probe(grads.values())
+        mean = _ops.mean(per_sample) + _nonfinite_probe(list(grads.values()))
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))  # before the update
         trainer.step(int(b.shape(X)[0]))
@@ -356,6 +365,7 @@ class TrainStep:
         attr_index = {a.key: i for i, a in enumerate(attrs)}
         n_slots = sum(slot_counts)
         clip_norm = self._trainer.clip_global_norm
+        concat = _probe_concatenates(b, [p._var for p in train])
 
         def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
             fixed = list(values[n_train:n_all])
@@ -385,7 +395,7 @@ class TrainStep:
             total, grads, (new_state, pred, new_attrs) = b.value_and_grad_aux(
                 objective, values[:n_train]
             )
-            probe = total * 0.0 + _nonfinite_probe(grads)  # 0, or NaN (see _eager)
+            probe = total * 0.0 + _nonfinite_probe(grads, concat)  # 0, or NaN (see _eager)
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
             if clip_norm is not None:
@@ -556,9 +566,32 @@ class TrainStep:
         return (mean, pred) if outputs else mean
 
 
-def _nonfinite_probe(grads: Iterable[Any]) -> Any:
+#: Up to this many gradient elements in all, the probe concatenates the gradients and
+#: takes one dot product with zeros: two framework ops eagerly, two kernels inside a
+#: compiled step, where one multiply-and-sum per gradient costs two ops (or kernels)
+#: per gradient — the fixed cost that dominated small steps. Above it, the per-gradient
+#: form, which copies nothing.
+_PROBE_CONCAT_MAX = 1 << 20
+
+
+def _probe_concatenates(b: Any, values: Sequence[Any]) -> bool:
+    """Whether the gradients of parameters holding ``values`` go through the one-dot
+    probe: several of them, one dtype, one device, at most `_PROBE_CONCAT_MAX`
+    elements. Decided once per structure."""
+    if len(values) < 2:
+        return False
+    if len({b.dtype(v) for v in values}) != 1 or len({b.device_of(v) for v in values}) != 1:
+        return False
+    return sum(math.prod(b.shape(v)) for v in values) <= _PROBE_CONCAT_MAX
+
+
+def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
     """``Σ sum(g · 0)``: 0 when every gradient is finite, NaN otherwise (``inf · 0`` is
-    NaN), with the cost of one fused multiply-and-sum per gradient."""
+    NaN). With ``concat`` (`_probe_concatenates`) and every gradient present, the same
+    number as one dot product of the concatenated gradients with their product by 0."""
+    if concat and all(g is not None for g in grads):
+        flat = _ops.concat([_ops.reshape(g, (-1,)) for g in grads], 0)
+        return _ops.dot(flat, flat * 0.0)
     probe: Any = 0.0
     for g in grads:
         if g is not None:

@@ -67,18 +67,42 @@ def predict_mode() -> Iterator[None]:
 record = train_mode
 
 
+def _swap(params: Sequence[Parameter], values: Sequence[Any]) -> list[Any]:
+    """Put ``values`` in the parameters; return the values they held."""
+    saved = [p._var for p in params]
+    for p, v in zip(params, values):
+        p._var = v
+    return saved
+
+
 @contextlib.contextmanager
 def substituted(params: Sequence[Parameter], values: Sequence[Any]) -> Iterator[None]:
     """Use ``values`` in place of the parameters' stored values inside the ``with``
     (private: the mechanism of `functional_call` and `grad`)."""
     saved = [p._var for p in params]
     try:
-        for p, v in zip(params, values):
-            p._var = v
+        _swap(params, values)
         yield
     finally:
-        for p, v in zip(params, saved):
-            p._var = v
+        _swap(params, saved)
+
+
+def call_substituted(
+    params: Sequence[Parameter], values: Sequence[Any], fn: Callable[[], Any]
+) -> tuple[Any, dict[Any, tuple[Any, Any]]]:
+    """``fn()`` with ``values`` substituted for the parameters' values and its state
+    writes collected: ``with substituted(params, values), _state.collecting() as w:
+    out = fn()``, returning ``(out, w)``, as one plain call (no generator context
+    managers: the hot path of `grad` and of the eager `train_step`). Private."""
+    saved = [p._var for p in params]
+    scope = _state.open_scope()
+    try:
+        _swap(params, values)
+        out = fn()
+    finally:
+        _state.close_scope(scope)  # tensor attributes written by fn: no tracer left
+        _swap(params, saved)
+    return out, scope.writes
 
 
 def _named(params: Mapping[str, Parameter] | Iterable[Parameter]) -> list[tuple[str, Parameter]]:
@@ -162,26 +186,12 @@ class Differentiator:
         b = active()
         plist = self._params
         changed: list[Any] = []  # a Parameter, or a (block, name) tensor attribute
-        scopes = _state._SCOPES
 
         def pure(values: Sequence[Any]) -> tuple[Any, tuple[Any, list[Any]]]:
             # Running statistics written by the forward pass (BatchNorm) are collected and
             # returned as aux, then written after the gradient: inside the differentiated
             # function they are traced values (JAX) or part of the graph.
-            # (`substituted` and `_state.collecting`, written out: this is the hot path.)
-            saved = [p._var for p in plist]
-            scope = _state.Scope()
-            scopes.append(scope)
-            try:
-                for p, v in zip(plist, values):
-                    p._var = v
-                out, aux = fn()
-            finally:
-                scopes.pop()
-                scope.restore()  # tensor attributes written by the forward: no tracer left
-                for p, v in zip(plist, saved):
-                    p._var = v
-            updates = scope.writes
+            (out, aux), updates = call_substituted(plist, values, fn)
             if check:
                 _check_scalar(b, out)
             if updates:

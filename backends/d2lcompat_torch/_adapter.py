@@ -393,7 +393,7 @@ class TorchBackend(Backend):
         if not all(isinstance(p, torch.Tensor) and p.dtype.is_floating_point for p in params):
             return False
         with torch.no_grad():
-            gs = [g.detach() for g in grads]
+            gs = list(grads)  # under no_grad: nothing is recorded, no detach needed
             if kind == "sgd" and not hp["momentum"] and not hp["weight_decay"]:
                 # w -= lr·(scale·g): fold the batch scale into the step, no scaled copy.
                 torch._foreach_add_(params, gs, alpha=-hp["lr"] * scale)
