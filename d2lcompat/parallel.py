@@ -464,13 +464,16 @@ class DataParallelStep:
     the gradient of the whole batch and reduces it; the parameters are updated once.
     The result equals one device with the whole batch. Returns the batch's mean loss.
 
-    Where the adapter compiles a sharded step (`Backend.SUPPORTS_SHARDED_TRAIN_STEP`:
-    JAX) the whole step — forward, backward, the all-reduce XLA inserts, the update —
-    is one compiled call, the very step `train_step` compiles after ``hybridize()``,
-    with the batch sharded and the parameters replicated. Elsewhere (TensorFlow), and
-    across processes, `DeviceParallel` computes the reduced gradient and
-    ``trainer.step(batch_size)`` updates (all-reducing over processes too when
-    ``world_size() > 1``). The batch size must be divisible by the number of devices.
+    Where the adapter compiles a sharded step (`Backend.SUPPORTS_SHARDED_TRAIN_STEP`)
+    the whole step — forward, backward, the all-reduce, the update — is one compiled
+    call, the very step `train_step` compiles after ``hybridize()``: JAX shards the
+    batch and XLA inserts the all-reduce; TensorFlow runs it once per device inside
+    one ``tf.function`` around ``MirroredStrategy.run``, the replica context summing
+    the gradients before the update. Elsewhere, for the first step of a net with
+    deferred shapes, and across processes, `DeviceParallel` computes the reduced
+    gradient and ``trainer.step(batch_size)`` updates (all-reducing over processes too
+    when ``world_size() > 1``). The batch size must be divisible by the number of
+    devices. ``stop_on_nan`` as in `d2lcompat.train_step`.
 
     Examples
     --------

@@ -1319,12 +1319,26 @@ class TensorFlowBackend(Backend):
 
         def reduce(tensors: list[Any]) -> list[Any]:
             ctx = tf.distribute.get_replica_context()
-            if split == 1:
-                # Pinned to this worker's device: MWMS derives the all-reduce's
-                # destination from it (see `_collective`).
-                with tf.device(device):
-                    tensors = [tf.identity(t) for t in tensors]
-            return list(ctx.all_reduce(op, tensors))
+            # One flat buffer per dtype, one collective each (as DDP's buckets): the
+            # strategy would otherwise run one collective per tensor, each a round trip.
+            groups: dict[Any, list[int]] = {}
+            for i, t in enumerate(tensors):
+                groups.setdefault(t.dtype, []).append(i)
+            out: list[Any] = list(tensors)
+            for idx in groups.values():
+                flat = tf.concat([tf.reshape(tensors[i], [-1]) for i in idx], 0)
+                if split == 1:
+                    # Pinned to this worker's device: MWMS derives the all-reduce's
+                    # destination from it (see `_collective`).
+                    with tf.device(device):
+                        flat = tf.identity(flat)
+                flat = ctx.all_reduce(op, flat)
+                sizes = [tensors[i].shape.num_elements() for i in idx]  # parameters: static
+                if None in sizes:
+                    sizes = tf.stack([tf.size(tensors[i]) for i in idx])
+                for i, part in zip(idx, tf.split(flat, sizes, num=len(idx))):
+                    out[i] = tf.reshape(part, tf.shape(tensors[i]))
+            return out
 
         def graph_step(values: list[Any], scalars: Any, X: Any, y: Any) -> Any:
             if split > 1:
