@@ -5,7 +5,9 @@ data-parallel step against the framework's own DDP/strategy loop with the same m
 (`benchmarks._dp_worker`) of each backend with its Python, on loopback with ports the
 OS chose, and prints a Markdown table (and JSON with ``--json``). Model: MLP
 20-256-10, SGD, global batch 256 (128 per worker); eager steps (``train_step``
-without ``hybridize``, which is what runs across processes) unless said otherwise.
+without ``hybridize``) unless said otherwise. "hybridized" across processes is the
+compiled forward with the eager update and all-reduce, or, where the adapter compiles
+the collective into the step (TensorFlow), the whole step as one compiled function.
 
 Examples
 --------
@@ -115,7 +117,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         )
         hyb = r["processes hybridized"]["step_s"]
         rows.append(
-            f"| {b} | processes, hybridized forward | — | {_ms(hyb)} | {one / hyb:.2f}× "
+            f"| {b} | processes, hybridized | — | {_ms(hyb)} | {one / hyb:.2f}× "
             f"| {_ms(r['processes hybridized'].get('allreduce_s', float('nan')))} | {_ms(nat)} "
             f"| {hyb / nat:.2f} {'✓' if hyb / nat <= TARGET else '✗'} |"
         )

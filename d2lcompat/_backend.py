@@ -662,6 +662,23 @@ class Backend(abc.ABC):
 
     #: `compile_train_step_sharded` compiles a whole training step over several devices.
     SUPPORTS_SHARDED_TRAIN_STEP: ClassVar[bool] = False
+    #: `compile_train_step_sharded` runs the step once per device on its shard, with
+    #: ``reduce`` (``tf.distribute``), rather than partitioning one step (XLA SPMD).
+    SHARDED_TRAIN_STEP_PER_REPLICA: ClassVar[bool] = False
+    #: `compile_train_step_distributed` compiles the gradients' all-reduce over the
+    #: processes into the training step (else several workers run the eager step).
+    SUPPORTS_DISTRIBUTED_TRAIN_STEP: ClassVar[bool] = False
+
+    def compile_train_step_distributed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """`compile_train_step` for one of several processes (`dist_init`): each process
+        runs the compiled step on its own batch, calling ``fn(values, scalars, X, y,
+        reduce=...)`` where ``reduce(list)`` is the element-wise MEAN over the processes
+        (each process's ``scalars`` scale by its own batch, as `Trainer.step` after
+        `dist_all_reduce_mean`): every process computes the same update. Only where
+        `SUPPORTS_DISTRIBUTED_TRAIN_STEP`."""
+        from ._errors import UnsupportedError
+
+        raise UnsupportedError(f"{self.name} does not compile a distributed training step")
 
     def compile_train_step_sharded(
         self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
@@ -670,7 +687,17 @@ class Backend(abc.ABC):
         along their first axis, every value replicated, the gradient's all-reduce
         inserted by the compiler; ``run(values, scalars, X, y)`` returns the outputs
         on the device of ``X`` and each kept value on the device its value came from. Only where
-        `SUPPORTS_SHARDED_TRAIN_STEP` (else the core uses `device_parallel`)."""
+        `SUPPORTS_SHARDED_TRAIN_STEP` (else the core uses `device_parallel`).
+
+        Two ways: a compiler that partitions the whole batch's step itself (JAX's XLA
+        SPMD) calls ``fn(values, scalars, X, y)`` once, as `compile_train_step` does.
+        An engine that runs one replica per device (``tf.distribute``) calls, in each
+        replica, ``fn(values, scalars, X_shard, y_shard, reduce=...)``: ``reduce(list)``
+        is the replica context's all-reduce (SUM over the devices), which ``fn`` applies
+        to its shard's loss sum and gradient sums before the optimizer's rule, so every
+        replica computes the same new values (those of the whole batch); the adapter
+        then writes them once. Such an adapter sets `SHARDED_TRAIN_STEP_PER_REPLICA`
+        (a forward pass that updates running statistics is then refused)."""
         from ._errors import UnsupportedError
 
         raise UnsupportedError(f"{self.name} does not compile a sharded training step")

@@ -367,7 +367,15 @@ class TrainStep:
         clip_norm = self._trainer.clip_global_norm
         concat = _probe_concatenates(b, [p._var for p in train])
 
-        def step(values: Sequence[Any], scalars: Any, X: Any, y: Any) -> tuple[Any, list[Any]]:
+        refuse_state = self._refuse_replica_state
+
+        def step(
+            values: Sequence[Any], scalars: Any, X: Any, y: Any,
+            reduce: Callable[[list[Any]], list[Any]] | None = None,
+        ) -> tuple[Any, list[Any]]:
+            # ``reduce``: given by an adapter that runs this step once per replica on its
+            # shard (`Backend.compile_train_step_sharded`); it turns the shard's loss sum
+            # and gradient sums into those of the batch the step was given.
             fixed = list(values[n_train:n_all])
             attr_values = list(values[n_all + n_slots :])
 
@@ -395,6 +403,10 @@ class TrainStep:
             total, grads, (new_state, pred, new_attrs) = b.value_and_grad_aux(
                 objective, values[:n_train]
             )
+            if reduce is not None:
+                if refuse_state and any(v is not None for v in new_state + new_attrs):
+                    raise _replica_state_error()
+                total, *grads = reduce([total, *grads])  # the framework's all-reduce
             probe = total * 0.0 + _nonfinite_probe(grads, concat)  # 0, or NaN (see _eager)
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
@@ -481,6 +493,9 @@ class TrainStep:
                 state["_t"] = t - 1
                 self._compiled.clear()
                 raise
+            except D2LCompatError:  # refused while tracing (`_replica_state_error`)
+                state["_t"] = t - 1
+                raise
             for p, v in zip(params, new):
                 p._var = v
             k = n_params
@@ -503,9 +518,18 @@ class TrainStep:
 
         return run
 
+    #: Whether a step run once per replica refuses a forward pass that updates state
+    #: (running statistics): set where the replicas share one set of variables.
+    _refuse_replica_state = False
+
     def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
-        """The adapter's compiled ``step`` (`d2lcompat.parallel` compiles it sharded)."""
-        return active().compile_train_step(step)
+        """The adapter's compiled ``step`` (`d2lcompat.parallel` compiles it sharded);
+        across processes, where the adapter compiles the collective into it
+        (`Backend.SUPPORTS_DISTRIBUTED_TRAIN_STEP`), the distributed one."""
+        b = active()
+        if _parallel.world_size() > 1:
+            return b.compile_train_step_distributed(step)
+        return b.compile_train_step(step)
 
     def _structure(self) -> tuple[Any, ...]:
         opt = self._trainer._optimizer
@@ -514,7 +538,7 @@ class TrainStep:
         # step again, as does a new set of parameters of the trainer.
         return (
             opt.__dict__.get("_version", 0), len(opt._params), self._stop_on_nan,
-            self._trainer.clip_global_norm,
+            self._trainer.clip_global_norm, _parallel._STATE["world_size"],
         )
 
     def _run_compiled(self, X: Any, y: Any, outputs: bool) -> Any:
@@ -538,7 +562,7 @@ class TrainStep:
         # (still hybridized, one worker, the same structure); `_step` decides otherwise.
         run = self._compiled.get(False)
         if (run is not None and "forward" in self._net.__dict__
-                and _parallel._STATE["world_size"] <= 1 and self._key == self._structure()):
+                and self._key == self._structure()):
             _check_batch(active(), X, y)
             try:
                 return run(X, y)
@@ -553,11 +577,12 @@ class TrainStep:
 
     def _step(self, X: Any, y: Any, outputs: bool) -> Any:
         # Several workers: the eager step, whose Trainer.step all-reduces the gradients
-        # (the compiled step applies them inside the compiled function).
+        # (the compiled step applies them inside the compiled function), unless the
+        # adapter compiles the all-reduce into the step (`compile_train_step_distributed`).
         b = active()
         _check_batch(b, X, y)
         compiled = "forward" in self._net.__dict__ and b.SUPPORTS_COMPILE and b.COMPILES_TRAIN_STEP
-        if compiled and _parallel.world_size() <= 1:
+        if compiled and (_parallel.world_size() <= 1 or b.SUPPORTS_DISTRIBUTED_TRAIN_STEP):
             try:
                 return self._run_compiled(X, y, outputs)
             except _NeedsEager:
@@ -583,6 +608,17 @@ def _probe_concatenates(b: Any, values: Sequence[Any]) -> bool:
     if len({b.dtype(v) for v in values}) != 1 or len({b.device_of(v) for v in values}) != 1:
         return False
     return sum(math.prod(b.shape(v)) for v in values) <= _PROBE_CONCAT_MAX
+
+
+def _replica_state_error() -> D2LCompatError:
+    from ._errors import UnsupportedError
+
+    return UnsupportedError(
+        "train_step(devices=...): the forward pass updates running statistics (BatchNorm), "
+        "which each device's replica would compute on its own shard of the batch; "
+        "d2lcompat does not yet combine them over the devices of one process. Train this "
+        "net with `d2lcompat launch` (one device per process) or on one device."
+    )
 
 
 def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
@@ -653,6 +689,10 @@ def train_step(
     trainer : Trainer
     devices : list of Device, optional
         Split each batch over these devices of this process (data parallel, §17).
+        On several processes (`d2lcompat.parallel`), a hybridized net's step has the
+        gradients' all-reduce inside the compiled function where the adapter can put
+        it there (`Backend.SUPPORTS_DISTRIBUTED_TRAIN_STEP`: TensorFlow); otherwise
+        the eager step all-reduces in `Trainer.step`.
     stop_on_nan : bool
         Raise `NonFiniteLossError` when the loss or a gradient of the batch is NaN or
         infinite, before any parameter or optimizer slot changes (`fit` sets it).
@@ -679,5 +719,7 @@ def train_step(
     """
     if devices is not None and len(devices) > 1:
         # The framework's engine splits each batch over the devices (parallel.DeviceParallel).
-        return _parallel.data_parallel_step(net, loss, trainer, devices)  # type: ignore[return-value]
+        return _parallel.data_parallel_step(  # type: ignore[return-value]
+            net, loss, trainer, devices, stop_on_nan
+        )
     return TrainStep(net, loss, trainer, stop_on_nan=stop_on_nan)

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -35,7 +36,7 @@ from typing import Any, overload
 from . import _device, _state
 from ._cluster import Cluster
 from ._device import Device, cpu, device_of, gpu, resolve, to_device
-from ._errors import D2LCompatError, ShapeError, UnsupportedError
+from ._errors import D2LCompatError, NonFiniteLossError, ShapeError, UnsupportedError
 from ._parameter import Parameter
 from ._registry import active
 from .autograd import substituted
@@ -463,13 +464,16 @@ class DataParallelStep:
     the gradient of the whole batch and reduces it; the parameters are updated once.
     The result equals one device with the whole batch. Returns the batch's mean loss.
 
-    Where the adapter compiles a sharded step (`Backend.SUPPORTS_SHARDED_TRAIN_STEP`:
-    JAX) the whole step — forward, backward, the all-reduce XLA inserts, the update —
-    is one compiled call, the very step `train_step` compiles after ``hybridize()``,
-    with the batch sharded and the parameters replicated. Elsewhere (TensorFlow), and
-    across processes, `DeviceParallel` computes the reduced gradient and
-    ``trainer.step(batch_size)`` updates (all-reducing over processes too when
-    ``world_size() > 1``). The batch size must be divisible by the number of devices.
+    Where the adapter compiles a sharded step (`Backend.SUPPORTS_SHARDED_TRAIN_STEP`)
+    the whole step — forward, backward, the all-reduce, the update — is one compiled
+    call, the very step `train_step` compiles after ``hybridize()``: JAX shards the
+    batch and XLA inserts the all-reduce; TensorFlow runs it once per device inside
+    one ``tf.function`` around ``MirroredStrategy.run``, the replica context summing
+    the gradients before the update. Elsewhere, for the first step of a net with
+    deferred shapes, and across processes, `DeviceParallel` computes the reduced
+    gradient and ``trainer.step(batch_size)`` updates (all-reducing over processes too
+    when ``world_size() > 1``). The batch size must be divisible by the number of
+    devices. ``stop_on_nan`` as in `d2lcompat.train_step`.
 
     Examples
     --------
@@ -483,11 +487,13 @@ class DataParallelStep:
     """
 
     def __init__(
-        self, net: Any, loss: Callable[..., Any], trainer: Any, devices: Sequence[Device | str]
+        self, net: Any, loss: Callable[..., Any], trainer: Any, devices: Sequence[Device | str],
+        stop_on_nan: bool = False,
     ) -> None:
         from . import ops
 
         self._net, self._loss, self._trainer = net, loss, trainer
+        self._stop_on_nan = bool(stop_on_nan)
         self._check_labels: Callable[..., None] | None = (
             getattr(loss, "check_labels", None) if getattr(loss, "checks_labels", False) else None
         )
@@ -500,7 +506,7 @@ class DataParallelStep:
         self.devices = self._grad.devices
         self._sharded: Any = None
         if active().SUPPORTS_SHARDED_TRAIN_STEP and len(self.devices) > 1:
-            self._sharded = _sharded_train_step(net, loss, trainer, self.devices)
+            self._sharded = _sharded_train_step(net, loss, trainer, self.devices, stop_on_nan)
 
     def _compiled(self, X: Any, y: Any, outputs: bool) -> Any:
         """The sharded compiled step's result, or None where it cannot run (several
@@ -542,7 +548,13 @@ class DataParallelStep:
         if out is not None:
             return out
         with autograd.train_mode():
-            total, _ = self._grad(X, y)
+            total, grads = self._grad(X, y)
+        if self._stop_on_nan:
+            from ._trainer import _nan_message, _nonfinite_probe
+
+            probe = total + _nonfinite_probe(grads.values())
+            if not math.isfinite(float(ops.item(probe))):
+                raise NonFiniteLossError(_nan_message(probe))  # before the update
         self._trainer.step(n)
         count = ops.full((), float(n), dtype=ops.dtype(total), device=device_of(total))
         return ops.divide(total, count)
@@ -562,24 +574,31 @@ class DataParallelStep:
         return self(X, y), pred
 
 
-def _sharded_train_step(net: Any, loss: Callable[..., Any], trainer: Any, devices: list[Device]) -> Any:
+def _sharded_train_step(
+    net: Any, loss: Callable[..., Any], trainer: Any, devices: list[Device], stop_on_nan: bool = False
+) -> Any:
     """`d2lcompat.TrainStep` whose compiled step is the adapter's sharded one."""
     from ._trainer import TrainStep  # imports this module: only once both are loaded
 
     where = [(d.kind, d.index) for d in devices]
 
     class ShardedTrainStep(TrainStep):
+        # Replicas that each run the step on a shard (`reduce`) share one set of
+        # variables: a shard's running statistics are not the batch's.
+        _refuse_replica_state = True
+
         def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
             return active().compile_train_step_sharded(step, where)
 
 
-    step = ShardedTrainStep(net, loss, trainer)
+    step = ShardedTrainStep(net, loss, trainer, stop_on_nan=stop_on_nan)
     step._check_labels = None  # DataParallelStep checks the labels at its own entry
     return step
 
 
 def data_parallel_step(
-    net: Any, loss: Callable[..., Any], trainer: Any, devices: Sequence[Device | str]
+    net: Any, loss: Callable[..., Any], trainer: Any, devices: Sequence[Device | str],
+    stop_on_nan: bool = False,
 ) -> DataParallelStep:
     """The training step of ``net`` with each batch split over ``devices`` of this
     process (`DataParallelStep`); ``train_step(..., devices=devices)`` calls it.
@@ -593,4 +612,4 @@ def data_parallel_step(
     >>> parallel.data_parallel_step(net, loss.L2Loss(), trainer, [d2lcompat.cpu()]).devices
     [cpu(0)]
     """
-    return DataParallelStep(net, loss, trainer, devices)
+    return DataParallelStep(net, loss, trainer, devices, stop_on_nan)

@@ -186,7 +186,7 @@ def batch_norm_run(devices):
              ops.tensor(rng.standard_normal((8, 1)).astype("float32")))
     return {k: ops.to_numpy(p.data()) for k, p in net.collect_params().items()}
 
-if active().SUPPORTS_SHARDED_TRAIN_STEP:
+if active().SUPPORTS_SHARDED_TRAIN_STEP and not active().SHARDED_TRAIN_STEP_PER_REPLICA:
     # the whole step compiled over the devices: running statistics of the whole batch
     one, two = batch_norm_run(None), batch_norm_run(devs)
     for k in one:
@@ -318,3 +318,133 @@ def test_init_outside_launcher_is_noop_on_default_params() -> None:
     net.initialize(init.One())
     parallel.sync_parameters(net.collect_params())
     np.testing.assert_array_equal(ops.to_numpy(net.weight.data()), np.ones((2, 3)))
+
+
+# ------------------------------------------- the compiled step over devices / processes
+_COMPILED_DP = """
+import sys, json
+import numpy as np
+import d2lcompat
+from d2lcompat import nn, ops, parallel, loss
+from d2lcompat._registry import active
+
+mode, out = sys.argv[1], sys.argv[2]
+parallel.init()
+workers, rank = parallel.world_size(), parallel.rank()
+devices = parallel.local_devices()[:2] if mode == "devices" else None
+b = active()
+compiled = b.SUPPORTS_SHARDED_TRAIN_STEP if mode == "devices" else b.SUPPORTS_DISTRIBUTED_TRAIN_STEP
+X, y = (np.load(out + "/data.npz")[k] for k in ("X", "y"))
+local = X.shape[1] // workers
+rows = slice(rank * local, (rank + 1) * local)
+applied = [0]  # eager optimizer updates (Optimizer.apply), none in a compiled step
+results = {}
+for name, opt, clip in (("sgd", "sgd", None), ("adam", "adam", None), ("adam_clip", "adam", 0.05)):
+    d2lcompat.seed(4)
+    net = nn.Sequential(nn.Dense(6, activation="relu", in_units=3), nn.Dense(2, in_units=6))
+    net.initialize()
+    net.hybridize()
+    trainer = d2lcompat.Trainer(net.collect_params(), opt, {"learning_rate": 0.1},
+                                clip_global_norm=clip)
+    original = type(trainer.optimizer).apply
+    def counting(self, *a, **k):
+        applied[0] += 1
+        return original(self, *a, **k)
+    type(trainer.optimizer).apply = counting
+    calls = [0]
+    l2 = loss.L2Loss()
+    def counted(pred, label):  # Python runs it only while a compiled step is traced
+        calls[0] += 1
+        return l2(pred, label)
+    step = d2lcompat.train_step(net, counted, trainer, devices=devices, stop_on_nan=True)
+    losses, seen = [], []
+    for s in range(X.shape[0]):
+        losses.append(float(ops.item(step(ops.tensor(X[s, rows]), ops.tensor(y[s, rows])))))
+        seen.append((calls[0], applied[0]))
+    type(trainer.optimizer).apply = original
+    if compiled:
+        # one compiled function: traced by the first step, neither traced again nor
+        # followed by an eager update afterwards
+        assert seen[1:] == [seen[0]] * (len(seen) - 1), seen
+        assert applied[0] == 0, applied
+        before = {k: ops.to_numpy(p.data()).copy() for k, p in net.collect_params().items()}
+        bad = X[0, rows].copy()
+        if rank == workers - 1:
+            bad[-1, 0] = np.nan  # one worker's (the last device's) shard only
+        try:
+            step(ops.tensor(bad), ops.tensor(y[0, rows]))
+        except d2lcompat.NonFiniteLossError:
+            pass
+        else:
+            raise AssertionError("a NaN in one shard must stop the step everywhere")
+        for k, p in net.collect_params().items():
+            np.testing.assert_array_equal(ops.to_numpy(p.data()), before[k], err_msg=k)
+    results[name] = {"losses": losses,
+                     "params": {k: ops.to_numpy(p.data()).tolist() for k, p in net.collect_params().items()}}
+with open(f"{out}/rank{rank}.json", "w") as f:
+    json.dump(results, f)
+parallel.shutdown()
+"""
+
+
+def _one_worker_compiled(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    results = {}
+    for name, opt, clip in (("sgd", "sgd", None), ("adam", "adam", None), ("adam_clip", "adam", 0.05)):
+        d2lcompat.seed(4)
+        net = nn.Sequential(nn.Dense(6, activation="relu", in_units=3), nn.Dense(2, in_units=6))
+        net.initialize()
+        net.hybridize()
+        trainer = d2lcompat.Trainer(net.collect_params(), opt, {"learning_rate": 0.1},
+                                    clip_global_norm=clip)
+        step = d2lcompat.train_step(net, loss.L2Loss(), trainer)
+        losses = [float(ops.item(step(ops.tensor(X[s]), ops.tensor(y[s])))) for s in range(len(X))]
+        results[name] = {"losses": losses,
+                         "params": {k: ops.to_numpy(p.data()) for k, p in net.collect_params().items()}}
+    return results
+
+
+@pytest.mark.parametrize("mode", ["devices", "processes"])
+def test_compiled_data_parallel_step_equals_one_worker(tmp_path: Path, mode: str) -> None:
+    """A hybridized net's step over 2 devices (one process) or 2 processes equals the
+    one-worker compiled step on the whole batch (SGD, Adam, Adam with clipping), and,
+    where the adapter compiles it whole, is one compiled function: traced once, no eager
+    update, and a NaN in one shard leaves every worker's parameters unchanged."""
+    if not parallel.engines()[mode]:
+        pytest.skip(f"{d2lcompat.backend()} has no '{mode}' engine (see test_train_step_over_two_devices)")
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((4, 8, 3)).astype(np.float32)
+    y = rng.standard_normal((4, 8, 2)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", X=X, y=y)
+    script = tmp_path / "worker.py"
+    script.write_text(_COMPILED_DP)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("D2LCOMPAT_") and k != "XLA_FLAGS"}
+    base["D2LCOMPAT_BACKEND"] = d2lcompat.backend()
+    if mode == "devices":
+        envs = [dict(base, D2LCOMPAT_CPU_DEVICES="2")]
+    else:
+        addrs = tuple(f"127.0.0.1:{p}" for p in free_ports(2))
+        envs = [dict(base, **Cluster(r, 2, addrs, 120.0).env()) for r in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(script), mode, str(tmp_path)], env=e,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for e in envs]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=240)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), "\n".join(lg[-3000:] for lg in logs)
+    want = _one_worker_compiled(X, y)
+    import json
+
+    for r in range(len(envs)):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        for name, ref in want.items():
+            for k, value in ref["params"].items():
+                np.testing.assert_allclose(np.asarray(got[name]["params"][k]), value, rtol=1e-5,
+                                           atol=1e-6, err_msg=f"{mode} rank {r} {name} {k}")
+            if mode == "devices":  # the batch's mean loss (several processes: see the docs)
+                np.testing.assert_allclose(got[name]["losses"], ref["losses"], rtol=1e-5)

@@ -27,7 +27,7 @@ import tensorflow as tf  # noqa: E402
 
 from d2lcompat._backend import OP_NAMES, Backend, CapturedVariables, DeviceTuple, Ops  # noqa: E402
 from d2lcompat._device import mixed_devices_error  # noqa: E402
-from d2lcompat._errors import DeviceError, DTypeError, UnsupportedError  # noqa: E402
+from d2lcompat._errors import D2LCompatError, DeviceError, DTypeError, UnsupportedError  # noqa: E402
 from d2lcompat._semantics import index_positions  # noqa: E402
 
 __all__ = ["TensorFlowBackend", "TensorFlowOps"]
@@ -1278,9 +1278,7 @@ class TensorFlowBackend(Backend):
         out = fn([tf.convert_to_tensor(t) for t in tensors])
         return [strategy.experimental_local_results(o)[0] for o in out]
 
-    def device_parallel(
-        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple], n_diff: int
-    ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:
+    def _mirrored_strategy(self, devices: Sequence[DeviceTuple]) -> Any:
         names = tuple(self.native_device(d) for d in devices)
         # One strategy per device set: two MirroredStrategy objects over the same devices
         # would reuse each other's collective keys (a shape mismatch at run time).
@@ -1288,6 +1286,129 @@ class TensorFlowBackend(Backend):
         strategy = strategies.get(names)
         if strategy is None:
             strategy = strategies[names] = tf.distribute.MirroredStrategy(list(names))
+        return strategy
+
+    SUPPORTS_SHARDED_TRAIN_STEP: ClassVar[bool] = True
+    SHARDED_TRAIN_STEP_PER_REPLICA: ClassVar[bool] = True
+    SUPPORTS_DISTRIBUTED_TRAIN_STEP: ClassVar[bool] = True
+
+    def compile_train_step_sharded(
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple]
+    ) -> Callable[..., Any]:
+        # MirroredStrategy over the devices: each replica takes its slice of the batch,
+        # the gradients are summed by the replica context's all-reduce.
+        strategy = self._mirrored_strategy(devices)
+        return self._strategy_train_step(fn, strategy, tf.distribute.ReduceOp.SUM, len(devices))
+
+    def compile_train_step_distributed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        # MultiWorkerMirroredStrategy: one replica per process, on its own batch; the mean
+        # over the processes, as Trainer.step's all_reduce_mean.
+        return self._strategy_train_step(fn, self._mwms, tf.distribute.ReduceOp.MEAN, 1)
+
+    def _strategy_train_step(
+        self, fn: Callable[..., Any], strategy: Any, op: Any, split: int
+    ) -> Callable[..., Any]:
+        """The whole training step as one ``tf.function`` around ``strategy.run``: each
+        replica reads the variables, computes its shard's loss and gradient, all-reduces
+        them in the replica context (``fn``'s ``reduce``) and computes the optimizer's
+        update — the same on every replica — whose first copy is assigned to the
+        variables inside the same graph. ``split`` > 1: the batch is sliced, in the
+        graph, into one part per replica (one process's devices)."""
+        device = strategy.extended.worker_devices[0]
+        plain: list[int] = []  # positions of values that are no variables (outputs)
+
+        def reduce(tensors: list[Any]) -> list[Any]:
+            ctx = tf.distribute.get_replica_context()
+            # One flat buffer per dtype, one collective each (as DDP's buckets): the
+            # strategy would otherwise run one collective per tensor, each a round trip.
+            groups: dict[Any, list[int]] = {}
+            for i, t in enumerate(tensors):
+                groups.setdefault(t.dtype, []).append(i)
+            out: list[Any] = list(tensors)
+            for idx in groups.values():
+                flat = tf.concat([tf.reshape(tensors[i], [-1]) for i in idx], 0)
+                if split == 1:
+                    # Pinned to this worker's device: MWMS derives the all-reduce's
+                    # destination from it (see `_collective`).
+                    with tf.device(device):
+                        flat = tf.identity(flat)
+                flat = ctx.all_reduce(op, flat)
+                sizes = [tensors[i].shape.num_elements() for i in idx]  # parameters: static
+                if None in sizes:
+                    sizes = tf.stack([tf.size(tensors[i]) for i in idx])
+                for i, part in zip(idx, tf.split(flat, sizes, num=len(idx))):
+                    out[i] = tf.reshape(part, tf.shape(tensors[i]))
+            return out
+
+        def graph_step(values: list[Any], scalars: Any, X: Any, y: Any) -> Any:
+            if split > 1:
+                with tf.device(X.device or device):
+                    xs, ys = tf.split(X, split), tf.split(y, split)
+
+            def replica() -> Any:
+                ctx = tf.distribute.get_replica_context()
+                if split > 1:
+                    i = int(tf.get_static_value(ctx.replica_id_in_sync_group))
+                    Xr, yr = tf.identity(xs[i]), tf.identity(ys[i])
+                else:
+                    Xr, yr = X, y
+                # Every value read on this replica's device: none is read across devices
+                # by the ops of the forward pass.
+                here = [tf.identity(v) for v in values]
+                out, new = fn(here, scalars, Xr, yr, reduce=reduce)
+                changed[:] = [i for i, n in enumerate(new) if n is not None]
+                return out, [n for n in new if n is not None]
+
+            changed: list[int] = []
+            out, new = strategy.run(replica)
+            first = strategy.experimental_local_results
+            if isinstance(out, tuple):  # (mean loss, predictions): the batch's in order
+                mean, pred = out
+                parts = first(pred)
+                out = (first(mean)[0], parts[0] if len(parts) == 1 else tf.concat(parts, 0))
+            else:
+                out = first(out)[0]
+            outputs, positions = [], []
+            for i, value in zip(changed, new):
+                value, var = first(value)[0], values[i]
+                if isinstance(var, tf.Variable):
+                    var.assign(value, read_value=False)
+                else:
+                    positions.append(i)
+                    outputs.append(value)
+            plain[:] = positions
+            return out, outputs
+
+        compiled = CapturedVariables(
+            graph_step, self._tf_function, lambda v: isinstance(v, tf.Variable)
+        )
+        cache: list[Any] = [None, None]  # the scalars tensor, made again only on change
+
+        def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
+            if scalars != cache[0]:
+                cache[0], cache[1] = scalars, tf.constant(np.asarray(scalars, np.float32))
+            try:
+                out, outputs = compiled(list(values), cache[1], X, y)
+            except Exception as exc:
+                # AutoGraph re-raises an error of the traced code whose class has its own
+                # constructor (UnsupportedError is a NotImplementedError) as a
+                # StagingError: give d2lcompat's own error back.
+                original = exc.__context__ if hasattr(exc, "ag_error_metadata") else None
+                if isinstance(original, D2LCompatError):
+                    raise original from None
+                raise
+            if outputs:
+                values = list(values)
+                for i, value in zip(plain, outputs):
+                    values[i] = value
+            return out, values
+
+        return run
+
+    def device_parallel(
+        self, fn: Callable[..., Any], devices: Sequence[DeviceTuple], n_diff: int
+    ) -> Callable[[Sequence[Any], Sequence[Sequence[Any]]], tuple[Any, list[Any]]]:
+        strategy = self._mirrored_strategy(devices)
         SUM = tf.distribute.ReduceOp.SUM
 
         def replica(values: list[Any], *shard: Any) -> Any:
