@@ -552,7 +552,7 @@ class DataParallelStep:
         if self._stop_on_nan:
             from ._trainer import _nan_message, _nonfinite_probe
 
-            probe = total + _nonfinite_probe(grads.values())
+            probe = total + _nonfinite_probe(list(grads.values()))
             if not math.isfinite(float(ops.item(probe))):
                 raise NonFiniteLossError(_nan_message(probe))  # before the update
         self._trainer.step(n)
