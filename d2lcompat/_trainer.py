@@ -118,13 +118,19 @@ class Trainer:
     def allreduce_grads(self) -> None:
         """Average each gradient over the workers (`d2lcompat.parallel`); a no-op on
         one worker."""
+        self._allreduce_grads_with([])
+
+    def _allreduce_grads_with(self, extra: Sequence[Any]) -> list[Any]:
+        """`allreduce_grads`, averaging the tensors ``extra`` in the same all-reduce (one
+        flat buffer per dtype: no extra round trip); returns them averaged."""
         if _parallel.world_size() <= 1:
-            return
+            return list(extra)
         todo = [(n, p, p._current_grad()) for n, p in self._optimizer.trainable()]
         todo = [t for t in todo if t[2] is not None]
-        reduced = _parallel.all_reduce_mean([g for _, _, g in todo])
-        for (_, p, _), g in zip(todo, reduced):
+        reduced = _parallel.all_reduce_mean([*extra, *(g for _, _, g in todo)])
+        for (_, p, _), g in zip(todo, reduced[len(extra):]):
             p._grad = g
+        return reduced[:len(extra)]
 
     def update(self, batch_size: int, ignore_stale_grad: bool = False) -> None:
         """Update the parameters from their gradients (no all-reduce)."""
@@ -285,6 +291,8 @@ class TrainStep:
             self._scale = _scale(int(n))
             self._batch = n
         self._pred_shape = tuple(b.shape(pred))
+        if _parallel.world_size() > 1:
+            return self._update_checked(total * self._scale, self._eager_vars, int(n)), pred
         # The batch's mean loss, NaN whenever a gradient is not finite (`_eager_general`).
         try:
             probe = _nonfinite_probe(grads, self._eager_concat)
@@ -296,6 +304,21 @@ class TrainStep:
             raise NonFiniteLossError(_nan_message(mean))  # before the update
         trainer.step(int(n))
         return mean, pred
+
+    def _update_checked(self, mean: Any, params: Sequence[Parameter], n: int) -> Any:
+        """The update of an eager step on several workers: the gradients are averaged
+        first, together with a flag that is NaN where a worker's loss is not finite, and
+        the NaN check reads the averaged values, so every worker raises
+        `NonFiniteLossError` (before any update) or none does — one worker stopping alone
+        would leave the others waiting in the next all-reduce."""
+        trainer = self._trainer
+        (flag,) = trainer._allreduce_grads_with([mean * 0.0])
+        grads = [g for g in (p._current_grad() for p in params) if g is not None]
+        mean = mean + flag + _nonfinite_probe(grads)
+        if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
+            raise NonFiniteLossError(_nan_message(mean))
+        trainer.update(n)
+        return mean
 
     def _eager_plan(self) -> _autograd.Differentiator | None:
         """What the eager step differentiates, decided once per structure (the trainer's
@@ -332,6 +355,9 @@ class TrainStep:
         # NaN when the loss or any gradient is not finite (0 otherwise), so the reported
         # loss is NaN whenever the update would use a NaN: a ReLU or a max that drops
         # a NaN input can leave the loss finite while the gradients are not.
+        if _parallel.world_size() > 1:
+            mean = _ops.mean(per_sample)
+            return self._update_checked(mean, list(trainable.values()), int(b.shape(X)[0])), pred
         mean = _ops.mean(per_sample) + _nonfinite_probe(list(grads.values()))
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))  # before the update

@@ -367,18 +367,20 @@ for name, opt, clip in (("sgd", "sgd", None), ("adam", "adam", None), ("adam_cli
         # followed by an eager update afterwards
         assert seen[1:] == [seen[0]] * (len(seen) - 1), seen
         assert applied[0] == 0, applied
-        before = {k: ops.to_numpy(p.data()).copy() for k, p in net.collect_params().items()}
-        bad = X[0, rows].copy()
-        if rank == workers - 1:
-            bad[-1, 0] = np.nan  # one worker's (the last device's) shard only
-        try:
-            step(ops.tensor(bad), ops.tensor(y[0, rows]))
-        except d2lcompat.NonFiniteLossError:
-            pass
-        else:
-            raise AssertionError("a NaN in one shard must stop the step everywhere")
-        for k, p in net.collect_params().items():
-            np.testing.assert_array_equal(ops.to_numpy(p.data()), before[k], err_msg=k)
+    # compiled or eager: a NaN in one worker's shard stops the step on every worker
+    # (the eager step checks the all-reduced gradients), nothing changed anywhere
+    before = {k: ops.to_numpy(p.data()).copy() for k, p in net.collect_params().items()}
+    bad = X[0, rows].copy()
+    if rank == workers - 1:
+        bad[-1, 0] = np.nan  # one worker's (the last device's) shard only
+    try:
+        step(ops.tensor(bad), ops.tensor(y[0, rows]))
+    except d2lcompat.NonFiniteLossError:
+        pass
+    else:
+        raise AssertionError("a NaN in one shard must stop the step everywhere")
+    for k, p in net.collect_params().items():
+        np.testing.assert_array_equal(ops.to_numpy(p.data()), before[k], err_msg=k)
     results[name] = {"losses": losses,
                      "params": {k: ops.to_numpy(p.data()).tolist() for k, p in net.collect_params().items()}}
 with open(f"{out}/rank{rank}.json", "w") as f:
@@ -406,9 +408,10 @@ def _one_worker_compiled(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 @pytest.mark.parametrize("mode", ["devices", "processes"])
 def test_compiled_data_parallel_step_equals_one_worker(tmp_path: Path, mode: str) -> None:
     """A hybridized net's step over 2 devices (one process) or 2 processes equals the
-    one-worker compiled step on the whole batch (SGD, Adam, Adam with clipping), and,
-    where the adapter compiles it whole, is one compiled function: traced once, no eager
-    update, and a NaN in one shard leaves every worker's parameters unchanged."""
+    one-worker compiled step on the whole batch (SGD, Adam, Adam with clipping); where
+    the adapter compiles it whole, is one compiled function (traced once, no eager
+    update); and, compiled or eager, a NaN in one shard stops the step on every worker
+    with every worker's parameters unchanged."""
     if not parallel.engines()[mode]:
         pytest.skip(f"{d2lcompat.backend()} has no '{mode}' engine (see test_train_step_over_two_devices)")
     rng = np.random.default_rng(5)
