@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import autograd as _autograd
 from .. import ops as _ops
+from .._dtypes import canonical as _canonical
 from .._errors import D2LCompatError, ShapeError
 from .._parameter import Parameter
 from .._random import generator
@@ -155,7 +156,7 @@ class _RNNLayer(Block):
         self._dropout = float(dropout)
         self._dirs = 2 if bidirectional else 1
         self._input_size = int(input_size)
-        self._dtype = dtype
+        self._dtype = _canonical(dtype)  # traced code casts to it without parsing
         gh = GATES[mode] * self._hidden
         # Gluon's registration order: per layer, per direction, i2h/h2h weights then biases.
         names: list[str] = []
@@ -251,7 +252,7 @@ class _RNNLayer(Block):
         tnc = x if self._layout == "TNC" else _ops.transpose(x, (1, 0, 2))
         col = tnc[0, :, :1] * 0.0  # (N, 1) zeros (NaN where the input is not finite)
         row = self.l0_h2h_weight.data()[:1, :] * 0.0  # (1, H) zeros
-        z = _ops.cast(col, self._dtype) * row
+        z = active().cast(col, self._dtype) * row  # a canonical name: no parsing to trace
         lead = self._layers * self._dirs
         zeros = _ops.stack([z] * lead, axis=0)
         return [zeros] * self._n_states
