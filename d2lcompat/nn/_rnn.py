@@ -43,10 +43,13 @@ def step(mode: str, gx: Any, carry: Sequence[Any], w_hh_t: Any, b_hh: Any) -> tu
 
     ``gx`` is the input's projection ``x · W_ihᵀ + b_ih`` (``(N, G*H)``), ``carry`` the
     states ``(h,)`` or ``(h, c)``, ``w_hh_t`` the transposed ``W_hh`` (``(H, G*H)``,
-    transposed once outside the loop); returns the new states. Adapters without a fused
-    kernel scan it (`scan_layers`)."""
+    transposed once outside the loop), ``b_hh`` its bias or None where ``gx`` already
+    holds it (`scan_layers` folds it there but for GRU); returns the new states.
+    Adapters without a fused kernel scan it (`scan_layers`)."""
     h = carry[0]
-    gh = _ops.matmul(h, w_hh_t) + b_hh
+    gh = _ops.matmul(h, w_hh_t)
+    if b_hh is not None:  # None: already added to ``gx`` (`scan_layers`)
+        gh = gh + b_hh
     n_h = w_hh_t.shape[0]  # static even where the batch size is not
     if mode == "lstm":
         g = gx + gh
@@ -92,6 +95,9 @@ def scan_layers(
             k = layer * dirs + d
             w_ih, w_hh, b_ih, b_hh = weights[4 * k : 4 * k + 4]
             gx = _ops.linear(x, w_ih, b_ih)
+            if mode != "gru":  # GRU's b_hn sits inside r * (...): it stays
+                gx = gx + b_hh  # one add for all steps; none inside the loop
+                b_hh = None
             carry = tuple(s[k] for s in states)
             w_hh = _ops.transpose(w_hh)  # once, not at every step (nor in the backward loop)
 
