@@ -17,8 +17,16 @@ What runs on each side:
   through ``functional_call`` against ``keras.layers.LSTM`` / ``GRU`` (two stacked);
 * Keras 3 (``KERAS_BACKEND`` = this framework; torch, TensorFlow, JAX): its LSTM/GRU
   layers, eager on torch, compiled on TensorFlow and JAX as above;
-* JAX also: the char LSTM's compiled `train_step` (clipped SGD) against the same step
-  in ``jax.jit`` with Flax layers and donated buffers.
+* every backend: the char LSTM's `train_step` (clipped SGD, after ``hybridize()``)
+  against the fastest native step a user of that framework writes — JAX: ``jax.jit``
+  with Flax layers and donated buffers; TensorFlow: one ``tf.function`` with
+  ``keras.layers`` and ``tf.clip_by_global_norm``; torch: eager ``torch.nn.LSTM`` with
+  ``clip_grad_norm_(foreach=True)`` and ``SGD(foreach=True)`` (d2lcompat's torch step is
+  eager too: compiling does not pay on CPU, docs/training.md); Paddle: eager
+  ``paddle.nn.LSTM`` with ``ClipGradByGlobalNorm`` in ``paddle.optimizer.SGD`` — and
+  Keras 3's ``train_on_batch`` on torch, TensorFlow and JAX.
+
+``--only layers`` / ``--only step`` run one half.
 """
 
 from __future__ import annotations
@@ -249,19 +257,156 @@ def native_step_jax() -> Callable[[], Any]:
     return run
 
 
+def _char_data() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, V, (B, S)), rng.integers(0, V, (B, S))
+
+
+def native_step_torch() -> Callable[[], Any]:
+    """The step as a good torch user writes it on CPU: ``torch.nn.LSTM`` (the fused
+    ``mkldnn``/``_VF.lstm`` kernel) + ``Linear``, eager autograd,
+    ``clip_grad_norm_(foreach=True)``, ``SGD(foreach=True)``, ``zero_grad(set_to_none)``.
+    Eager, like d2lcompat's torch `train_step` (docs/training.md: compiling the step
+    does not pay on CPU): like is compared with like."""
+    import torch
+
+    class CharLM(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = torch.nn.Embedding(V, E)
+            self.rnn = torch.nn.LSTM(E, HC, batch_first=True)
+            self.dense = torch.nn.Linear(HC, V)
+
+        def forward(self, x: Any) -> Any:
+            return self.dense(self.rnn(self.embedding(x))[0])
+
+    torch.manual_seed(0)
+    model = CharLM()
+    params = list(model.parameters())
+    opt = torch.optim.SGD(params, lr=1.0, foreach=True)
+    xs, ys = _char_data()
+    X, Y = torch.from_numpy(xs), torch.from_numpy(ys).reshape(-1)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run() -> float:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(X).reshape(-1, V), Y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        opt.step()
+        return loss.item()
+
+    return run
+
+
+def native_step_tensorflow() -> Callable[[], Any]:
+    """One ``tf.function``: ``keras.layers.Embedding``/``LSTM``/``Dense`` (TensorFlow's
+    own layers), a ``GradientTape``, ``tf.clip_by_global_norm`` and the plain SGD update
+    (``assign_sub``) in the graph."""
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((S,), dtype="int32"), keras.layers.Embedding(V, E),
+                              keras.layers.LSTM(HC, return_sequences=True),
+                              keras.layers.Dense(V)])
+    variables = model.trainable_variables
+    xs, ys = _char_data()
+    X, Y = tf.constant(xs.astype(np.int32)), tf.constant(ys.astype(np.int32))
+
+    @tf.function
+    def step(x: Any, y: Any) -> Any:
+        with tf.GradientTape() as tape:
+            logits = model(x, training=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        grads, _ = tf.clip_by_global_norm(tape.gradient(loss, variables), 1.0)
+        for v, g in zip(variables, grads):  # the embedding's gradient is IndexedSlices
+            v.assign_sub(1.0 * tf.convert_to_tensor(g))
+        return loss
+
+    return lambda: float(step(X, Y))
+
+
+def native_step_paddle() -> Callable[[], Any]:
+    """``paddle.nn.LSTM`` (the fused ``rnn`` op) + ``Linear``, eager, with
+    ``ClipGradByGlobalNorm`` inside ``paddle.optimizer.SGD``."""
+    import paddle
+
+    class CharLM(paddle.nn.Layer):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = paddle.nn.Embedding(V, E)
+            self.rnn = paddle.nn.LSTM(E, HC)
+            self.dense = paddle.nn.Linear(HC, V)
+
+        def forward(self, x: Any) -> Any:
+            return self.dense(self.rnn(self.embedding(x))[0])
+
+    paddle.seed(0)
+    model = CharLM()
+    opt = paddle.optimizer.SGD(1.0, parameters=model.parameters(),
+                               grad_clip=paddle.nn.ClipGradByGlobalNorm(1.0))
+    xs, ys = _char_data()
+    X, Y = paddle.to_tensor(xs), paddle.to_tensor(ys.reshape(-1))
+
+    def run() -> float:
+        loss = paddle.nn.functional.cross_entropy(model(X).reshape([-1, V]), Y)
+        loss.backward()
+        opt.step()
+        opt.clear_grad(set_to_zero=False)
+        return float(loss)
+
+    return run
+
+
+def keras_step(backend: str) -> Callable[[], Any]:
+    """Keras 3's own training step on this framework: ``model.train_on_batch`` with
+    ``SGD(1.0, global_clipnorm=1)`` (compiled as Keras decides, ``jit_compile="auto"``:
+    XLA on JAX, a ``tf.function`` on TensorFlow, eager on torch)."""
+    os.environ["KERAS_BACKEND"] = backend
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((S,), dtype="int32"), keras.layers.Embedding(V, E),
+                              keras.layers.LSTM(HC, return_sequences=True),
+                              keras.layers.Dense(V)])
+    model.compile(optimizer=keras.optimizers.SGD(1.0, global_clipnorm=1.0),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    xs, ys = _char_data()
+    X, Y = xs.astype(np.int32), ys.astype(np.int32)
+    return lambda: float(model.train_on_batch(X, Y))
+
+
+NATIVE_STEPS: dict[str, Callable[[], Callable[[], Any]]] = {
+    "jax": native_step_jax, "torch": native_step_torch,
+    "tensorflow": native_step_tensorflow, "paddle": native_step_paddle,
+}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--budget", type=float, default=0.3, help="seconds per side per round")
     p.add_argument("--no-keras", action="store_true")
     p.add_argument("--json", default=None)
+    p.add_argument("--only", choices=("layers", "step"), default=None,
+                   help="only the layer rows or only the char LSTM train_step rows")
     args = p.parse_args(argv)
     import d2lcompat
-    from benchmarks.run import compare
+    from benchmarks.run import compare as _compare
+
+    def compare(a: Callable[[], Any], b: Callable[[], Any], rounds: int,
+                budget: float) -> dict[str, float]:
+        for _ in range(3):  # compile (and re-trace, where a second call does) first, so
+            a()  # that the calibration times steady calls
+            b()
+        return _compare(a, b, rounds, budget)
 
     backend = d2lcompat.backend()
     rows: dict[str, Any] = {"backend": backend}
-    for kind in ("lstm", "gru"):
+    for kind in ("lstm", "gru") if args.only != "step" else ():
         mine = ours(kind, backend)
         rows[f"{kind} vs native"] = compare(mine, native(kind, backend), args.rounds, args.budget)
         if not args.no_keras and backend in ("torch", "jax"):
@@ -269,9 +414,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                args.budget)
         elif backend == "tensorflow":
             rows[f"{kind} vs keras"] = rows[f"{kind} vs native"]
-    if backend == "jax":
+    if args.only != "layers":
+        step = ours_step()
         rows["char LSTM train_step vs native compiled"] = compare(
-            ours_step(), native_step_jax(), args.rounds, args.budget)
+            step, NATIVE_STEPS[backend](), args.rounds, args.budget)
+        if not args.no_keras and backend != "paddle":
+            rows["char LSTM train_step vs keras"] = compare(step, keras_step(backend),
+                                                            args.rounds, args.budget)
     print(json.dumps(rows, indent=1))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

@@ -523,9 +523,9 @@ class Backend(abc.ABC):
     REPORTS_COMPILE_BREAKS: ClassVar[bool] = False
 
     #: The compiler traces the fused recurrent primitive (`rnn`) into one graph. False
-    #: where it cannot (Paddle's SOT has no translation of its own ``rnn`` op: a
-    #: hybridized recurrent layer runs that op as Python and warns once,
-    #: `CompileFallbackWarning`).
+    #: where it cannot: a hybridized recurrent layer then runs that op as Python and
+    #: warns once, `CompileFallbackWarning` (all four adapters trace it today; Paddle's
+    #: SOT does once the op's call is marked ``paddle.jit.marker.unified``).
     COMPILES_RNN: ClassVar[bool] = True
 
     def compile_breaks(self) -> Sequence[str]:

@@ -81,3 +81,23 @@ def test_repr_names_the_configuration() -> None:
     text = repr(nn.LSTM(8, num_layers=2, dropout=0.1, bidirectional=True, input_size=3))
     assert text == "LSTM(3 -> 8, TNC, num_layers=2, dropout=0.1, bidirectional)", text
     assert repr(nn.GRUCell(4)) == "GRUCell(None -> 4)"
+
+
+def test_hybridized_layer_gradients_equal_eager() -> None:
+    # The compiled forward (on Paddle: the fused rnn op recorded into SOT's graph) is
+    # differentiated like the eager one.
+    from d2lcompat import autograd
+
+    d2lcompat.seed(4)
+    layer = nn.LSTM(6, num_layers=2, bidirectional=True, input_size=3)
+    layer.initialize()
+    X = ops.random.uniform((5, 2, 3))
+    params = layer.collect_params()
+    _, eager = autograd.grad(lambda: ops.sum(layer(X) * layer(X)), params)
+    eager = {k: ops.to_numpy(g) for k, g in eager.items()}
+    layer.hybridize()
+    for _ in range(2):  # the first call after hybridize() runs eagerly, the next compiled
+        _, grads = autograd.grad(lambda: ops.sum(layer(X) * layer(X)), params)
+        for k, g in grads.items():
+            np.testing.assert_allclose(ops.to_numpy(g), eager[k], rtol=1e-5, atol=1e-6,
+                                       err_msg=k)

@@ -54,6 +54,21 @@ def _dropout_state() -> Any:
         _DROPOUT_STATE.append(state)
     return _DROPOUT_STATE[0]
 
+@paddle.jit.marker.unified
+def _rnn_op(x: Any, states: list[Any], flat: list[Any], dropout_state: Any, bidirectional: bool,
+            input_size: int, hidden: int, num_layers: int, mode: str) -> tuple[Any, list[Any]]:
+    """The fused `rnn` op. Marked as "the same in dynamic and static mode" (Paddle's
+    ``jit.marker.unified``, as its own layers are treated): SOT then calls it with its
+    symbolic values and records the op into the graph, as for ``paddle.nn.LSTM``,
+    instead of breaking the graph at a call of the C function ``_C_ops.rnn``. The dropout
+    state is an argument, so that SOT sees it as an input of the graph."""
+    out, _, new = _C_ops.rnn(
+        x, states, flat, None, dropout_state, 0.0, bidirectional, input_size, hidden,
+        num_layers, mode, 0, False,
+    )  # is_test=False: the backward pass needs the op's reserve buffer
+    return out, list(new)
+
+
 _DTYPES: dict[str, Any] = {
     "float16": paddle.float16,
     "bfloat16": paddle.bfloat16,
@@ -596,11 +611,8 @@ class PaddleBackend(Backend):
         ws = list(weights)
         flat = [w for k in range(0, len(ws), 4) for w in ws[k : k + 2]]
         flat += [b for k in range(0, len(ws), 4) for b in ws[k + 2 : k + 4]]
-        out, _, new = _C_ops.rnn(
-            x, list(states), flat, None, _dropout_state(), 0.0, bidirectional, int(ws[0].shape[1]),
-            int(ws[1].shape[1]), num_layers, _RNN_MODES[mode], 0, False,
-        )  # is_test=False: the backward pass needs the op's reserve buffer
-        return out, list(new)
+        return _rnn_op(x, list(states), flat, _dropout_state(), bidirectional,
+                       int(ws[0].shape[1]), int(ws[1].shape[1]), num_layers, _RNN_MODES[mode])
 
     # ---------------------------------------------------------------- compile
     def fused_update(
@@ -647,9 +659,9 @@ class PaddleBackend(Backend):
         return CapturedVariables(fn, _to_static, lambda v: isinstance(v, EagerParamBase))
 
     REPORTS_COMPILE_BREAKS: ClassVar[bool] = True
-    # SOT cannot translate the fused `_C_ops.rnn` (paddle.nn.LSTM's own kernel): "Not
-    # support builtin function: rnn"; that op runs as Python inside a hybridized forward.
-    COMPILES_RNN: ClassVar[bool] = False
+    # SOT records the fused `rnn` op into the graph: `_rnn_op` is marked unified (a bare
+    # call of the C function `_C_ops.rnn` would break the graph, "Not support builtin
+    # function: rnn"). COMPILES_RNN keeps the base class's True.
 
     def _collect_breaks(self) -> None:
         """Have SOT record its graph-break reasons (its ``SOT_COLLECT_INFO`` switch), which

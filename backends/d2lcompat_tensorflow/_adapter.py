@@ -1454,9 +1454,22 @@ _RNN_FUNCTIONS: dict[tuple[str, int, bool], Any] = {}
 
 
 def _tf_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tuple[Any, Any]:
-    stacked = tf.scan(fn, xs, initializer=tuple(carry), reverse=reverse)
-    last = 0 if reverse else -1
-    return tuple(s[last] for s in stacked), stacked[0]
+    # A while loop that stacks only the output (carry[0]) of each step; tf.scan would
+    # stack every element of the carry (the LSTM's cell state too), which costs ~20 % of
+    # the char LSTM's compiled step (benchmarks/rnn.py).
+    n = tf.shape(xs)[0]
+    inputs = tf.TensorArray(xs.dtype, size=n).unstack(xs)
+    outputs = tf.TensorArray(carry[0].dtype, size=n, element_shape=carry[0].shape)
+
+    def body(t: Any, out: Any, *c: Any) -> tuple[Any, ...]:
+        i = n - 1 - t if reverse else t
+        new = fn(tuple(c), inputs.read(i))
+        return (t + 1, out.write(i, new[0]), *new)
+
+    done = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(0), outputs, *carry))
+    stacked = done[1].stack()
+    stacked.set_shape(xs.shape[:1].concatenate(carry[0].shape))  # static where xs's is
+    return tuple(done[2:]), stacked
 
 
 def _rnn_function(mode: str, num_layers: int, bidirectional: bool) -> Any:

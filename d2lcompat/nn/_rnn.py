@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import autograd as _autograd
 from .. import ops as _ops
+from .._dtypes import canonical as _canonical
 from .._errors import D2LCompatError, ShapeError
 from .._parameter import Parameter
 from .._random import generator
@@ -42,10 +43,13 @@ def step(mode: str, gx: Any, carry: Sequence[Any], w_hh_t: Any, b_hh: Any) -> tu
 
     ``gx`` is the input's projection ``x · W_ihᵀ + b_ih`` (``(N, G*H)``), ``carry`` the
     states ``(h,)`` or ``(h, c)``, ``w_hh_t`` the transposed ``W_hh`` (``(H, G*H)``,
-    transposed once outside the loop); returns the new states. Adapters without a fused
-    kernel scan it (`scan_layers`)."""
+    transposed once outside the loop), ``b_hh`` its bias or None where ``gx`` already
+    holds it (`scan_layers` folds it there but for GRU); returns the new states.
+    Adapters without a fused kernel scan it (`scan_layers`)."""
     h = carry[0]
-    gh = _ops.matmul(h, w_hh_t) + b_hh
+    gh = _ops.matmul(h, w_hh_t)
+    if b_hh is not None:  # None: already added to ``gx`` (`scan_layers`)
+        gh = gh + b_hh
     n_h = w_hh_t.shape[0]  # static even where the batch size is not
     if mode == "lstm":
         g = gx + gh
@@ -91,6 +95,9 @@ def scan_layers(
             k = layer * dirs + d
             w_ih, w_hh, b_ih, b_hh = weights[4 * k : 4 * k + 4]
             gx = _ops.linear(x, w_ih, b_ih)
+            if mode != "gru":  # GRU's b_hn sits inside r * (...): it stays
+                gx = gx + b_hh  # one add for all steps; none inside the loop
+                b_hh = None
             carry = tuple(s[k] for s in states)
             w_hh = _ops.transpose(w_hh)  # once, not at every step (nor in the backward loop)
 
@@ -155,7 +162,7 @@ class _RNNLayer(Block):
         self._dropout = float(dropout)
         self._dirs = 2 if bidirectional else 1
         self._input_size = int(input_size)
-        self._dtype = dtype
+        self._dtype = _canonical(dtype)  # traced code casts to it without parsing
         gh = GATES[mode] * self._hidden
         # Gluon's registration order: per layer, per direction, i2h/h2h weights then biases.
         names: list[str] = []
@@ -251,7 +258,7 @@ class _RNNLayer(Block):
         tnc = x if self._layout == "TNC" else _ops.transpose(x, (1, 0, 2))
         col = tnc[0, :, :1] * 0.0  # (N, 1) zeros (NaN where the input is not finite)
         row = self.l0_h2h_weight.data()[:1, :] * 0.0  # (1, H) zeros
-        z = _ops.cast(col, self._dtype) * row
+        z = active().cast(col, self._dtype) * row  # a canonical name: no parsing to trace
         lead = self._layers * self._dirs
         zeros = _ops.stack([z] * lead, axis=0)
         return [zeros] * self._n_states
