@@ -717,7 +717,7 @@ def train_step(
         Split each batch over these devices of this process (data parallel, §17).
         On several processes (`d2lcompat.parallel`), a hybridized net's step has the
         gradients' all-reduce inside the compiled function where the adapter can put
-        it there (`Backend.SUPPORTS_DISTRIBUTED_TRAIN_STEP`: TensorFlow); otherwise
+        it there (`Backend.SUPPORTS_DISTRIBUTED_TRAIN_STEP`: TensorFlow, JAX); otherwise
         the eager step all-reduces in `Trainer.step`.
     stop_on_nan : bool
         Raise `NonFiniteLossError` when the loss or a gradient of the batch is NaN or
