@@ -1186,11 +1186,7 @@ class TensorFlowBackend(Backend):
             if scalars != cache[0]:
                 cache[0], cache[1] = scalars, tf.constant(np.asarray(scalars, np.float32))
             loss, outputs = compiled(list(values), cache[1], X, y)
-            if outputs:
-                values = list(values)
-                for i, value in zip(plain, outputs):
-                    values[i] = value
-            return loss, values
+            return loss, _put_back(values, plain, outputs)
 
         return run
 
@@ -1397,11 +1393,7 @@ class TensorFlowBackend(Backend):
                 if isinstance(original, D2LCompatError):
                     raise original from None
                 raise
-            if outputs:
-                values = list(values)
-                for i, value in zip(plain, outputs):
-                    values[i] = value
-            return out, values
+            return out, _put_back(values, plain, outputs)
 
         return run
 
@@ -1480,3 +1472,14 @@ def _rnn_function(mode: str, num_layers: int, bidirectional: bool) -> Any:
 
     run.__name__ = f"rnn_{mode}"
     return tf.function(run)
+
+
+def _put_back(values: Sequence[Any], plain: Sequence[int], outputs: Sequence[Any]) -> Any:
+    """A compiled step's values with its outputs at the positions ``plain`` (the values
+    that are no variables: the step returned their new values instead of assigning)."""
+    if not outputs:
+        return values
+    values = list(values)
+    for i, value in zip(plain, outputs):
+        values[i] = value
+    return values
