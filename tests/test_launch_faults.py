@@ -2,8 +2,9 @@
 process's backend, in each of its modes (the framework's launcher or one process with
 N devices, and ``--processes``).
 
-Each run trains a small net with the real collective engine and kills or breaks one
-worker after its first step; the launch must end within 30 s of the failure, exit
+Each run trains a small net (eager, and hybridized: the compiled data-parallel step) with
+the real collective engine and kills or breaks one worker after its first step; the
+launch must end within 30 s of the failure, exit
 non-zero, print one line naming the rank that failed first (exit code or signal, its
 last output, its log), and leave no process behind (every process of a run carries
 the test's marker variable, looked up in ``/proc``).
@@ -35,6 +36,8 @@ TRAIN = """
     d2lcompat.seed(0)
     net = nn.Dense(1, in_units=4)
     net.initialize()
+    if os.environ["HYBRID"] == "1":  # the compiled step: one program across the workers
+        net.hybridize()
     parallel.sync_parameters(net.collect_params())
     trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
     step = d2lcompat.train_step(net, loss.L2Loss(), trainer)
@@ -109,8 +112,14 @@ def _no_orphan(mark: str) -> None:
 
 @MODES
 @pytest.mark.parametrize("fault", ["raise", "sigkill"])
-def test_failed_worker_is_named_in_one_line(tmp_path: Path, processes: bool, fault: str) -> None:
-    proc, mark, logs = _launch(tmp_path, _script(tmp_path, TRAIN), processes, {"FAULT": fault})
+@pytest.mark.parametrize("hybrid", [False, True], ids=["eager", "hybridized"])
+def test_failed_worker_is_named_in_one_line(
+    tmp_path: Path, processes: bool, fault: str, hybrid: bool
+) -> None:
+    """``hybridized``: the compiled data-parallel step (one jit of a shard_map on JAX, one
+    tf.function around the strategy on TensorFlow) loses a worker in its collective."""
+    proc, mark, logs = _launch(tmp_path, _script(tmp_path, TRAIN), processes,
+                               {"FAULT": fault, "HYBRID": "1" if hybrid else "0"})
     try:
         out, err = proc.communicate(timeout=280)
     finally:
