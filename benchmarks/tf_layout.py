@@ -6,6 +6,13 @@ LeNet's activations (batch 256, 28x28), the forward of each layer through d2lcom
 (NCHW, transposes included) against the same raw NHWC op, and the transposes alone.
 
     D2LCOMPAT_BACKEND=tensorflow python -m benchmarks.tf_layout
+
+``--lenet`` times §7.6's LeNet forward (batch 256, eager and hybridized) three ways in
+interleaved rounds: the native NHWC ``tf.Module`` of `benchmarks._native`, d2lcompat
+with its layout chains (`d2lcompat.nn._layout`: the conv/pool run in NHWC, NCHW at its
+ends), and d2lcompat with the chains switched off (each layer converts on its own):
+
+    OMP_NUM_THREADS=1 D2LCOMPAT_BACKEND=tensorflow python -m benchmarks.tf_layout --lenet
 """
 
 from __future__ import annotations
@@ -76,5 +83,67 @@ def main() -> None:
           f"{sum(r[3] for r in rows):.0f} µs |")
 
 
+def lenet(rounds: int = 9) -> None:
+    """Median per-round ratios to native of the chained and the per-layer forward (two
+    copies of the net with the same weights, so that each hybridized copy traces its
+    own way)."""
+    import gc
+
+    from d2lcompat import init
+    from d2lcompat.nn import _layers
+
+    from ._native import TensorFlowNative
+    from .run import _lenet, _per_call, calibrate
+
+    host = np.random.default_rng(0).uniform(size=(256, 1, 28, 28)).astype(np.float32)
+    x = ops.tensor(host)
+    nets = []
+    for _ in range(2):
+        d2lcompat.seed(0)
+        net = _lenet()
+        net.initialize(init.Xavier())
+        net(x)
+        nets.append(net)
+    weights = [(ops.to_numpy(m.weight.data()), ops.to_numpy(m.bias.data()))
+               for m in nets[0] if hasattr(m, "weight")]
+    native = TensorFlowNative()
+    xn = native.lenet_input(host)
+
+    def run(net: Any, chains: bool) -> Callable[[], Any]:
+        def call() -> Any:
+            _layers._CHAINS = chains
+            return net(x).numpy()
+
+        return call
+
+    for mode in ("eager", "hybridized"):
+        ref = native.lenet(weights) if mode == "eager" else native.compiled_lenet(weights)
+        fns = {"native": lambda: ref(xn).numpy(),  # noqa: B023
+               "chained": run(nets[0], True), "per-layer": run(nets[1], False)}
+        if mode == "hybridized":
+            for net in nets:
+                net.hybridize()
+        for fn in fns.values():  # the hybridized copies trace here, each its own way
+            fn(), fn()
+        same = np.array_equal(fns["chained"](), fns["per-layer"]())
+        number = min(calibrate(f, 0.1) for f in fns.values())
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        gc.collect()
+        gc.disable()
+        for r in range(rounds):
+            for k in list(fns) if r % 2 == 0 else list(reversed(fns)):
+                times[k].append(_per_call(fns[k], number))
+        gc.enable()
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratio = {k: statistics.median(a / b for a, b in zip(times[k], times["native"]))
+                 for k in ("chained", "per-layer")}
+        print(f"{mode}: native {med['native'] * 1e3:.1f} ms, chained {med['chained'] * 1e3:.1f} ms "
+              f"({ratio['chained']:.2f}x), per-layer {med['per-layer'] * 1e3:.1f} ms "
+              f"({ratio['per-layer']:.2f}x); chained == per-layer: {same}")
+    _layers._CHAINS = True
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    lenet() if "--lenet" in sys.argv[1:] else main()

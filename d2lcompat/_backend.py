@@ -443,6 +443,61 @@ class Backend(abc.ABC):
 
         raise UnsupportedError(f"{self.name} does not support pooling")
 
+    # Layout chains. Where the framework's conv and pool kernels take channels-last
+    # (NHWC) tensors, `nn.Sequential` runs each run of consecutive 2-D conv / pool /
+    # BatchNorm / elementwise-activation children through these primitives, with the
+    # activations in NHWC between them: one conversion at each end of the run instead
+    # of one around every layer (`d2lcompat.nn._layout`; docs/performance.md, "NCHW on
+    # TensorFlow"). The API stays NCHW: a child called on its own, a child whose
+    # ``forward`` is replaced (hybridized, a subclass, a patched instance) and every
+    # other layer see NCHW tensors as before.
+
+    #: `nn.Sequential` hands runs of layout-sensitive children to the NHWC primitives
+    #: below (False: every child runs on its NCHW input, one by one).
+    LAYOUT_CHAINS: ClassVar[bool] = False
+
+    def to_nhwc(self, x: Any) -> Any:
+        """``x`` (``(N, C, H, W)``) as ``(N, H, W, C)``: where a chain starts."""
+        return self.ops.transpose(x, (0, 2, 3, 1))  # type: ignore[attr-defined]
+
+    def to_nchw(self, x: Any) -> Any:
+        """``x`` (``(N, H, W, C)``) as ``(N, C, H, W)``: where a chain ends."""
+        return self.ops.transpose(x, (0, 3, 1, 2))  # type: ignore[attr-defined]
+
+    def conv_nhwc(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+        activation: Callable[[Any], Any] | None,
+    ) -> Any:
+        """`conv` (2-D) of an NHWC ``x``, the result NHWC, then the *elementwise*
+        ``activation`` when given. ``w`` keeps the API's ``(O, C // groups, kh, kw)``.
+        The default converts around `conv_activation` / `conv`: right on every backend,
+        faster on none (it is what a chain means where ``LAYOUT_CHAINS`` is False)."""
+        x = self.to_nchw(x)
+        if activation is None:
+            y = self.conv(x, w, b, strides, padding, dilation, groups)
+        else:
+            y = self.conv_activation(x, w, b, strides, padding, dilation, groups, activation)
+        return self.to_nhwc(y)
+
+    def pool_nhwc(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        """`pool` (2-D) of an NHWC ``x``, the result NHWC; the default converts around
+        `pool`."""
+        return self.to_nhwc(self.pool(self.to_nchw(x), kind, window, strides, padding))
+
     def take(self, weight: Any, indices: Any) -> Any:
         """Rows of ``weight`` (``(V, D)``) at the integer ``indices`` (any shape): a tensor
         of shape ``indices.shape + (D,)``, differentiable in ``weight`` (``nn.Embedding``)."""

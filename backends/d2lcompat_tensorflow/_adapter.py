@@ -626,12 +626,25 @@ _TAGS: dict[int, tuple[Any, Any]] = {}
 
 
 def _nchw(y: Any) -> Any:
+    """NHWC to NCHW. With one channel, or a 1x1 image, the memory order is the same:
+    a reshape (no copy) instead of a transpose."""
+    n, h, w, c = y.shape
+    if h is not None and w is not None and c is not None and (c == 1 or h * w == 1):
+        return _Reshape(tensor=y, shape=_i32((-1, c, h, w)))
     return _Transpose(x=y, perm=_i32(_TO_NCHW))
+
+
+def _to_nhwc(x: Any) -> Any:
+    """NCHW to NHWC (a reshape where the memory order is the same, as `_nchw`)."""
+    n, c, h, w = x.shape
+    if h is not None and w is not None and c is not None and (c == 1 or h * w == 1):
+        return _Reshape(tensor=x, shape=_i32((-1, h, w, c)))
+    return _Transpose(x=x, perm=_i32(_TO_NHWC))
 
 
 def _tag(nhwc: Any) -> Any:
     """``nhwc`` transposed to NCHW, remembered as the NCHW tensor's original."""
-    y = _Transpose(x=nhwc, perm=_i32(_TO_NCHW))
+    y = _nchw(nhwc)
     key = id(y)
     try:
         ref = weakref.ref(y, lambda _, key=key: _TAGS.pop(key, None))
@@ -645,7 +658,7 @@ def _nhwc(x: Any) -> Any:
     tagged = _TAGS.get(id(x))
     if tagged is not None and tagged[0]() is x:
         return tagged[1]
-    return _Transpose(x=x, perm=_i32(_TO_NHWC))
+    return _to_nhwc(x)
 
 
 def _conv2d(
@@ -657,7 +670,20 @@ def _conv2d(
     dilation: tuple[int, ...],
     groups: int,
 ) -> Any:
-    """NCHW in, **NHWC** out; ``groups`` is implied by the filter's input depth."""
+    """NCHW in, **NHWC** out."""
+    return _conv2d_nhwc(_nhwc(x), w, b, strides, padding, dilation, groups)
+
+
+def _conv2d_nhwc(
+    x: Any,
+    w: Any,
+    b: Any | None,
+    strides: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> Any:
+    """NHWC in, NHWC out (``w`` OIHW); ``groups`` is implied by the filter's input depth."""
     if (groups > 1 or max(dilation) > 1) and not _HAS_GPU:
         # TensorFlow's CPU kernels cannot differentiate a grouped or dilated convolution
         # with respect to its input ("not supported on CPU"): run one convolution per
@@ -665,7 +691,7 @@ def _conv2d(
         return _conv2d_cpu(x, w, b, strides, padding, dilation, groups)
     (ph, pw), (sh, sw), (dh, dw) = padding, strides, dilation
     y = _Conv2D(
-        input=_nhwc(x),
+        input=x,
         filter=_Transpose(x=w, perm=_i32(_OIHW_TO_HWIO)),
         strides=[1, sh, sw, 1],
         padding="EXPLICIT" if ph or pw else "VALID",
@@ -695,8 +721,8 @@ def _conv2d_cpu(
     dilation: tuple[int, ...],
     groups: int,
 ) -> Any:
-    """`_conv2d` of a grouped or dilated convolution from plain ones (CPU gradients);
-    NCHW in, NHWC out like `_conv2d`."""
+    """`_conv2d_nhwc` of a grouped or dilated convolution from plain ones (CPU
+    gradients); NHWC in and out."""
     dh, dw = dilation
     if dh > 1 or dw > 1:
         o, i, kh, kw = (int(d) for d in w.shape)
@@ -706,20 +732,29 @@ def _conv2d_cpu(
         big = tf.scatter_nd(index, hwoi, ((kh - 1) * dh + 1, (kw - 1) * dw + 1, o, i))
         w = tf.transpose(big, (2, 3, 0, 1))
     if groups > 1:
-        xs = tf.split(x, groups, axis=1)
+        xs = tf.split(x, groups, axis=3)
         ws = tf.split(w, groups, axis=0)
-        y = tf.concat([_conv2d(a, k, None, strides, padding, (1, 1), 1) for a, k in zip(xs, ws)], axis=3)
+        y = tf.concat(
+            [_conv2d_nhwc(a, k, None, strides, padding, (1, 1), 1) for a, k in zip(xs, ws)],
+            axis=3,
+        )
         if b is not None:
             y = y + tf.reshape(b, (1, 1, 1, -1))
         return y
-    return _conv2d(x, w, b, strides, padding, (1, 1), 1)
+    return _conv2d_nhwc(x, w, b, strides, padding, (1, 1), 1)
 
 
 def _pool2d(
     x: Any, kind: str, window: tuple[int, ...], strides: tuple[int, ...], padding: tuple[int, ...]
 ) -> Any:
     """NCHW in, **NHWC** out."""
-    h = _nhwc(x)
+    return _pool2d_nhwc(_nhwc(x), kind, window, strides, padding)
+
+
+def _pool2d_nhwc(
+    h: Any, kind: str, window: tuple[int, ...], strides: tuple[int, ...], padding: tuple[int, ...]
+) -> Any:
+    """NHWC in and out."""
     ph, pw = padding
     if ph or pw:
         # Explicit pads: -inf for max; zeros that count in the average (TF's SAME would
@@ -1137,6 +1172,40 @@ class TensorFlowBackend(Backend):
             (0, padding[0]),
         ))
         return _Squeeze(input=y, axis=[2])
+
+    # Layout chains (d2lcompat.nn._layout): a run of conv / pool / BatchNorm /
+    # activation children of a Sequential stays NHWC, the kernels' own layout.
+    LAYOUT_CHAINS: ClassVar[bool] = True
+
+    def to_nhwc(self, x: Any) -> Any:
+        return _nhwc(x)
+
+    def to_nchw(self, x: Any) -> Any:
+        return _nchw(x)
+
+    def conv_nhwc(
+        self,
+        x: Any,
+        w: Any,
+        b: Any | None,
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+        dilation: tuple[int, ...],
+        groups: int,
+        activation: Callable[[Any], Any] | None,
+    ) -> Any:
+        y = _conv2d_nhwc(x, w, b, strides, padding, dilation, groups)
+        return y if activation is None else activation(y)
+
+    def pool_nhwc(
+        self,
+        x: Any,
+        kind: str,
+        window: tuple[int, ...],
+        strides: tuple[int, ...],
+        padding: tuple[int, ...],
+    ) -> Any:
+        return _pool2d_nhwc(x, kind, window, strides, padding)
 
     def take(self, weight: Any, indices: Any) -> Any:
         return _GatherV2(params=weight, indices=indices, axis=_i32(0))

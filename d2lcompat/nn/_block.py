@@ -107,6 +107,10 @@ class Block:
             if name in self._children:
                 del self._children[name]
                 _changed(self)
+            if name == "forward":
+                # A replaced forward (a spy, a hybridized one): a `Sequential` above
+                # plans its layout chains again (d2lcompat.nn._layout).
+                _changed(self)
             if _state._SCOPES and _active().is_tensor(value):
                 # A tensor attribute written inside a traced or differentiated forward
                 # pass (the book's BatchNorm moving_mean): state, recorded and applied
@@ -116,7 +120,7 @@ class Block:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
-        if name in self._params or name in self._children:
+        if name in self._params or name in self._children or name == "forward":
             _changed(self)
         self._params.pop(name, None)
         self._children.pop(name, None)

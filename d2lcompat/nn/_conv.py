@@ -16,7 +16,7 @@ from .._parameter import Parameter
 from .._registry import active
 from ._block import Block
 from ._layers import _activation, _check_input_dtype
-from ._shapes import as_tuple, check_input
+from ._shapes import as_tuple, check_input, nchw_shape
 
 __all__ = ["Conv1D", "Conv2D"]
 
@@ -131,6 +131,38 @@ class _Conv(Block):
             self._groups,
         )
         return y if act is None else act(y)
+
+    def _forward_nhwc(self, x: Any) -> Any:
+        """`forward` of a 2-D convolution on an NHWC ``x``, NHWC out: the layer inside a
+        layout chain of `Sequential` (`d2lcompat.nn._layout`, which guarantees a 4-D
+        input). The same checks, with the NCHW shape in the messages, and the same
+        values."""
+        weight = self.weight
+        shape = x.shape
+        want = weight._shape[1] * self._groups
+        if shape[3] != want:
+            self._wrong_input(nchw_shape(shape), want)
+        span, pad = self._span, self._padding
+        for i in range(2):
+            n = shape[1 + i]
+            if n is not None and span[i] > n + 2 * pad[i]:
+                check_input(
+                    self._describe(), nchw_shape(shape), self._kernel, pad, self._dilation
+                )
+        bias = self.bias
+        w = weight.data()
+        if x.dtype != w.dtype:
+            _check_input_dtype(self._describe(), x, w)
+        return active().conv_nhwc(
+            x,
+            w,
+            None if bias is None else bias.data(),
+            self._strides,
+            pad,
+            self._dilation,
+            self._groups,
+            self._act,
+        )
 
     def _wrong_input(self, shape: Any, want: int) -> None:
         check_input(self._describe(), tuple(shape), self._kernel, self._padding, self._dilation)

@@ -231,7 +231,12 @@ def _clip(line: str) -> str:
 
 def hybridize(block: Block, active_: bool) -> None:
     """Install (``active_=True``) or remove the compiled ``forward`` of ``block``."""
-    block.__dict__.pop("forward", None)  # back to the class's eager forward
+    from ._block import _changed
+
+    # Back to the class's eager forward. A new forward is a new structure for a
+    # Sequential above: its layout chains leave a hybridized child out.
+    block.__dict__.pop("forward", None)
+    _changed(block)
     if not active_:
         return
     b = active()

@@ -14,8 +14,13 @@ from .._errors import D2LCompatError, DeviceError, DTypeError, ShapeError
 from .._parameter import Parameter
 from .._random import generator
 from .._registry import active
+from . import _layout
 from ._block import Block, _ParamContainer
 from ._shapes import flatten_batch
+
+# Fixed once the backend is loaded: only a channels-last backend (TensorFlow) plans
+# layout chains; every other one runs `Sequential.forward`'s plain loop.
+_CHAINS = active().LAYOUT_CHAINS
 
 __all__ = [
     "Activation",
@@ -84,7 +89,19 @@ class Sequential(Block):
             self.register_child(block)
         return self
 
+    # (version, steps): the layout plan of `_layout.plan`; steps None means no chain.
+    _plan: tuple[int, tuple[Any, ...] | None] = (-1, None)
+
     def forward(self, x: Any, *args: Any) -> Any:
+        if _CHAINS and not args:
+            # Runs of conv / pool / BatchNorm layers stay in the adapter's preferred
+            # layout (d2lcompat.nn._layout); the plan is made once per structure.
+            plan = self._plan
+            steps = plan[1] if plan[0] == self._version else _layout.plan(self)
+            if steps is not None:
+                for step in steps:
+                    x = step(x)
+                return x
         for block in self._sequence():
             x = block(x, *args)
             args = ()
@@ -259,6 +276,10 @@ class Activation(Block):
         self._fn = act
 
     def forward(self, x: Any) -> Any:
+        return self._fn(x)
+
+    def _forward_nhwc(self, x: Any) -> Any:
+        # Inside a layout chain (d2lcompat.nn._layout) only for elementwise functions.
         return self._fn(x)
 
     def _extra_repr(self) -> str:

@@ -18,6 +18,7 @@ from .._parameter import Parameter
 from .._registry import active
 from .._state import set_state
 from ._block import Block
+from ._shapes import nchw_shape
 
 __all__ = ["BatchNorm", "LayerNorm"]
 
@@ -96,7 +97,21 @@ class BatchNorm(Block):
                 f"{self._describe()} expects {c} channels along axis {axis}; received shape "
                 f"{tuple(shape)}. Re-create the layer or feed {c} channels."
             )
-        nd = len(shape)
+        return self._normalize(x, axis, len(shape), c)
+
+    def _forward_nhwc(self, x: Any) -> Any:
+        """`forward` of a channel-axis BatchNorm on an NHWC ``x`` (inside a layout chain,
+        `d2lcompat.nn._layout`): the channels are axis 3, the formula is the same."""
+        shape = x.shape
+        c = self.gamma._shape[0]
+        if shape[3] != c and shape[3] is not None and shape[3] >= 0:
+            raise ShapeError(
+                f"{self._describe()} expects {c} channels along axis 1; received shape "
+                f"{nchw_shape(shape)}. Re-create the layer or feed {c} channels."
+            )
+        return self._normalize(x, 3, 4, c)
+
+    def _normalize(self, x: Any, axis: int, nd: int, c: int) -> Any:
         # List comprehensions, not generators: Paddle's SOT traces the former without a
         # graph break.
         bshape = tuple([c if i == axis else 1 for i in range(nd)])

@@ -22,7 +22,7 @@ from .. import ops as _ops
 from .._errors import ShapeError
 from .._registry import active
 from ._block import Block
-from ._shapes import as_tuple, check_input
+from ._shapes import as_tuple, check_input, nchw_shape
 
 __all__ = [
     "AvgPool1D",
@@ -65,6 +65,17 @@ class _Pool(Block):
             if n is not None and window[i] > n + 2 * pad[i]:
                 check_input(self._describe(), tuple(shape), window, pad, what="pool")
         return active().pool(x, self._kind, window, self._strides, pad)
+
+    def _forward_nhwc(self, x: Any) -> Any:
+        """`forward` of a 2-D pool on an NHWC ``x``, NHWC out (inside a layout chain,
+        `d2lcompat.nn._layout`): the same checks and values."""
+        shape = x.shape
+        window, pad = self._window, self._padding
+        for i in range(2):
+            n = shape[1 + i]
+            if n is not None and window[i] > n + 2 * pad[i]:
+                check_input(self._describe(), nchw_shape(shape), window, pad, what="pool")
+        return active().pool_nhwc(x, self._kind, window, self._strides, pad)
 
     def _extra_repr(self) -> str:
         return f"size={self._window}, stride={self._strides}, padding={self._padding}"

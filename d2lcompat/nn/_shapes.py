@@ -14,11 +14,17 @@ from .. import ops
 from .._errors import D2LCompatError, ShapeError
 from .._registry import active
 
-__all__ = ["as_tuple", "check_input", "flatten_batch", "out_size"]
+__all__ = ["as_tuple", "check_input", "flatten_batch", "nchw_shape", "out_size"]
 
 #: The names of the spatial axes, by number of spatial axes (messages only).
 AXES = {1: ("W",), 2: ("H", "W")}
 LAYOUT = {1: "(N, C, W)", 2: "(N, C, H, W)"}
+
+
+def nchw_shape(shape: Sequence[Any]) -> tuple[Any, ...]:
+    """The NCHW shape of an NHWC ``shape``: what a layer inside a layout chain
+    (`d2lcompat.nn._layout`) shows in its messages, since the user's tensor is NCHW."""
+    return (shape[0], shape[3], shape[1], shape[2])
 
 
 def flatten_batch(x: Any) -> Any:

@@ -946,10 +946,46 @@ def test_a_conv_pool_chain_transposes_only_at_its_ends_when_compiled(b: TensorFl
     graph = tf.function(lambda t: net(t)).get_concrete_function(x).graph
     data = [op for op in graph.get_operations() if op.type == "Transpose"
             and op.inputs[0].shape.rank == 4 and op.outputs[0].consumers()]
-    # One transpose in (of the NCHW input), one out (read by Flatten); the kernels'
-    # OIHW -> HWIO transposes are of the weights.
+    # The Sequential's layout chain: the one-channel NCHW input becomes NHWC by a
+    # reshape (the same memory order), one transpose out (read by Flatten); the
+    # kernels' OIHW -> HWIO transposes are of the weights.
     kinds = sorted(op.inputs[0].op.type for op in data)
-    assert len([k for k in kinds if k not in ("ReadVariableOp", "Identity")]) == 2, kinds
+    assert kinds.count("MaxPool") == 1
+    assert len([k for k in kinds if k not in ("ReadVariableOp", "Identity")]) == 1, kinds
+
+
+def test_an_eager_chain_converts_only_at_its_ends(
+    b: TensorFlowBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Eagerly too (issue 22): the Sequential hands its conv/pool run to the adapter as
+    # one NHWC chain; the per-layer path converts every layer's result back to NCHW.
+    from d2lcompat import init, ops
+    from d2lcompat.nn import _layers
+    from d2lcompat_tensorflow import _adapter
+
+    d2lcompat.seed(3)
+    net = _lenet_chain()
+    net.initialize(init.Xavier())
+    x = ops.random.uniform((2, 3, 12, 12))
+    net(x)
+    ops_run: list[tuple[str, int]] = []
+    for name in ("_Transpose", "_Reshape"):
+        real = getattr(_adapter, name)
+
+        def counted(real: Any = real, name: str = name, **kw: Any) -> Any:
+            arg = kw.get("x", kw.get("tensor"))
+            to_4d = "shape" not in kw or int(tf.size(kw["shape"])) == 4  # not Flatten's
+            if arg.shape.rank == 4 and arg.shape[0] == 2 and to_4d:  # activations, not weights
+                ops_run.append((name, arg.shape[-1]))
+            return real(**kw)
+
+        monkeypatch.setattr(_adapter, name, counted)
+    chained = _np(net(x))
+    assert ops_run == [("_Transpose", 12), ("_Transpose", 6)]  # in (NCHW), out (NHWC)
+    ops_run.clear()
+    monkeypatch.setattr(_layers, "_CHAINS", False)
+    np.testing.assert_array_equal(_np(net(x)), chained)
+    assert len(ops_run) == 5  # in, and each of the four layers' results back to NCHW
 
 
 def test_gradients_flow_through_the_nhwc_originals(b: TensorFlowBackend) -> None:
