@@ -383,6 +383,31 @@ class Backend(abc.ABC):
         value, grads = self.value_and_grad(scalar, values)
         return value, grads, box[-1]
 
+    def value_and_grad_step(
+        self,
+        fn: Callable[[Sequence[Any]], tuple[Any, Any]],
+        values: Sequence[Any],
+        held: Sequence[Any],
+        inputs: Sequence[Any],
+        plan: dict[str, Any],
+    ) -> tuple[Any, list[Any], Any]:
+        """`value_and_grad_aux` for the eager training step (`d2lcompat.train_step`),
+        which knows more than a closure given to `autograd.grad` does: ``held`` are the
+        variables of the net's parameters that are not differentiated (frozen, or not
+        the trainer's), ``inputs`` the batch, and ``plan`` a dict the step keeps per
+        structure (its parameters and their ``grad_req``) for the adapter's own
+        once-per-structure decisions. The result must be `value_and_grad_aux`'s, with
+        no other side effect. The default is `value_and_grad_aux`; Paddle uses
+        ``loss.backward()`` where that touches no tensor but the step's own leaves."""
+        return self.value_and_grad_aux(fn, values)
+
+    def nonfinite_probe(self, grads: Sequence[Any]) -> Any | None:
+        """A 0-d tensor that is 0 when every value of ``grads`` (several gradients of one
+        dtype on one device, at most 2**20 values in all) is finite and NaN otherwise,
+        with fewer framework ops than the core's concatenate-and-dot; None (the default)
+        keeps the core's form. Called eagerly and inside compiled steps alike."""
+        return None
+
     def stop_gradient(self, x: Any) -> Any:
         """``x`` cut out of the gradient graph."""
         return x

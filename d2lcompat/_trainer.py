@@ -283,7 +283,7 @@ class TrainStep:
         training = _autograd._TRAINING
         training.append(True)
         try:
-            total, pred, grads = diff(objective, check=False)  # a sum is always a scalar
+            total, pred, grads = diff(objective, check=False, inputs=(X, y))  # a sum: a scalar
         finally:
             training.pop()
         n = b.shape(X)[0]
@@ -328,7 +328,15 @@ class TrainStep:
         key = (opt.version, len(params), *[p._grad_req for p in params.values()])
         if key != self._eager_key:
             named = opt.trainable()
-            self._eager_diff = _autograd.Differentiator(named) if named else None
+            # The net's parameters this step does not differentiate (frozen, or not the
+            # trainer's): the adapter keeps them out of its gradient computation.
+            ids = {id(p) for _, p in named}
+            held: list[Parameter] = []
+            for p in self._net.collect_params().values():
+                if id(p) not in ids:
+                    ids.add(id(p))
+                    held.append(p)
+            self._eager_diff = _autograd.Differentiator(named, held) if named else None
             self._eager_key = key
             self._eager_vars = [p for _, p in named]
             self._eager_concat = None
@@ -650,8 +658,12 @@ def _replica_state_error() -> D2LCompatError:
 def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
     """``Σ sum(g · 0)``: 0 when every gradient is finite, NaN otherwise (``inf · 0`` is
     NaN). With ``concat`` (`_probe_concatenates`) and every gradient present, the same
-    number as one dot product of the concatenated gradients with their product by 0."""
+    number as one dot product of the concatenated gradients with their product by 0
+    (or the adapter's `Backend.nonfinite_probe`)."""
     if concat and all(g is not None for g in grads):
+        fused = active().nonfinite_probe(grads)  # the adapter's form, where it has one
+        if fused is not None:
+            return fused
         flat = _ops.concat([_ops.reshape(g, (-1,)) for g in grads], 0)
         return _ops.dot(flat, flat * 0.0)
     probe: Any = 0.0

@@ -173,16 +173,27 @@ class Differentiator:
 
     Each parameter's value is substituted by a fresh leaf while ``fn`` runs, so a
     parameter used twice (tied) receives the sum of both uses' gradients.
+
+    ``held`` (the eager `train_step`'s): the net's other parameters, which the
+    differentiation must leave alone; with it the adapter's `Backend.value_and_grad_step`
+    differentiates, keeping its decisions for this structure in a plan of its own.
     """
 
-    __slots__ = ("_params",)
+    __slots__ = ("_held", "_params", "_plan")
 
-    def __init__(self, named: Sequence[tuple[str, Parameter]]) -> None:
+    def __init__(
+        self, named: Sequence[tuple[str, Parameter]], held: Sequence[Parameter] | None = None
+    ) -> None:
         self._params = [p for _, p in named]
+        self._held = None if held is None else list(held)
+        self._plan: dict[str, Any] = {}
 
-    def __call__(self, fn: Callable[[], tuple[Any, Any]], check: bool = True) -> tuple[Any, Any, list[Any]]:
+    def __call__(
+        self, fn: Callable[[], tuple[Any, Any]], check: bool = True, inputs: Sequence[Any] = ()
+    ) -> tuple[Any, Any, list[Any]]:
         """``(value, aux, gradients in order)``; stores each gradient (``grad_req``).
-        ``check=False`` skips the scalar check (the caller built the scalar itself)."""
+        ``check=False`` skips the scalar check (the caller built the scalar itself);
+        ``inputs``: the batch tensors (for `Backend.value_and_grad_step`)."""
         b = active()
         plist = self._params
         changed: list[Any] = []  # a Parameter, or a (block, name) tensor attribute
@@ -201,8 +212,14 @@ class Differentiator:
             return out, (aux, [v for _, v in updates.values()])
 
         read = b.read
+        held = self._held
         try:
-            value, grads, (aux, new_state) = b.value_and_grad_aux(pure, [read(p._var) for p in plist])
+            if held is None:
+                value, grads, (aux, new_state) = b.value_and_grad_aux(pure, [read(p._var) for p in plist])
+            else:
+                value, grads, (aux, new_state) = b.value_and_grad_step(
+                    pure, [read(p._var) for p in plist], [p._var for p in held], inputs, self._plan
+                )
         except Exception as exc:
             translated = b.translate_grad_error(exc) or item_assignment_error(
                 exc, "The closure given to autograd.grad"

@@ -370,3 +370,48 @@ def test_eager_step_follows_grad_req_changes_and_tied_parameters() -> None:
     frozen.grad_req = "write"
     step(X, y)
     assert not np.allclose(_np(frozen.data()), before)
+
+
+
+def _three_dense(seed: int) -> nn.Sequential:
+    d2lcompat.seed(seed)
+    net = nn.Sequential(nn.Dense(4, in_units=3, activation="relu"), nn.Dense(2, in_units=4),
+                        nn.Dense(2, in_units=2))
+    net.initialize(init.Xavier())
+    return net
+
+
+def test_eager_step_leaves_other_parameters_without_gradient() -> None:
+    # The eager step gives gradients to the trainer's trainable parameters only (issue
+    # 22: Paddle's backward() path holds the others out of the graph): a frozen
+    # parameter and one the trainer does not know keep their values and grad() None,
+    # and the gradients are autograd.grad's step after step, grad_req 'add' summing them.
+    net, twin = _three_dense(7), _three_dense(7)
+    frozen, outside, added = net[0].bias, net[2].weight, net[1].weight
+    frozen.grad_req = "null"  # after creation: the native variable still wants a gradient
+    added.grad_req = "add"
+    params = {k: p for k, p in net.collect_params().items() if p is not outside}
+    trainer = d2lcompat.Trainer(params, "sgd", {"learning_rate": 0.1})
+    step = d2lcompat.train_step(net, loss.L2Loss(), trainer)
+    rng = np.random.default_rng(1)
+    X = ops.tensor(rng.normal(size=(5, 3)).astype(np.float32))
+    y = ops.tensor(rng.normal(size=(5, 2)).astype(np.float32))
+    total = np.zeros((2, 4), np.float32)
+    for _ in range(3):
+        before = {k: _np(p.data()).copy() for k, p in net.collect_params().items()}
+        for k, p in twin.collect_params().items():
+            p.set_data(ops.tensor(before[k]))
+        with autograd.train_mode():
+            _, want = autograd.grad(lambda: ops.sum(loss.L2Loss()(twin(X), y)),
+                                    twin.collect_params())
+        total += _np(want["1.weight"])
+        step(X, y)
+        for k, p in net.collect_params().items():
+            if p is frozen or p is outside:
+                np.testing.assert_array_equal(_np(p.data()), before[k], err_msg=k)
+                assert p.grad() is None, k
+        np.testing.assert_allclose(_np(net[1].bias.grad()), _np(want["1.bias"]),
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(_np(added.grad()), total, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(_np(added.data()), before["1.weight"] - 0.1 * total / 5,
+                                   rtol=1e-5, atol=1e-6)

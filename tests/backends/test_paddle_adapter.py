@@ -381,6 +381,79 @@ def test_value_and_grad_under_no_grad(be: PaddleBackend) -> None:
     np.testing.assert_allclose(_n(be, g), [2.0, 4.0])
 
 
+def test_value_and_grad_step_backward_path_matches_and_touches_nothing_else(
+    be: PaddleBackend,
+) -> None:
+    # The eager train step's differentiation (issue 22): loss.backward() on fresh leaves
+    # where they are the only leaves of the graph, with value_and_grad's numbers; a held
+    # variable (a frozen parameter) is out of the graph during the step and gets its
+    # stop_gradient back; a tied use sums; nothing gets a native .grad.
+    ops = be.ops
+    w_np = RNG.standard_normal((3, 3)).astype(np.float32)
+    x_np = RNG.standard_normal((2, 3)).astype(np.float32)
+    w = be.new_variable(w_np, "float32", CPU, True)
+    frozen = be.new_variable(np.full((3,), 0.5, np.float32), "float32", CPU, True)
+    x = _t(be, x_np)
+
+    def fn(vals: list[Any]) -> Any:
+        (wt,) = vals
+        return ops.sum(ops.matmul(ops.matmul(x, wt), wt) * frozen), "aux"
+
+    plan: dict[str, Any] = {}
+    for _ in range(2):
+        out, grads, aux = be.value_and_grad_step(fn, [be.read(w)], [frozen], (x,), plan)
+        want_out, want_grads, _ = be.value_and_grad_aux(fn, [be.read(w)])
+        assert plan == {"backward": True} and aux == "aux"
+        np.testing.assert_allclose(_n(be, out), _n(be, want_out), rtol=1e-6)
+        np.testing.assert_allclose(_n(be, grads[0]), _n(be, want_grads[0]), rtol=1e-5)
+        assert grads[0].stop_gradient and out.stop_gradient
+        assert be.native_grad(w) is None and be.native_grad(frozen) is None
+        assert not frozen.stop_gradient  # given back
+
+
+def test_value_and_grad_step_keeps_paddle_grad_for_foreign_leaves(be: PaddleBackend) -> None:
+    # A native tensor of the user's with stop_gradient=False in the graph: backward()
+    # would fill its .grad, so the structure keeps paddle.grad (decided once); a batch
+    # tensor that wants a gradient keeps paddle.grad for that call.
+    ops = be.ops
+    w = be.new_variable(np.array([1.0, 2.0], np.float32), "float32", CPU, True)
+    foreign = paddle.to_tensor(np.array([3.0, 4.0], np.float32), stop_gradient=False)
+
+    def fn(vals: list[Any]) -> Any:
+        return ops.sum(vals[0] * vals[0] * foreign), None
+
+    plan: dict[str, Any] = {}
+    for _ in range(2):
+        out, (g,), _ = be.value_and_grad_step(fn, [be.read(w)], [], (), plan)
+        assert plan == {"backward": False}
+        np.testing.assert_allclose(_n(be, g), [6.0, 16.0])
+        assert foreign.grad is None
+    x = paddle.to_tensor(np.array([1.0, 1.0], np.float32), stop_gradient=False)
+
+    def fx(vals: list[Any]) -> Any:
+        return ops.sum(vals[0] * x), None
+
+    plan = {}
+    out, (g,), _ = be.value_and_grad_step(fx, [be.read(w)], [], (x,), plan)
+    np.testing.assert_allclose(_n(be, g), [1.0, 1.0])
+    assert x.grad is None and plan == {}
+
+
+def test_nonfinite_probe(be: PaddleBackend) -> None:
+    # Zero when every gradient is finite, NaN when one value is inf or NaN; the
+    # gradients are left as they were (coalesce_tensor copies them).
+    grads = [_t(be, np.arange(6, dtype=np.float32).reshape(2, 3)), _t(be, np.ones(4, np.float32))]
+    assert float(_n(be, be.nonfinite_probe(grads))) == 0.0
+    for bad in (np.inf, -np.inf, np.nan):
+        values = np.ones(4, np.float32)
+        values[2] = bad
+        grads[1] = _t(be, values)
+        assert np.isnan(_n(be, be.nonfinite_probe(grads)))
+        np.testing.assert_array_equal(_n(be, grads[1]), values)
+    big = [_t(be, np.full(3, 3e38, np.float32)), _t(be, np.full(2, 3e38, np.float32))]
+    assert float(_n(be, be.nonfinite_probe(big))) == 0.0  # finite values whose sum overflows
+
+
 def test_stop_gradient(be: PaddleBackend) -> None:
     v = be.new_variable(np.ones(2), "float32", CPU, True)
     y = be.stop_gradient(be.ops.multiply(v, 2.0))
