@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -220,7 +221,7 @@ def item(x: Any) -> Any:
     """
     if _B.is_tensor(x) and not _B.is_traced(x):
         shape = _B.shape(x)
-        if all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != 1:
+        if all(isinstance(d, int) for d in shape) and math.prod(shape) != 1:  # not np.prod: 8 µs
             from .._errors import ShapeError
 
             raise ShapeError(
