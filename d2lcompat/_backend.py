@@ -555,6 +555,28 @@ class Backend(abc.ABC):
         conformance scenario OP01 checks every optimizer against NumPy)."""
         return False
 
+    def nonfinite_probe(self, grads: Sequence[Any]) -> Any | None:
+        """A 0-d tensor that is zero (``0`` or ``-0``) when every element of ``grads`` (a
+        non-empty list of gradient tensors, no None) is finite and NaN otherwise, in the
+        gradients' dtype, computed eagerly with the framework's multi-tensor kernels; or
+        None (the default) to let the core build it from ops (optional hook). The
+        training step calls it on every step: it must return None for tensors it does not
+        handle (mixed dtypes, several devices), never raise, and never change a
+        gradient's value."""
+        return None
+
+    def clip_by_global_norm(
+        self, grads: Sequence[Any], max_norm: float, scale: float
+    ) -> tuple[Any, list[Any]] | None:
+        """Gluon's global-norm clip of the gradients ``g * scale`` with the framework's
+        multi-tensor kernels, eagerly (optional hook): return ``(norm, clipped)`` with
+        ``norm = sqrt(Σ (scale · g)²)`` over every element as a 0-d float32 tensor and
+        ``clipped[i] = grads[i] · min(max_norm / (norm + 1e-8), 1)`` (not times
+        ``scale``) in ``grads[i]``'s dtype; or None (the default) to let the core compute
+        the same with ops (`d2lcompat._clip.global_norm_scale`). ``grads`` is a
+        non-empty list of tensors; return None for any you do not handle."""
+        return None
+
     def compile_train_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """The framework's compiled version of a whole training step.
 

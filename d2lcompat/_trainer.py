@@ -25,7 +25,7 @@ from . import autograd as _autograd
 from . import ops as _ops
 from . import optim as _optim
 from . import parallel as _parallel
-from ._clip import _check_max_norm, global_norm_scale
+from ._clip import _check_max_norm, clip_scaled, global_norm_scale
 from ._errors import CheckpointError, D2LCompatError, DataError, NonFiniteLossError
 from ._parameter import Parameter
 from ._registry import active
@@ -151,8 +151,8 @@ class Trainer:
             todo.append((name, p, g))
         if self.clip_global_norm is not None and todo:
             # Gluon's clip_global_norm on the gradients of the mean loss (times 1/batch).
-            _, clip = global_norm_scale([g * scale for _, _, g in todo], self.clip_global_norm)
-            todo = [(n, p, g * _ops.cast(clip, active().dtype(g))) for n, p, g in todo]
+            _, clipped = clip_scaled([g for _, _, g in todo], self.clip_global_norm, scale)
+            todo = [(n, p, g) for (n, p, _), g in zip(todo, clipped)]
         self._optimizer.apply(todo, scale)
 
     def zero_grad(self) -> None:
@@ -651,6 +651,9 @@ def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
     """``Σ sum(g · 0)``: 0 when every gradient is finite, NaN otherwise (``inf · 0`` is
     NaN). With ``concat`` (`_probe_concatenates`) and every gradient present, the same
     number as one dot product of the concatenated gradients with their product by 0."""
+    fast = _fast_probe(grads)
+    if fast is not None:
+        return fast
     if concat and all(g is not None for g in grads):
         flat = _ops.concat([_ops.reshape(g, (-1,)) for g in grads], 0)
         return _ops.dot(flat, flat * 0.0)
@@ -659,6 +662,18 @@ def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
         if g is not None:
             probe = probe + _ops.sum(g * 0.0)
     return probe
+
+
+def _fast_probe(grads: Sequence[Any]) -> Any | None:
+    """The adapter's multi-tensor probe (`Backend.nonfinite_probe`) over the gradients
+    present, or None (then the core's ops): eager tensors only, never traced ones."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return None
+    b = active()
+    if b.is_traced(present[0]):
+        return None
+    return b.nonfinite_probe(present)
 
 
 def _nan_message(mean: Any) -> str:
