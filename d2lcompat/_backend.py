@@ -555,14 +555,14 @@ class Backend(abc.ABC):
         conformance scenario OP01 checks every optimizer against NumPy)."""
         return False
 
-    def nonfinite_probe(self, grads: Sequence[Any]) -> Any | None:
-        """A 0-d tensor that is zero (``0`` or ``-0``) when every element of ``grads`` (a
-        non-empty list of gradient tensors, no None) is finite and NaN otherwise, in the
-        gradients' dtype, computed eagerly with the framework's multi-tensor kernels; or
-        None (the default) to let the core build it from ops (optional hook). The
-        training step calls it on every step: it must return None for tensors it does not
-        handle (mixed dtypes, several devices), never raise, and never change a
-        gradient's value."""
+    def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
+        """``total * scale`` (a 0-d tensor times a Python float: the batch's mean loss),
+        NaN when any element of ``grads`` (a non-empty list of gradient tensors, no None)
+        is not finite, computed eagerly with the framework's multi-tensor kernels; or
+        None (the default) to let the core add its probe built from ops (optional hook).
+        The dtype is that of ``total * scale + g.sum()``. The training step calls it on
+        every step: return None for tensors you do not handle (mixed dtypes, several
+        devices), never raise, and never change a gradient's value."""
         return None
 
     def clip_by_global_norm(

@@ -295,11 +295,10 @@ class TrainStep:
             return self._update_checked(total * self._scale, self._eager_vars, int(n)), pred
         # The batch's mean loss, NaN whenever a gradient is not finite (`_eager_general`).
         try:
-            probe = _nonfinite_probe(grads, self._eager_concat)
+            mean = _checked_mean(total, self._scale, grads, self._eager_concat)
         except Exception:  # noqa: BLE001 - parameters moved to several devices since
             self._eager_concat = False
-            probe = _nonfinite_probe(grads)
-        mean = total * self._scale + probe
+            mean = _checked_mean(total, self._scale, grads)
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))  # before the update
         trainer.step(int(n))
@@ -314,7 +313,7 @@ class TrainStep:
         trainer = self._trainer
         (flag,) = trainer._allreduce_grads_with([mean * 0.0])
         grads = [g for g in (p._current_grad() for p in params) if g is not None]
-        mean = mean + flag + _nonfinite_probe(grads)
+        mean = _checked_mean(mean + flag, 1.0, grads)
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))
         trainer.update(n)
@@ -358,7 +357,7 @@ class TrainStep:
         if _parallel.world_size() > 1:
             mean = _ops.mean(per_sample)
             return self._update_checked(mean, list(trainable.values()), int(b.shape(X)[0])), pred
-        mean = _ops.mean(per_sample) + _nonfinite_probe(list(grads.values()))
+        mean = _checked_mean(_ops.mean(per_sample), 1.0, list(grads.values()))
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))  # before the update
         trainer.step(int(b.shape(X)[0]))
@@ -651,9 +650,6 @@ def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
     """``Σ sum(g · 0)``: 0 when every gradient is finite, NaN otherwise (``inf · 0`` is
     NaN). With ``concat`` (`_probe_concatenates`) and every gradient present, the same
     number as one dot product of the concatenated gradients with their product by 0."""
-    fast = _fast_probe(grads)
-    if fast is not None:
-        return fast
     if concat and all(g is not None for g in grads):
         flat = _ops.concat([_ops.reshape(g, (-1,)) for g in grads], 0)
         return _ops.dot(flat, flat * 0.0)
@@ -664,16 +660,18 @@ def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
     return probe
 
 
-def _fast_probe(grads: Sequence[Any]) -> Any | None:
-    """The adapter's multi-tensor probe (`Backend.nonfinite_probe`) over the gradients
-    present, or None (then the core's ops): eager tensors only, never traced ones."""
+def _checked_mean(total: Any, scale: float, grads: Sequence[Any], concat: bool | None = False) -> Any:
+    """``total * scale``, NaN whenever a gradient is not finite (`_nonfinite_probe`):
+    the adapter's multi-tensor kernels where it has them (`Backend.nonfinite_mean`),
+    on eager tensors only, else the core's probe."""
     present = [g for g in grads if g is not None]
-    if not present:
-        return None
-    b = active()
-    if b.is_traced(present[0]):
-        return None
-    return b.nonfinite_probe(present)
+    if present:
+        b = active()
+        if not b.is_traced(present[0]):
+            fast = b.nonfinite_mean(total, scale, present)
+            if fast is not None:
+                return fast
+    return total * scale + _nonfinite_probe(grads, concat)
 
 
 def _nan_message(mean: Any) -> str:

@@ -1,5 +1,5 @@
 """The eager training step's non-finite probe and global-norm clip, whichever computes
-them (the adapter's multi-tensor kernels, `Backend.nonfinite_probe` and
+them (the adapter's multi-tensor kernels, `Backend.nonfinite_mean` and
 `Backend.clip_by_global_norm`, or the core's ops): values against NumPy, the
 gradients left as they were, and the edge cases an adapter's kernel must hand back
 to the core (an expanded gradient, mixed dtypes)."""
@@ -15,7 +15,7 @@ import d2lcompat
 from d2lcompat import Parameter, autograd, init, loss, nn, ops
 from d2lcompat._clip import clip_scaled
 from d2lcompat._registry import active
-from d2lcompat._trainer import _nonfinite_probe
+from d2lcompat._trainer import _checked_mean, _nonfinite_probe
 
 
 def _np(x: Any) -> np.ndarray:
@@ -40,40 +40,52 @@ def _clip_np(grads: list[np.ndarray], max_norm: float, scale: float) -> tuple[fl
 
 
 # ------------------------------------------------------------------ the probe
+_TOTAL = 6.0  # a loss sum; times 1/3 below
+
+
+def _mean(grads: list[Any], concat: bool | None = False) -> float:
+    return float(ops.item(_checked_mean(ops.tensor(_TOTAL), 1.0 / 3.0, grads, concat)))
+
+
 @pytest.mark.parametrize("concat", [False, True])
 @pytest.mark.parametrize(
     "poison",
     [None, np.nan, np.inf, -np.inf, 1e30],
     ids=["finite", "nan", "inf", "-inf", "huge-finite"],
 )
-def test_probe_is_zero_for_finite_gradients_and_nan_otherwise(poison: float | None, concat: bool) -> None:
+def test_mean_is_the_loss_for_finite_gradients_and_nan_otherwise(
+    poison: float | None, concat: bool
+) -> None:
     host = _grads()
     if poison is not None:
         host[1][2] = poison
     grads = [ops.tensor(g) for g in host]
-    probe = float(ops.item(_nonfinite_probe(grads, concat)))
+    value = _mean(grads, concat)
     if poison is None or np.isfinite(poison):
         # 1e30 squared overflows float32: the probe must not square (it is not a norm).
-        assert probe == 0.0, probe
+        assert value == pytest.approx(_TOTAL / 3.0, rel=1e-7), value
     else:
-        assert np.isnan(probe), probe
+        assert np.isnan(value), value
     for g, h in zip(grads, host):  # the probe leaves every gradient as it was
         np.testing.assert_array_equal(_np(g), h)
+    # The core's own probe, whatever the adapter does: 0, or NaN.
+    probe = float(ops.item(_nonfinite_probe(grads, concat)))
+    assert (probe == 0.0) if poison is None or np.isfinite(poison) else np.isnan(probe)
 
 
 @pytest.mark.parametrize("poison", [None, np.nan, np.inf], ids=["finite", "nan", "inf"])
-def test_adapter_probe_hook_where_it_answers(poison: float | None) -> None:
+def test_adapter_hook_where_it_answers(poison: float | None) -> None:
     # The hook itself (None where the adapter leaves the probe to the core's ops).
     host = _grads()
     if poison is not None:
         host[0][1, 1] = poison
     grads = [ops.tensor(g) for g in host]
-    probe = active().nonfinite_probe(grads)
-    if probe is None:
+    mean = active().nonfinite_mean(ops.tensor(_TOTAL), 0.25, grads)
+    if mean is None:
         return
-    assert ops.dtype(probe) == "float32" and ops.shape(probe) == ()
-    value = float(ops.item(probe))
-    assert (value == 0.0) if poison is None else np.isnan(value), value
+    assert ops.dtype(mean) == "float32" and ops.shape(mean) == ()
+    value = float(ops.item(mean))
+    assert (value == _TOTAL * 0.25) if poison is None else np.isnan(value), value
     for g, h in zip(grads, host):
         np.testing.assert_array_equal(_np(g), h)
 
@@ -81,11 +93,11 @@ def test_adapter_probe_hook_where_it_answers(poison: float | None) -> None:
 def test_probe_with_missing_gradients() -> None:
     host = _grads()
     grads: list[Any] = [ops.tensor(g) for g in host] + [None]
-    assert float(ops.item(_nonfinite_probe(grads))) == 0.0
+    assert _mean(grads) == pytest.approx(_TOTAL / 3.0, rel=1e-7)
     host[2][0, 0, 0] = np.inf
     grads = [None, *(ops.tensor(g) for g in host)]
-    assert np.isnan(float(ops.item(_nonfinite_probe(grads))))
-    assert _nonfinite_probe([None, None]) == 0.0
+    assert np.isnan(_mean(grads))
+    assert float(ops.item(_checked_mean(ops.tensor(_TOTAL), 0.5, [None, None]))) == _TOTAL * 0.5
 
 
 def _other_float() -> str:
@@ -93,17 +105,17 @@ def _other_float() -> str:
     return "float64" if "float64" in active().SUPPORTED_DTYPES else "float16"
 
 
-def test_probe_hook_with_mixed_dtypes_answers_right_or_not_at_all() -> None:
+def test_hook_with_mixed_dtypes_answers_right_or_not_at_all() -> None:
     # The hook's contract: never raise, never a wrong answer; None hands the probe to
     # the core's ops.
     for poison in (None, np.nan):
         host = _grads(("float32", _other_float(), "float32"))
         if poison is not None:
             host[1][0] = poison
-        probe = active().nonfinite_probe([_t(g) for g in host])
-        if probe is not None:
-            value = float(ops.item(probe))
-            assert (value == 0.0) if poison is None else np.isnan(value), value
+        mean = active().nonfinite_mean(ops.tensor(_TOTAL), 0.5, [_t(g) for g in host])
+        if mean is not None:
+            value = float(ops.item(mean))
+            assert (value == _TOTAL * 0.5) if poison is None else np.isnan(value), value
 
 
 def test_probe_on_a_gradient_the_framework_broadcast() -> None:
@@ -113,7 +125,7 @@ def test_probe_on_a_gradient_the_framework_broadcast() -> None:
     w.initialize(init.Constant(2.0))
     _, g = autograd.grad(lambda: ops.sum(w.data()), [w])
     grads = list(g.values())
-    assert float(ops.item(_nonfinite_probe(grads))) == 0.0
+    assert _mean(grads) == pytest.approx(_TOTAL / 3.0, rel=1e-7)
     np.testing.assert_array_equal(_np(grads[0]), np.ones((3, 4), np.float32))
 
 
@@ -162,7 +174,7 @@ def test_clip_scaled_equals_gluons_formula(scale: float, max_norm: float) -> Non
     want_norm, want = _clip_np(host, max_norm, scale)
     assert float(ops.item(norm)) == pytest.approx(want_norm, rel=1e-6)
     assert isinstance(clipped, list) and len(clipped) == len(host)
-    for c, w, h in zip(clipped, want, host):
+    for c, w in zip(clipped, want):
         assert ops.dtype(c) == "float32"
         np.testing.assert_allclose(_np(c), w, rtol=1e-6, atol=1e-7)
     for g, h in zip(grads, host):  # the inputs are not clipped in place

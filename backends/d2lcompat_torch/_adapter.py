@@ -168,7 +168,7 @@ class TorchBackend(Backend):
 
     def __init__(self) -> None:
         self.ops = TorchOps()
-        self._ones: dict[Any, Any] = {}  # a 1.0 per device (`nonfinite_probe`)
+        self._ones: dict[Any, Any] = {}  # a 1.0 per device (`nonfinite_mean`)
 
     @property
     def version(self) -> str:
@@ -417,25 +417,30 @@ class TorchBackend(Backend):
                  weight_decay=hp["weight_decay"], eps=hp["eps"], maximize=False)
         return True
 
-    def nonfinite_probe(self, grads: Sequence[Any]) -> Any | None:
+    def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
         # GradScaler's own check: one multi-tensor kernel sets `found` to 1 where any
         # element is NaN or infinite (it also multiplies each gradient in place by
-        # `one`, 1.0, which leaves every value as it is). sqrt(-found) is -0 or NaN.
+        # `one`, 1.0, which leaves every value as it is). xlogy(found, -1) is 0 where
+        # found is 0 and log(-1) = NaN where it is 1; add(probe, total, alpha=scale) is
+        # total * scale + probe in one kernel.
         g0 = grads[0]
         dt = g0.dtype
         if not dt.is_floating_point or any(g.dtype != dt for g in grads):
             return None
-        found = torch.zeros((), device=g0.device)
-        one = self._ones.get(g0.device)
+        dev = g0.device
+        one = self._ones.get(dev)
         if one is None:
-            one = self._ones[g0.device] = torch.ones((), device=g0.device)
+            one = self._ones[dev] = torch.ones((), device=dev)
         try:
-            with torch.no_grad():
-                torch._amp_foreach_non_finite_check_and_unscale_(list(grads), found, one)
+            # No no_grad scope needed: gradients and the loss sum carry no graph.
+            found = torch.zeros((), device=dev)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+            probe = torch.xlogy(found, -1.0)
+            if dt != torch.float32:
+                probe = probe.to(dt)
+            return torch.add(probe, total, alpha=scale)
         except RuntimeError:  # an expanded gradient (stride 0), several devices
             return None
-        probe = torch.sqrt(found.neg_())
-        return probe if dt == torch.float32 else probe.to(dt)
 
     def clip_by_global_norm(
         self, grads: Sequence[Any], max_norm: float, scale: float
