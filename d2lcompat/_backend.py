@@ -635,6 +635,28 @@ class Backend(abc.ABC):
         conformance scenario OP01 checks every optimizer against NumPy)."""
         return False
 
+    def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
+        """``total * scale`` (a 0-d tensor times a Python float: the batch's mean loss),
+        NaN when any element of ``grads`` (a non-empty list of gradient tensors, no None)
+        is not finite, computed eagerly with the framework's multi-tensor kernels; or
+        None (the default) to let the core add its probe built from ops (optional hook).
+        The dtype is that of ``total * scale + g.sum()``. The training step calls it on
+        every step: return None for tensors you do not handle (mixed dtypes, several
+        devices), never raise, and never change a gradient's value."""
+        return None
+
+    def clip_by_global_norm(
+        self, grads: Sequence[Any], max_norm: float, scale: float
+    ) -> tuple[Any, list[Any]] | None:
+        """Gluon's global-norm clip of the gradients ``g * scale`` with the framework's
+        multi-tensor kernels, eagerly (optional hook): return ``(norm, clipped)`` with
+        ``norm = sqrt(Σ (scale · g)²)`` over every element as a 0-d float32 tensor and
+        ``clipped[i] = grads[i] · min(max_norm / (norm + 1e-8), 1)`` (not times
+        ``scale``) in ``grads[i]``'s dtype; or None (the default) to let the core compute
+        the same with ops (`d2lcompat._clip.global_norm_scale`). ``grads`` is a
+        non-empty list of tensors; return None for any you do not handle."""
+        return None
+
     def compile_train_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """The framework's compiled version of a whole training step.
 

@@ -30,6 +30,19 @@ def global_norm_scale(grads: Sequence[Any], max_norm: float) -> tuple[Any, Any]:
     return norm, scale
 
 
+def clip_scaled(grads: Sequence[Any], max_norm: float, scale: float = 1.0) -> tuple[Any, list[Any]]:
+    """Eagerly, ``(norm, clipped)``: ``norm`` the global norm of ``g * scale`` over
+    ``grads`` (a 0-d tensor), ``clipped`` each ``g`` times ``min(max_norm / (norm +
+    1e-8), 1)``. The adapter's multi-tensor kernels where it has them
+    (`Backend.clip_by_global_norm`), else `global_norm_scale` over ops."""
+    b = active()
+    fused = b.clip_by_global_norm(grads, max_norm, scale)
+    if fused is not None:
+        return fused
+    norm, clip = global_norm_scale([g * scale for g in grads] if scale != 1.0 else grads, max_norm)
+    return norm, [g * _ops.cast(clip, b.dtype(g)) for g in grads]
+
+
 def _check_max_norm(max_norm: Any) -> float:
     if isinstance(max_norm, bool) or not isinstance(max_norm, int | float):
         raise D2LCompatError(
@@ -100,8 +113,7 @@ def clip_global_norm(arrays: Any, max_norm: float, check_isfinite: bool = True) 
                     f"clip_global_norm: {where} is a {type(a).__name__}, not a tensor."
                 )
         grads = items
-    norm, scale = global_norm_scale(grads, limit)
-    clipped = [g * _ops.cast(scale, b.dtype(g)) for g in grads]
+    norm, clipped = clip_scaled(grads, limit)
     if check_isfinite:
         total: Any = float(_ops.item(norm))
         if not math.isfinite(total):

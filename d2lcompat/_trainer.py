@@ -25,7 +25,7 @@ from . import autograd as _autograd
 from . import ops as _ops
 from . import optim as _optim
 from . import parallel as _parallel
-from ._clip import _check_max_norm, global_norm_scale
+from ._clip import _check_max_norm, clip_scaled, global_norm_scale
 from ._errors import CheckpointError, D2LCompatError, DataError, NonFiniteLossError
 from ._parameter import Parameter
 from ._registry import active
@@ -151,8 +151,8 @@ class Trainer:
             todo.append((name, p, g))
         if self.clip_global_norm is not None and todo:
             # Gluon's clip_global_norm on the gradients of the mean loss (times 1/batch).
-            _, clip = global_norm_scale([g * scale for _, _, g in todo], self.clip_global_norm)
-            todo = [(n, p, g * _ops.cast(clip, active().dtype(g))) for n, p, g in todo]
+            _, clipped = clip_scaled([g for _, _, g in todo], self.clip_global_norm, scale)
+            todo = [(n, p, g) for (n, p, _), g in zip(todo, clipped)]
         self._optimizer.apply(todo, scale)
 
     def zero_grad(self) -> None:
@@ -295,11 +295,10 @@ class TrainStep:
             return self._update_checked(total * self._scale, self._eager_vars, int(n)), pred
         # The batch's mean loss, NaN whenever a gradient is not finite (`_eager_general`).
         try:
-            probe = _nonfinite_probe(grads, self._eager_concat)
+            mean = _checked_mean(total, self._scale, grads, self._eager_concat)
         except Exception:  # noqa: BLE001 - parameters moved to several devices since
             self._eager_concat = False
-            probe = _nonfinite_probe(grads)
-        mean = total * self._scale + probe
+            mean = _checked_mean(total, self._scale, grads)
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))  # before the update
         trainer.step(int(n))
@@ -314,7 +313,7 @@ class TrainStep:
         trainer = self._trainer
         (flag,) = trainer._allreduce_grads_with([mean * 0.0])
         grads = [g for g in (p._current_grad() for p in params) if g is not None]
-        mean = mean + flag + _nonfinite_probe(grads)
+        mean = _checked_mean(mean + flag, 1.0, grads)
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))
         trainer.update(n)
@@ -366,7 +365,7 @@ class TrainStep:
         if _parallel.world_size() > 1:
             mean = _ops.mean(per_sample)
             return self._update_checked(mean, list(trainable.values()), int(b.shape(X)[0])), pred
-        mean = _ops.mean(per_sample) + _nonfinite_probe(list(grads.values()))
+        mean = _checked_mean(_ops.mean(per_sample), 1.0, list(grads.values()))
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))  # before the update
         trainer.step(int(b.shape(X)[0]))
@@ -671,6 +670,20 @@ def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
         if g is not None:
             probe = probe + _ops.sum(g * 0.0)
     return probe
+
+
+def _checked_mean(total: Any, scale: float, grads: Sequence[Any], concat: bool | None = False) -> Any:
+    """``total * scale``, NaN whenever a gradient is not finite (`_nonfinite_probe`):
+    the adapter's multi-tensor kernels where it has them (`Backend.nonfinite_mean`),
+    on eager tensors only, else the core's probe."""
+    present = [g for g in grads if g is not None]
+    if present:
+        b = active()
+        if not b.is_traced(present[0]):
+            fast = b.nonfinite_mean(total, scale, present)
+            if fast is not None:
+                return fast
+    return total * scale + _nonfinite_probe(grads, concat)
 
 
 def _nan_message(mean: Any) -> str:

@@ -168,6 +168,7 @@ class TorchBackend(Backend):
 
     def __init__(self) -> None:
         self.ops = TorchOps()
+        self._ones: dict[Any, Any] = {}  # a 1.0 per device (`nonfinite_mean`)
 
     @property
     def version(self) -> str:
@@ -415,6 +416,47 @@ class TorchBackend(Backend):
                  beta1=hp["beta1"], beta2=hp["beta2"], lr=hp["lr"],
                  weight_decay=hp["weight_decay"], eps=hp["eps"], maximize=False)
         return True
+
+    def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
+        # GradScaler's own check: one multi-tensor kernel sets `found` to 1 where any
+        # element is NaN or infinite (it also multiplies each gradient in place by
+        # `one`, 1.0, which leaves every value as it is). xlogy(found, -1) is 0 where
+        # found is 0 and log(-1) = NaN where it is 1; add(probe, total, alpha=scale) is
+        # total * scale + probe in one kernel.
+        g0 = grads[0]
+        dt = g0.dtype
+        if not dt.is_floating_point or any(g.dtype != dt for g in grads):
+            return None
+        dev = g0.device
+        one = self._ones.get(dev)
+        if one is None:
+            one = self._ones[dev] = torch.ones((), device=dev)
+        try:
+            # No no_grad scope needed: gradients and the loss sum carry no graph.
+            found = torch.zeros((), device=dev)
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
+            probe = torch.xlogy(found, -1.0)
+            if dt != torch.float32:
+                probe = probe.to(dt)
+            return torch.add(probe, total, alpha=scale)
+        except RuntimeError:  # an expanded gradient (stride 0), several devices
+            return None
+
+    def clip_by_global_norm(
+        self, grads: Sequence[Any], max_norm: float, scale: float
+    ) -> tuple[Any, list[Any]] | None:
+        # torch's foreach kernels, as clip_grad_norm_(foreach=True): one norm kernel over
+        # every gradient, one multiply; Gluon's formula (1e-8, `max_norm` as the floor).
+        g0 = grads[0]
+        dev = g0.device
+        if any(g.dtype != torch.float32 or g.device != dev for g in grads):
+            return None
+        with torch.no_grad():
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads), 2.0)))
+            if scale != 1.0:
+                norm = norm * scale
+            clip = max_norm / torch.clamp(norm + 1e-8, min=max_norm)
+            return norm, list(torch._foreach_mul(list(grads), clip))
 
     def translate_grad_error(self, exc: BaseException) -> BaseException | None:
         # torch's in-place checks: a tensor the backward pass needs changed after it was
