@@ -81,6 +81,7 @@ OP_NAMES: tuple[str, ...] = (
     "transpose",
     "concat",
     "stack",
+    "split",
     "expand_dims",
     "squeeze",
     # nn
@@ -111,6 +112,13 @@ class Ops:
     * ``reshape(x, shape)``, ``transpose(x, axes=None)`` (reverse when None),
       ``concat(xs, axis=0)``, ``stack(xs, axis=0)``, ``expand_dims(x, axis)``,
       ``squeeze(x, axis=None)``
+    * ``split(x, indices_or_sections, axis=0)``: a list of tensors (NumPy's ``split``).
+      The core checks and normalizes the arguments first (`d2lcompat._semantics.split_args`):
+      the adapter receives ``axis`` in range and either an int ``N >= 1`` that divides
+      ``x.shape[axis]`` (or that dimension is unknown while tracing) — ``N`` equal parts —
+      or a tuple of non-decreasing indices in ``[0, x.shape[axis]]`` — the parts
+      ``x[..., :i0]``, ``x[..., i0:i1]``, ..., ``x[..., ik:]`` along ``axis``
+      (`d2lcompat._semantics.split_sizes` gives their sizes). Differentiable.
     * ``relu, sigmoid, tanh(x)``, ``softmax, log_softmax(x, axis=-1)``
     * ``linear(x, w, b)``: ``x @ w.T + b`` over the last axis of ``x``, ``w`` of shape
       ``(out, in)``, ``b`` of shape ``(out,)`` or ``None``. The hot path of ``nn.Dense``.

@@ -50,6 +50,8 @@ __all__ = [
     "item_assignment_error",
     "promote",
     "scalar_result",
+    "split_args",
+    "split_sizes",
     "sum_result",
 ]
 
@@ -340,6 +342,77 @@ def axis_error(name: str, shape: Sequence[int], axis: Any, extra: int = 0) -> Sh
     return None
 
 
+def split_args(shape: Sequence[Any], indices_or_sections: Any, axis: Any) -> int | tuple[int, ...]:
+    """The arguments of ``ops.split`` checked against a tensor of ``shape`` and normalized
+    for the adapter (`Ops`): an int ``N`` that divides ``shape[axis]``, or the indices as a
+    tuple of non-decreasing ints in ``[0, shape[axis]]`` (negative ones counted from the
+    end and out-of-range ones clipped, as NumPy's slices are). Raises `ShapeError` naming
+    the fault. A dimension unknown while tracing (None, or -1 on Paddle) is not checked.
+
+    Examples
+    --------
+    >>> split_args((4, 6), 3, -1), split_args((4, 6), [2, -1, 9], 1)
+    (3, (2, 5, 6))
+    """
+    shape = tuple(shape)
+    err = axis_error("split", shape, axis) if isinstance(axis, int) and not isinstance(axis, bool) else (
+        ShapeError(f"ops.split: axis must be an int; got {axis!r}."))
+    if err is not None:
+        raise err
+    n = shape[axis]
+    known = isinstance(n, int | np.integer) and n >= 0
+    if isinstance(indices_or_sections, int | np.integer) and not isinstance(indices_or_sections, bool):
+        parts = int(indices_or_sections)
+        if parts < 1:
+            raise ShapeError(f"ops.split: the number of parts must be >= 1; got {parts}.")
+        if known and n % parts:
+            raise ShapeError(
+                f"ops.split: axis {axis} of a tensor of shape {shape} has size {n}, which "
+                f"{parts} equal parts do not divide; give the split indices instead "
+                f"(e.g. {[n * k // parts for k in range(1, parts)]})."
+            )
+        return parts
+    try:
+        raw = [int(i) for i in indices_or_sections
+               if isinstance(i, int | np.integer) and not isinstance(i, bool)]
+        ok = len(raw) == len(indices_or_sections)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ShapeError(
+            "ops.split: indices_or_sections must be an int (the number of equal parts) or a "
+            f"sequence of ints (the split indices); got {indices_or_sections!r}."
+        )
+    if known:
+        raw = [min(max(i + n if i < 0 else i, 0), n) for i in raw]
+    elif any(i < 0 for i in raw):
+        raise ShapeError(
+            f"ops.split: negative indices {raw} need a known size along axis {axis}; the "
+            f"tensor's shape is {shape}."
+        )
+    if any(a > b for a, b in zip(raw, raw[1:])):
+        raise ShapeError(
+            f"ops.split: the split indices must not decrease (after counting negative ones "
+            f"from the end); got {list(indices_or_sections)} -> {raw} for axis {axis} of "
+            f"size {n}."
+        )
+    return tuple(raw)
+
+
+def split_sizes(n: int | None, indices: Sequence[int]) -> list[int]:
+    """The sizes of the parts that split a dimension of size ``n`` at the (normalized,
+    `split_args`) ``indices``; the last is -1 where ``n`` is unknown (None).
+
+    Examples
+    --------
+    >>> split_sizes(6, (2, 2, 5)), split_sizes(None, (1, 3))
+    ([2, 0, 3, 1], [1, 2, -1])
+    """
+    edges = [0, *indices]
+    sizes = [b - a for a, b in zip(edges, edges[1:])]
+    return [*sizes, -1 if n is None else n - edges[-1]]
+
+
 def _reshape_error(b: Any, x: Any, shape: Any) -> ShapeError | None:
     have = tuple(b.shape(x))
     want = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -545,6 +618,14 @@ def wrap_ops(backend: Any) -> dict[str, Callable[..., Any]]:
     out["linear"] = _error_checked(ops.linear, "linear", lambda *a: _linear_error(b, *a))
     for n in ("concat", "stack"):
         out[n] = _error_checked(getattr(ops, n), n, lambda xs, axis=0, n=n: _join_error(n, b, xs, axis))
+    split = ops.split
+
+    def checked_split(x: Any, indices_or_sections: Any, axis: int = 0) -> Any:
+        # Checked before the call: torch and Paddle would split unevenly where NumPy raises.
+        shape = tuple(b.shape(x)) if b.is_tensor(x) else tuple(np.shape(x))
+        return split(x, split_args(shape, indices_or_sections, axis), axis)
+
+    out["split"] = _named(checked_split, split, "split")
     out["transpose"] = _error_checked(ops.transpose, "transpose", lambda x, axes=None: _transpose_error(b, x, axes))
     out["index_update"] = _error_checked(
         ops.index_update, "index_update", lambda x, index, value: _index_error(b, x, index, value)

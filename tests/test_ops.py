@@ -99,6 +99,12 @@ def test_shape_ops() -> None:
     close(ops.concat([t(A), t(B)], axis=1), np.concatenate([A, B], 1))
     close(ops.stack([t(A), t(B)], axis=1), np.stack([A, B], 1))
     close(ops.expand_dims(t(A), 1), A[:, None, :])
+    for args in ((3, 0), (4, 1), (2, -1), ([1, 3], 1), ([-1], 0), ([0, 9], 1), ([], 0)):
+        got = ops.split(t(A), *args)
+        want = np.split(A, *args)
+        assert isinstance(got, list) and len(got) == len(want)
+        for g, w in zip(got, want):
+            close(g, w)
     close(ops.squeeze(t(A[None, :, None, :])), A)
     close(ops.squeeze(t(A[None]), axis=0), A)
 

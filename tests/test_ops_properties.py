@@ -346,6 +346,25 @@ def test_concat_stack(name: str, data: st.DataObject, dtype: str, shape: Any, n:
 
 
 @SETTINGS
+@given(data=st.data(), dtype=all_dtypes,
+       shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=6))
+def test_split(data: st.DataObject, dtype: str, shape: Any) -> None:
+    a = data.draw(arrays(dtype, shape))
+    axis = data.draw(st.integers(-len(shape), len(shape) - 1))
+    n = shape[axis]
+    if data.draw(st.booleans()):  # equal parts: a divisor of the axis (any count for size 0)
+        arg: Any = data.draw(st.sampled_from([k for k in range(1, 7) if n % k == 0]))
+    else:  # indices: non-decreasing once negatives count from the end; may run past the end
+        raw = sorted(data.draw(st.lists(st.integers(0, n + 2), max_size=4)))
+        arg = [i - n if i < n and data.draw(st.booleans()) else i for i in raw]
+    got = ops.split(t(a, dtype), arg, axis=axis)
+    want = np.split(a, arg, axis=axis)
+    assert isinstance(got, list) and len(got) == len(want)
+    for g, w in zip(got, want):
+        check(g, w, dtype, exact=True)
+
+
+@SETTINGS
 @given(data=st.data(), dtype=all_dtypes, shape=shapes)
 def test_expand_dims_squeeze(data: st.DataObject, dtype: str, shape: Any) -> None:
     a = data.draw(arrays(dtype, shape))

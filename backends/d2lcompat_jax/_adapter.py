@@ -270,6 +270,10 @@ class JaxOps(Ops):
         return jnp.stack(list(xs), axis=axis)
 
     @staticmethod
+    def split(x: jax.Array, indices_or_sections: Any, axis: int = 0) -> list[jax.Array]:
+        return jnp.split(x, indices_or_sections, axis=axis)
+
+    @staticmethod
     def expand_dims(x: jax.Array, axis: Any) -> jax.Array:
         return jnp.expand_dims(x, _axis(axis))
 

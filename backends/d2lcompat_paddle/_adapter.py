@@ -41,6 +41,7 @@ from paddle import _C_ops  # noqa: E402
 
 from d2lcompat._backend import Backend, CapturedVariables, DeviceTuple, Ops
 from d2lcompat._errors import DeviceError, DTypeError
+from d2lcompat._semantics import split_sizes
 
 _RNN_MODES = {"lstm": "LSTM", "gru": "GRU", "rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU"}
 _DROPOUT_STATE: list[Any] = []
@@ -272,6 +273,14 @@ class PaddleOps(Ops):
     @staticmethod
     def stack(xs: Sequence[paddle.Tensor], axis: int = 0) -> paddle.Tensor:
         return paddle.stack(list(xs), axis=axis)
+
+    @staticmethod
+    def split(x: paddle.Tensor, indices_or_sections: Any, axis: int = 0) -> list[paddle.Tensor]:
+        if isinstance(indices_or_sections, int):
+            return list(paddle.split(x, indices_or_sections, axis=axis))
+        n = x.shape[axis]
+        return list(paddle.split(x, split_sizes(n if n >= 0 else None, indices_or_sections),
+                                 axis=axis))
 
     @staticmethod
     def expand_dims(x: paddle.Tensor, axis: Any) -> paddle.Tensor:

@@ -29,7 +29,7 @@ from tensorflow.python.eager import context as _context  # noqa: E402  (the devi
 from d2lcompat._backend import OP_NAMES, Backend, CapturedVariables, DeviceTuple, Ops  # noqa: E402
 from d2lcompat._device import mixed_devices_error  # noqa: E402
 from d2lcompat._errors import D2LCompatError, DeviceError, DTypeError, UnsupportedError  # noqa: E402
-from d2lcompat._semantics import index_positions  # noqa: E402
+from d2lcompat._semantics import index_positions, split_sizes  # noqa: E402
 
 __all__ = ["TensorFlowBackend", "TensorFlowOps"]
 
@@ -415,6 +415,13 @@ class TensorFlowOps(Ops):
     @staticmethod
     def stack(xs: Sequence[Any], axis: int = 0) -> Any:
         return _Pack(values=list(xs), axis=int(axis))
+
+    @staticmethod
+    def split(x: Any, indices_or_sections: Any, axis: int = 0) -> list[Any]:
+        if isinstance(indices_or_sections, int):
+            return tf.split(x, indices_or_sections, axis=axis)
+        n = x.shape[axis]
+        return tf.split(x, split_sizes(n, indices_or_sections), axis=axis)
 
     @staticmethod
     def expand_dims(x: Any, axis: Any) -> Any:

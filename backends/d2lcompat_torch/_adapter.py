@@ -131,6 +131,13 @@ class TorchOps(Ops):
         return torch.stack(list(xs), dim=axis)
 
     @staticmethod
+    def split(x: torch.Tensor, indices_or_sections: Any, axis: int = 0) -> list[torch.Tensor]:
+        # tensor_split is NumPy's array_split: for the core's checked arguments, np.split.
+        if isinstance(indices_or_sections, int):
+            return list(torch.tensor_split(x, indices_or_sections, dim=axis))
+        return list(torch.tensor_split(x, list(indices_or_sections), dim=axis))
+
+    @staticmethod
     def expand_dims(x: torch.Tensor, axis: int) -> torch.Tensor:
         return torch.unsqueeze(x, axis)
 

@@ -611,6 +611,18 @@ def test_norm_details(b: JaxBackend) -> None:
     assert float(out) == 500.0
 
 
+def test_split_with_checked_arguments(b: JaxBackend) -> None:
+    # The adapter's contract (`Ops`): an int dividing the axis, or normalized indices.
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    for args in ((2, 0), (3, 1), (4, -1), (2, 2), ((1, 3), -1), ((), 1), ((0, 0, 2), 1),
+                 ((4,), 2)):
+        got = b.ops.split(_t(b, a), *args)
+        want = np.split(a, *args)
+        assert isinstance(got, list) and len(got) == len(want), args
+        for g, w in zip(got, want):
+            _close(g, w)
+
+
 def test_concat_and_stack(b: JaxBackend) -> None:
     parts = [_f32(2, 3), _f32(2, 3) + 1, _f32(2, 3) - 1]
     for axis in (0, 1, -1):

@@ -592,6 +592,18 @@ def test_norm_gradient_at_zero_is_finite(be: PaddleBackend, ops: Ops) -> None:
     assert np.all(np.isfinite(_n(be, g)))
 
 
+def test_split_with_checked_arguments(be: PaddleBackend, ops: Ops) -> None:
+    # The adapter's contract (`Ops`): an int dividing the axis, or normalized indices.
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    for args in ((2, 0), (3, 1), (4, -1), (2, 2), ((1, 3), -1), ((), 1), ((0, 0, 2), 1),
+                 ((4,), 2)):
+        got = ops.split(_t(be, a), *args)
+        want = np.split(a, *args)
+        assert isinstance(got, list) and len(got) == len(want), args
+        for g, w in zip(got, want):
+            _close(g, w, be)
+
+
 def test_shape_ops(be: PaddleBackend, ops: Ops) -> None:
     a = _arr(2, 3, 4)
     ta = _t(be, a)

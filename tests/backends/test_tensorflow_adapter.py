@@ -716,6 +716,18 @@ def test_transpose_of_a_matrix_and_a_vector(b: TensorFlowBackend) -> None:
     _close(b.ops.transpose(_t(b, ROW)), ROW)
 
 
+def test_split_with_checked_arguments(b: TensorFlowBackend) -> None:
+    # The adapter's contract (`Ops`): an int dividing the axis, or normalized indices.
+    a = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    for args in ((2, 0), (3, 1), (4, -1), (2, 2), ((1, 3), -1), ((), 1), ((0, 0, 2), 1),
+                 ((4,), 2)):
+        got = b.ops.split(_t(b, a), *args)
+        want = np.split(a, *args)
+        assert isinstance(got, list) and len(got) == len(want), args
+        for g, w in zip(got, want):
+            _close(g, w)
+
+
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_concat_and_stack(b: TensorFlowBackend, axis: int) -> None:
     xs = [A, B_, A * 2]
