@@ -101,3 +101,40 @@ def test_hybridized_layer_gradients_equal_eager() -> None:
         for k, g in grads.items():
             np.testing.assert_allclose(ops.to_numpy(g), eager[k], rtol=1e-5, atol=1e-6,
                                        err_msg=k)
+
+
+def _loop_scan(fn, carry, xs, reverse):  # type: ignore[no-untyped-def]
+    # A plain Python loop: the contract of `scan_layers`'s ``scan`` on any backend.
+    steps = range(xs.shape[0] - 1, -1, -1) if reverse else range(xs.shape[0])
+    outs = {}
+    for t in steps:
+        carry = fn(carry, xs[t])
+        outs[t] = carry[0]
+    return carry, ops.stack([outs[t] for t in sorted(outs)], axis=0)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_scan_with_the_projection_hoisted_or_in_the_loop_equals_the_layer(mode: str) -> None:
+    # `scan_layers` computes the same equations whichever way the adapter asks for the
+    # input projection (JAX: in the loop for a forward, per size when differentiated).
+    from d2lcompat.nn._rnn import scan_layers
+
+    d2lcompat.seed(5)
+    kind = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn_tanh": lambda *a, **k: nn.RNN(*a, activation="tanh", **k)}
+    layer = kind[mode](4, num_layers=2, bidirectional=True, input_size=3)
+    layer.initialize()
+    X = ops.random.uniform((5, 2, 3), -1.0, 1.0)
+    states = [ops.random.uniform(s["shape"], -1.0, 1.0) for s in layer.state_info(2)]
+    want_out, want_states = layer(X, states)
+    weights = layer._weights()
+    sizes: list[tuple[int, ...]] = []
+
+    def by_layer(t: int, n: int, c: int, h: int) -> bool:
+        sizes.append((t, n, c, h))
+        return c == 3  # the first layer hoisted, the second not
+    for hoist in (True, False, by_layer):
+        out, new = scan_layers(mode, X, states, weights, 2, True, _loop_scan, hoist)
+        np.testing.assert_allclose(ops.to_numpy(out), ops.to_numpy(want_out), rtol=1e-5, atol=1e-6)
+        for a, b in zip(new, want_states):
+            np.testing.assert_allclose(ops.to_numpy(a), ops.to_numpy(b), rtol=1e-5, atol=1e-6)
+    assert sizes == [(5, 2, 3, 4)] * 2 + [(5, 2, 8, 4)] * 2  # asked per layer and direction

@@ -50,19 +50,18 @@ def step(mode: str, gx: Any, carry: Sequence[Any], w_hh_t: Any, b_hh: Any) -> tu
     gh = _ops.matmul(h, w_hh_t)
     if b_hh is not None:  # None: already added to ``gx`` (`scan_layers`)
         gh = gh + b_hh
-    n_h = w_hh_t.shape[0]  # static even where the batch size is not
+    # The gates by one split each (a slice per gate cost XLA's CPU backend ~15 % of an
+    # LSTM's gradient, docs/performance.md).
     if mode == "lstm":
-        g = gx + gh
-        i = _ops.sigmoid(g[..., :n_h])
-        f = _ops.sigmoid(g[..., n_h : 2 * n_h])
-        c_tilde = _ops.tanh(g[..., 2 * n_h : 3 * n_h])
-        o = _ops.sigmoid(g[..., 3 * n_h :])
-        c = f * carry[1] + i * c_tilde
-        return (o * _ops.tanh(c), c)
+        i, f, c_tilde, o = _ops.split(gx + gh, 4, -1)
+        c = _ops.sigmoid(f) * carry[1] + _ops.sigmoid(i) * _ops.tanh(c_tilde)
+        return (_ops.sigmoid(o) * _ops.tanh(c), c)
     if mode == "gru":
-        r = _ops.sigmoid(gx[..., :n_h] + gh[..., :n_h])
-        z = _ops.sigmoid(gx[..., n_h : 2 * n_h] + gh[..., n_h : 2 * n_h])
-        n = _ops.tanh(gx[..., 2 * n_h :] + r * gh[..., 2 * n_h :])
+        x_r, x_z, x_n = _ops.split(gx, 3, -1)
+        h_r, h_z, h_n = _ops.split(gh, 3, -1)
+        r = _ops.sigmoid(x_r + h_r)
+        z = _ops.sigmoid(x_z + h_z)
+        n = _ops.tanh(x_n + r * h_n)
         return ((1.0 - z) * n + z * h,)
     act = _ops.relu if mode == "rnn_relu" else _ops.tanh
     return (act(gx + gh),)
@@ -75,6 +74,12 @@ Scan = Callable[[Callable[[tuple[Any, ...], Any], tuple[Any, ...]], tuple[Any, .
                 tuple[tuple[Any, ...], Any]]
 
 
+#: ``hoist(T, N, C, H) -> bool``: whether `scan_layers` computes the input projection of
+#: all ``T`` steps before the loop (one matrix product) rather than inside it, for a
+#: layer of ``H`` units over ``C`` input features and a batch of ``N``.
+Hoist = Callable[[int, int, int, int], bool]
+
+
 def scan_layers(
     mode: str,
     x: Any,
@@ -83,10 +88,14 @@ def scan_layers(
     num_layers: int,
     bidirectional: bool,
     scan: Scan,
+    hoist: bool | Hoist = True,
 ) -> tuple[Any, list[Any]]:
     """`Backend.rnn` from `step` and a framework's ``scan`` (JAX, TensorFlow call it
-    inside their compiled functions). The input projection of all time steps is one
-    matrix product per layer and direction; only ``h · W_hhᵀ`` runs inside the loop."""
+    inside their compiled functions). Where ``hoist`` says so (a bool, or a `Hoist`
+    asked per layer), the input projection of all time steps is one matrix product per
+    layer and direction and only ``h · W_hhᵀ`` runs inside the loop; otherwise the loop
+    projects each step's input itself (faster on XLA's CPU backend at some sizes:
+    ``d2lcompat_jax._adapter.hoists_input_projection``)."""
     dirs = 2 if bidirectional else 1
     finals: list[list[Any]] = [[] for _ in states]
     for layer in range(num_layers):
@@ -94,17 +103,25 @@ def scan_layers(
         for d in range(dirs):
             k = layer * dirs + d
             w_ih, w_hh, b_ih, b_hh = weights[4 * k : 4 * k + 4]
-            gx = _ops.linear(x, w_ih, b_ih)
             if mode != "gru":  # GRU's b_hn sits inside r * (...): it stays
-                gx = gx + b_hh  # one add for all steps; none inside the loop
+                b_ih = b_ih + b_hh  # one add of two vectors; none inside the loop
                 b_hh = None
             carry = tuple(s[k] for s in states)
             w_hh = _ops.transpose(w_hh)  # once, not at every step (nor in the backward loop)
+            if isinstance(hoist, bool):
+                hoisted = hoist
+            else:
+                t_, n_, c_ = x.shape
+                hoisted = hoist(t_, n_, c_, w_hh.shape[0])
+            xs = _ops.linear(x, w_ih, b_ih) if hoisted else x
 
-            def body(c: tuple[Any, ...], g: Any, w: Any = w_hh, b: Any = b_hh) -> tuple[Any, ...]:
+            def body(c: tuple[Any, ...], g: Any, w: Any = w_hh, b: Any = b_hh,
+                     wi: Any = None if hoisted else w_ih, bi: Any = b_ih) -> tuple[Any, ...]:
+                if wi is not None:  # not hoisted: this step's input projection
+                    g = _ops.linear(g, wi, bi)
                 return step(mode, g, c, w, b)
 
-            last, hs = scan(body, carry, gx, d == 1)
+            last, hs = scan(body, carry, xs, d == 1)
             outs.append(hs)
             for i, s in enumerate(last):
                 finals[i].append(s)
