@@ -4,6 +4,11 @@ hand-written with ``lax.scan`` (input projection hoisted or inside the loop, gat
 one ``jnp.split``), forward and gradient, each under ``jax.jit``::
 
     OMP_NUM_THREADS=1 D2LCOMPAT_BACKEND=jax python -m benchmarks.jax_lstm_pieces
+
+``--sweep`` times instead the core's scan (`d2lcompat.nn._rnn.scan_layers`, one LSTM
+layer) with the input projection hoisted out of the loop and inside it, forward and
+gradient, over a grid of sizes: the measurement behind the JAX adapter's
+``hoists_input_projection`` (docs/performance.md, "Recurrent layers").
 """
 
 from __future__ import annotations
@@ -53,6 +58,47 @@ def _hand_written(hoist: bool) -> Callable[..., Any]:
     return f
 
 
+SWEEP = ((35, 8, 32, 128), (35, 16, 32, 128), (35, 32, 32, 64), (35, 32, 32, 128),
+         (35, 32, 32, 256), (35, 32, 256, 256), (35, 32, 28, 512), (35, 64, 32, 128),
+         (35, 128, 32, 128), (35, 32, 128, 128))
+
+
+def sweep(rounds: int = 5, calls: int = 10) -> None:
+    from d2lcompat.nn._rnn import scan_layers
+    from d2lcompat_jax._adapter import _lax_scan, hoists_input_projection
+
+    print(f"{'T':>3} {'N':>4} {'C':>4} {'H':>4} | {'fwd hoisted':>11} {'fwd loop':>9} "
+          f"{'grad hoisted':>12} {'grad loop':>9} | rule (differentiated)", flush=True)
+    rng = np.random.default_rng(0)
+    for t, n, c, h in SWEEP:
+        x = jnp.asarray(rng.standard_normal((t, n, c)).astype("float32"))
+        w = [jnp.asarray(rng.standard_normal(s).astype("float32") * 0.1)
+             for s in ((4 * h, c), (4 * h, h), (4 * h,), (4 * h,))]
+        z = jnp.zeros((1, n, h))
+        fns = []
+        for what in ("fwd", "grad"):
+            for hoist in (True, False):
+                def f(w: Any, x: Any, hoist: bool = hoist, z: Any = z) -> Any:
+                    return jnp.sum(scan_layers("lstm", x, [z, z], w, 1, False, _lax_scan,
+                                               hoist)[0])
+
+                g = jax.jit(f if what == "fwd" else jax.grad(f))
+                jax.block_until_ready(g(w, x))
+                fns.append(g)
+        times: list[list[float]] = [[] for _ in fns]
+        for _ in range(rounds):  # interleaved: each round times the four once
+            for g, ts in zip(fns, times):
+                start = time.perf_counter()
+                for _ in range(calls):
+                    out = g(w, x)
+                jax.block_until_ready(out)
+                ts.append((time.perf_counter() - start) / calls * 1e3)
+        row = [float(np.median(ts)) for ts in times]
+        rule = "hoist" if hoists_input_projection(t, n, c, h) else "loop"
+        print(f"{t:3d} {n:4d} {c:4d} {h:4d} | {row[0]:11.2f} {row[1]:9.2f} {row[2]:12.2f} "
+              f"{row[3]:9.2f} | {rule}", flush=True)
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((S, B, E)).astype("float32"))
@@ -92,4 +138,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    sweep() if "--sweep" in sys.argv[1:] else main()

@@ -1019,9 +1019,53 @@ def _lax_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tup
     return jax.lax.scan(body, carry, xs, reverse=reverse)
 
 
+#: The largest ``steps * batch * hidden`` for which the differentiated scan hoists the
+#: input projection (`hoists_input_projection`).
+HOIST_MAX_STEPS_BATCH_HIDDEN = 400_000
+
+
+def hoists_input_projection(steps: int, batch: int, features: int, hidden: int) -> bool:
+    """Whether the *differentiated* recurrent scan computes ``x · W_ihᵀ`` of all time
+    steps before the loop (`d2lcompat.nn._rnn.scan_layers`'s ``hoist``) rather than at
+    each step inside it: while ``steps * batch * hidden`` is at most
+    `HOIST_MAX_STEPS_BATCH_HIDDEN`. A forward that is not differentiated never hoists
+    (`_rnn_scan`).
+
+    Measured on XLA's CPU backend (``python -m benchmarks.jax_lstm_pieces --sweep``, one
+    LSTM layer, T=35; the table is in docs/performance.md, "Recurrent layers"): the
+    gradient is 6-43 % faster hoisted up to T·N·H = 286,720 (N=64 or H=256), equal at
+    the smallest sizes, and 4-24 % slower at 573,440 (N=128 with H=128, or H=512), where
+    the hoisted ``(T, N, 4H)`` projection and its gradient no longer stay in cache. The
+    input width did not move the crossover (C = 28 to 256). The forward alone was
+    10-40 % faster with the projection in the loop at every size measured."""
+    return steps * batch * hidden <= HOIST_MAX_STEPS_BATCH_HIDDEN
+
+
+@functools.cache
+def _rnn_scan(mode: str, num_layers: int, bidirectional: bool) -> Callable[..., Any]:
+    """The recurrent stack as a ``jax.custom_jvp``: its primal (a forward that is not
+    differentiated) projects each step's input inside the loop, which XLA's CPU backend
+    runs faster at every size measured; its derivative rule (``jax.grad``, ``jax.jvp``)
+    differentiates the scan with the projection hoisted where `hoists_input_projection`
+    says it pays. Both compute the same equations (tests/test_rnn.py checks they agree)."""
+    from d2lcompat.nn._rnn import scan_layers  # the core's equations (imported late: a cycle)
+
+    def run(hoist: Any, x: Any, states: list[Any], weights: list[Any]) -> Any:
+        return scan_layers(mode, x, states, weights, num_layers, bidirectional, _lax_scan, hoist)
+
+    @jax.custom_jvp
+    def rnn(x: Any, states: list[Any], weights: list[Any]) -> Any:
+        return run(False, x, states, weights)
+
+    @rnn.defjvp
+    def rnn_jvp(primals: Any, tangents: Any) -> Any:
+        return jax.jvp(functools.partial(run, hoists_input_projection), primals, tangents)
+
+    return rnn
+
+
 @functools.partial(jax.jit, static_argnums=(0, 4, 5))
 def _rnn_jit(mode: str, x: Any, states: list[Any], weights: list[Any], num_layers: int,
              bidirectional: bool) -> tuple[Any, list[Any]]:
-    from d2lcompat.nn._rnn import scan_layers  # the core's equations (imported late: a cycle)
-
-    return scan_layers(mode, x, states, weights, num_layers, bidirectional, _lax_scan)
+    out, finals = _rnn_scan(mode, num_layers, bidirectional)(x, states, weights)
+    return out, list(finals)

@@ -791,3 +791,47 @@ def test_parameter_data_is_the_tensor_and_native_the_variable() -> None:
     p = d2lcompat.Parameter((2,), init="ones")
     p.initialize()
     assert isinstance(p.data(), jax.Array) and p.native() is p.data()
+
+
+def test_rnn_hoisting_rule_follows_the_measured_crossover() -> None:
+    # docs/performance.md, "Recurrent layers": the differentiated scan hoists the input
+    # projection while T·N·H <= 400,000 (faster there), not beyond (slower there).
+    from d2lcompat_jax._adapter import hoists_input_projection
+
+    assert hoists_input_projection(35, 32, 32, 128)  # the char LSTM of benchmarks.rnn
+    assert hoists_input_projection(35, 64, 32, 128) and hoists_input_projection(35, 32, 28, 256)
+    assert not hoists_input_projection(35, 128, 32, 128)
+    assert not hoists_input_projection(35, 32, 28, 512)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru"])
+def test_rnn_forward_grad_and_jvp_agree_across_the_two_scans(mode: str) -> None:
+    # The forward runs the in-loop scan, jax.grad and jax.jvp the hoisted one (at this
+    # size): the values, the gradient and a directional derivative must all agree.
+    from d2lcompat.nn._rnn import scan_layers
+    from d2lcompat_jax._adapter import _lax_scan, _rnn_jit
+
+    rng = np.random.default_rng(0)
+    g = 4 if mode == "lstm" else 3
+    x = jnp.asarray(rng.uniform(-1, 1, (6, 3, 5)), jnp.float32)
+    ws = [jnp.asarray(rng.uniform(-0.5, 0.5, s), jnp.float32)
+          for s in ((g * 4, 5), (g * 4, 4), (g * 4,), (g * 4,))]
+    states = [jnp.asarray(rng.uniform(-1, 1, (1, 3, 4)), jnp.float32)
+              for _ in range(2 if mode == "lstm" else 1)]
+
+    def ours(w: list[jax.Array]) -> jax.Array:
+        out, new = _rnn_jit(mode, x, states, w, 1, False)
+        return jnp.sum(out * out) + sum(jnp.sum(s) for s in new)
+
+    def plain(w: list[jax.Array], hoist: bool) -> jax.Array:
+        out, new = scan_layers(mode, x, states, w, 1, False, _lax_scan, hoist)
+        return jnp.sum(out * out) + sum(jnp.sum(s) for s in new)
+
+    for hoist in (True, False):
+        _close(ours(ws), plain(ws, hoist))
+        for a, b in zip(jax.grad(ours)(ws), jax.grad(plain)(ws, hoist)):
+            _close(a, b)
+    direction = [jnp.ones_like(w) for w in ws]
+    value, slope = jax.jvp(ours, (ws,), (direction,))
+    _close(value, ours(ws))
+    _close(slope, sum(jnp.sum(d) for d in jax.grad(ours)(ws)), rtol=1e-4)
