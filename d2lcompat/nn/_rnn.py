@@ -116,9 +116,10 @@ def scan_layers(
             xs = _ops.linear(x, w_ih, b_ih) if hoisted else x
 
             def body(c: tuple[Any, ...], g: Any, w: Any = w_hh, b: Any = b_hh,
-                     wi: Any = None if hoisted else w_ih, bi: Any = b_ih) -> tuple[Any, ...]:
+                     wi: Any = None if hoisted else _ops.transpose(w_ih),
+                     bi: Any = b_ih) -> tuple[Any, ...]:
                 if wi is not None:  # not hoisted: this step's input projection
-                    g = _ops.linear(g, wi, bi)
+                    g = _ops.matmul(g, wi) + bi
                 return step(mode, g, c, w, b)
 
             last, hs = scan(body, carry, xs, d == 1)
