@@ -1,12 +1,12 @@
 """The JAX char-LSTM step's recurrent layer, piece by piece (docs/performance.md, "The
 char LSTM step"): d2lcompat's ``nn.LSTM`` against Flax's and against the same equations
 hand-written with ``lax.scan`` (input projection hoisted or inside the loop, gates by
-one ``jnp.split``), forward and gradient, each under ``jax.jit``::
+one ``jnp.split``), forward and gradient, each under ``jax.jit``, medians of 7 interleaved rounds::
 
     OMP_NUM_THREADS=1 D2LCOMPAT_BACKEND=jax python -m benchmarks.jax_lstm_pieces
 
-``--sweep`` times instead the core's scan (`d2lcompat.nn._rnn.scan_layers`, one LSTM
-layer) with the input projection hoisted out of the loop and inside it, forward and
+``--sweep [lstm gru rnn_tanh]`` times instead the core's scan
+(`d2lcompat.nn._rnn.scan_layers`, one layer) with the input projection hoisted out of the loop and inside it, forward and
 gradient, over a grid of sizes: the measurement behind the JAX adapter's
 ``hoists_input_projection`` (docs/performance.md, "Recurrent layers").
 """
@@ -26,18 +26,6 @@ import d2lcompat
 from d2lcompat import nn
 
 B, S, E, H = 32, 35, 32, 128
-
-
-def _median_ms(f: Callable[..., Any], *args: Any, calls: int = 40) -> float:
-    jax.block_until_ready(f(*args))
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(calls):
-            out = f(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - start) / calls)
-    return sorted(times)[2] * 1e3
 
 
 def _hand_written(hoist: bool) -> Callable[..., Any]:
@@ -63,23 +51,25 @@ SWEEP = ((35, 8, 32, 128), (35, 16, 32, 128), (35, 32, 32, 64), (35, 32, 32, 128
          (35, 128, 32, 128), (35, 32, 128, 128))
 
 
-def sweep(rounds: int = 5, calls: int = 10) -> None:
+def sweep(mode: str = "lstm", rounds: int = 5, calls: int = 10) -> None:
     from d2lcompat.nn._rnn import scan_layers
     from d2lcompat_jax._adapter import _lax_scan, hoists_input_projection
 
-    print(f"{'T':>3} {'N':>4} {'C':>4} {'H':>4} | {'fwd hoisted':>11} {'fwd loop':>9} "
+    print(f"{mode}: {'T':>3} {'N':>4} {'C':>4} {'H':>4} | {'fwd hoisted':>11} {'fwd loop':>9} "
           f"{'grad hoisted':>12} {'grad loop':>9} | rule (differentiated)", flush=True)
     rng = np.random.default_rng(0)
+    gates = {"lstm": 4, "gru": 3}.get(mode, 1)
     for t, n, c, h in SWEEP:
         x = jnp.asarray(rng.standard_normal((t, n, c)).astype("float32"))
         w = [jnp.asarray(rng.standard_normal(s).astype("float32") * 0.1)
-             for s in ((4 * h, c), (4 * h, h), (4 * h,), (4 * h,))]
+             for s in ((gates * h, c), (gates * h, h), (gates * h,), (gates * h,))]
         z = jnp.zeros((1, n, h))
+        carry = [z, z] if mode == "lstm" else [z]
         fns = []
         for what in ("fwd", "grad"):
             for hoist in (True, False):
-                def f(w: Any, x: Any, hoist: bool = hoist, z: Any = z) -> Any:
-                    return jnp.sum(scan_layers("lstm", x, [z, z], w, 1, False, _lax_scan,
+                def f(w: Any, x: Any, hoist: bool = hoist, carry: Any = carry) -> Any:
+                    return jnp.sum(scan_layers(mode, x, carry, w, 1, False, _lax_scan,
                                                hoist)[0])
 
                 g = jax.jit(f if what == "fwd" else jax.grad(f))
@@ -94,8 +84,8 @@ def sweep(rounds: int = 5, calls: int = 10) -> None:
                 jax.block_until_ready(out)
                 ts.append((time.perf_counter() - start) / calls * 1e3)
         row = [float(np.median(ts)) for ts in times]
-        rule = "hoist" if hoists_input_projection(t, n, c, h) else "loop"
-        print(f"{t:3d} {n:4d} {c:4d} {h:4d} | {row[0]:11.2f} {row[1]:9.2f} {row[2]:12.2f} "
+        rule = "hoist" if hoists_input_projection(mode, t, n, c, h) else "loop"
+        print(f"{mode}: {t:3d} {n:4d} {c:4d} {h:4d} | {row[0]:11.2f} {row[1]:9.2f} {row[2]:12.2f} "
               f"{row[3]:9.2f} | {rule}", flush=True)
 
 
@@ -133,11 +123,26 @@ def main() -> None:
             jax.jit(jax.grad(lambda *a: jnp.sum(_hand_written(False)(*a)), argnums=(0, 1, 2))),
             (wi, wh, b, x)),
     }
-    for name, (f, args) in rows.items():
-        print(f"{name:40s} {_median_ms(f, *args):7.2f} ms")
+    for f, args in rows.values():
+        jax.block_until_ready(f(*args))
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for _ in range(7):  # interleaved rounds: each times every row once
+        for name, (f, args) in rows.items():
+            start = time.perf_counter()
+            for _ in range(20):
+                out = f(*args)
+            jax.block_until_ready(out)
+            times[name].append((time.perf_counter() - start) / 20 * 1e3)
+    for name, ts in times.items():
+        print(f"{name:40s} {float(np.median(ts)):7.2f} ms")
 
 
 if __name__ == "__main__":
     import sys
 
-    sweep() if "--sweep" in sys.argv[1:] else main()
+    args = sys.argv[1:]
+    if "--sweep" in args:  # --sweep [lstm|gru|rnn_tanh ...]
+        for m in [a for a in args if a != "--sweep"] or ["lstm"]:
+            sweep(m)
+    else:
+        main()

@@ -1019,39 +1019,52 @@ def _lax_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tup
     return jax.lax.scan(body, carry, xs, reverse=reverse)
 
 
-#: The largest ``steps * batch * hidden`` for which the differentiated scan hoists the
-#: input projection (`hoists_input_projection`).
-HOIST_MAX_STEPS_BATCH_HIDDEN = 400_000
+#: The largest ``steps * batch * hidden`` for which the differentiated LSTM scan hoists
+#: the input projection (`hoists_input_projection`).
+HOIST_MAX_STEPS_BATCH_HIDDEN = 200_000
 
 
-def hoists_input_projection(steps: int, batch: int, features: int, hidden: int) -> bool:
-    """Whether the *differentiated* recurrent scan computes ``x · W_ihᵀ`` of all time
-    steps before the loop (`d2lcompat.nn._rnn.scan_layers`'s ``hoist``) rather than at
-    each step inside it: while ``steps * batch * hidden`` is at most
-    `HOIST_MAX_STEPS_BATCH_HIDDEN`. A forward that is not differentiated never hoists
-    (`_rnn_scan`).
+def hoists_input_projection(mode: str, steps: int, batch: int, features: int,
+                            hidden: int) -> bool:
+    """Whether the *differentiated* recurrent scan of ``mode`` computes ``x · W_ihᵀ`` of
+    all time steps before the loop (`d2lcompat.nn._rnn.scan_layers`'s ``hoist``) rather
+    than at each step inside it: for LSTM while ``steps * batch * hidden`` is at most
+    `HOIST_MAX_STEPS_BATCH_HIDDEN`; for GRU never; for the plain RNN always. An LSTM or
+    GRU forward that is not differentiated never hoists (`_rnn_scan`).
 
-    Measured on XLA's CPU backend (``python -m benchmarks.jax_lstm_pieces --sweep``, one
-    LSTM layer, T=35; the table is in docs/performance.md, "Recurrent layers"): the
-    gradient is 6-43 % faster hoisted up to T·N·H = 286,720 (N=64 or H=256), equal at
-    the smallest sizes, and 4-24 % slower at 573,440 (N=128 with H=128, or H=512), where
-    the hoisted ``(T, N, 4H)`` projection and its gradient no longer stay in cache. The
-    input width did not move the crossover (C = 28 to 256). The forward alone was
-    10-40 % faster with the projection in the loop at every size measured."""
-    return steps * batch * hidden <= HOIST_MAX_STEPS_BATCH_HIDDEN
+    Measured on XLA's CPU backend, one layer at T=35
+    (``python -m benchmarks.jax_lstm_pieces --sweep lstm gru rnn_tanh``; the tables are
+    in docs/performance.md, "Recurrent layers"): the LSTM's gradient is 8-43 % faster
+    hoisted at T·N·H = 71,680-143,360 (N=16-32, H=128; the char LSTM), level with the
+    loop around 286,720 (faster in one run, slower in another), and 4-24 % slower at
+    573,440, where the hoisted ``(T, N, 4H)`` projection and its gradient no longer stay
+    in cache; the input width did not move it (C = 28 to 256). GRU's gradient was level
+    or faster with the projection in the loop at every size (up to 25 %), and LSTM's and
+    GRU's forwards were 10-50 % faster so. The plain RNN was level either way at most
+    sizes and faster hoisted where the input is wide (C = 128, 256)."""
+    if mode == "gru":
+        return False
+    if mode == "lstm":
+        return steps * batch * hidden <= HOIST_MAX_STEPS_BATCH_HIDDEN
+    return True
 
 
 @functools.cache
 def _rnn_scan(mode: str, num_layers: int, bidirectional: bool) -> Callable[..., Any]:
-    """The recurrent stack as a ``jax.custom_jvp``: its primal (a forward that is not
-    differentiated) projects each step's input inside the loop, which XLA's CPU backend
-    runs faster at every size measured; its derivative rule (``jax.grad``, ``jax.jvp``)
-    differentiates the scan with the projection hoisted where `hoists_input_projection`
-    says it pays. Both compute the same equations (tests/test_rnn.py checks they agree)."""
+    """The recurrent stack. For LSTM and GRU a ``jax.custom_jvp``: its primal (a forward
+    that is not differentiated) projects each step's input inside the loop, which XLA's
+    CPU backend runs faster at every size measured; its derivative rule (``jax.grad``,
+    ``jax.jvp``) differentiates the scan with the projection hoisted where
+    `hoists_input_projection` says it pays. Both compute the same equations
+    (tests/backends/test_jax_adapter.py checks values, gradients and a ``jax.jvp``).
+    The plain RNN is hoisted either way."""
     from d2lcompat.nn._rnn import scan_layers  # the core's equations (imported late: a cycle)
 
     def run(hoist: Any, x: Any, states: list[Any], weights: list[Any]) -> Any:
         return scan_layers(mode, x, states, weights, num_layers, bidirectional, _lax_scan, hoist)
+
+    if mode not in ("lstm", "gru"):
+        return functools.partial(run, True)
 
     @jax.custom_jvp
     def rnn(x: Any, states: list[Any], weights: list[Any]) -> Any:
@@ -1059,7 +1072,8 @@ def _rnn_scan(mode: str, num_layers: int, bidirectional: bool) -> Callable[..., 
 
     @rnn.defjvp
     def rnn_jvp(primals: Any, tangents: Any) -> Any:
-        return jax.jvp(functools.partial(run, hoists_input_projection), primals, tangents)
+        hoist = functools.partial(hoists_input_projection, mode)
+        return jax.jvp(functools.partial(run, hoist), primals, tangents)
 
     return rnn
 
