@@ -114,10 +114,10 @@ def scan_layers(
                 t_, n_, c_ = x.shape
                 hoisted = hoist(t_, n_, c_, w_hh.shape[0])
             xs = _ops.linear(x, w_ih, b_ih) if hoisted else x
+            w_ih_t = None if hoisted else _ops.transpose(w_ih)  # once, outside the loop
 
             def body(c: tuple[Any, ...], g: Any, w: Any = w_hh, b: Any = b_hh,
-                     wi: Any = None if hoisted else _ops.transpose(w_ih),
-                     bi: Any = b_ih) -> tuple[Any, ...]:
+                     wi: Any = w_ih_t, bi: Any = b_ih) -> tuple[Any, ...]:
                 if wi is not None:  # not hoisted: this step's input projection
                     g = _ops.matmul(g, wi) + bi
                 return step(mode, g, c, w, b)
