@@ -337,6 +337,11 @@ def time_imports(python: str, backend: str, runs: int) -> dict[str, Any]:
     processes, interleaved.
     """
     env = _env(backend)
+    # A pip-installed package is imported from the bytecode written at install time.
+    # With PYTHONDONTWRITEBYTECODE set (some shells and CI images set it) an editable
+    # checkout would be compiled from source on every import and the row would time
+    # the compiler: the warm-up below writes the bytecode once, as an install does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     fw_name = _MODULES[backend]
     inner = (f"import time, {fw_name}; t = time.perf_counter(); import d2lcompat; "
              "print(time.perf_counter() - t)")
