@@ -1546,7 +1546,9 @@ _RNN_FUNCTIONS: dict[tuple[str, int, bool], Any] = {}
 def _tf_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tuple[Any, Any]:
     # A while loop that stacks only the output (carry[0]) of each step; tf.scan would
     # stack every element of the carry (the LSTM's cell state too), which costs ~20 % of
-    # the char LSTM's compiled step (benchmarks/rnn.py).
+    # the char LSTM's compiled step (benchmarks/rnn.py). ``maximum_iterations`` (the
+    # static length where known) and ``parallel_iterations=32`` as Keras's ``rnn``
+    # (the char LSTM's step 11.4 -> 10.6 ms in one process; docs/performance.md).
     n = tf.shape(xs)[0]
     inputs = tf.TensorArray(xs.dtype, size=n).unstack(xs)
     outputs = tf.TensorArray(carry[0].dtype, size=n, element_shape=carry[0].shape)
@@ -1556,7 +1558,9 @@ def _tf_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tupl
         new = fn(tuple(c), inputs.read(i))
         return (t + 1, out.write(i, new[0]), *new)
 
-    done = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(0), outputs, *carry))
+    steps = xs.shape[0] if xs.shape[0] is not None else n
+    done = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(0), outputs, *carry),
+                         maximum_iterations=steps, parallel_iterations=32)
     stacked = done[1].stack()
     stacked.set_shape(xs.shape[:1].concatenate(carry[0].shape))  # static where xs's is
     return tuple(done[2:]), stacked
@@ -1566,10 +1570,28 @@ def _rnn_function(mode: str, num_layers: int, bidirectional: bool) -> Any:
     from d2lcompat.nn._rnn import scan_layers  # the core's equations (imported late: a cycle)
 
     def run(x: Any, states: list[Any], weights: list[Any]) -> tuple[Any, list[Any]]:
-        return scan_layers(mode, x, states, weights, num_layers, bidirectional, _tf_scan)
+        # hoist=False: each step projects its own input, as Keras's LSTM does. Unstacking
+        # the hoisted (T, N, 4H) projection into the loop's TensorArray cost more than
+        # the GEMM saves, and the per-step products of later steps overlap the recurrent
+        # chain on TensorFlow's inter-op threads (parallel_iterations).
+        return scan_layers(mode, x, states, weights, num_layers, bidirectional, _tf_scan,
+                           hoist=False)
 
     run.__name__ = f"rnn_{mode}"
-    return tf.function(run)
+    compiled = tf.function(run)
+
+    def call(x: Any, states: list[Any], weights: list[Any]) -> tuple[Any, list[Any]]:
+        # Eagerly: the tf.function (a while loop runs as a Python loop outside one).
+        # While tracing a hybridized forward or a compiled step: the loop right in that
+        # graph. A nested tf.function call is differentiated as a forward function that
+        # returns its intermediates and a separate gradient function (with ZerosLike
+        # of the outputs nobody differentiates); inlined it is faster (docs/performance.md,
+        # "Char LSTM compiled step").
+        if tf.inside_function():
+            return run(x, states, weights)
+        return compiled(x, states, weights)  # type: ignore[no-any-return]
+
+    return call
 
 
 def _put_back(values: Sequence[Any], plain: Sequence[int], outputs: Sequence[Any]) -> Any:
