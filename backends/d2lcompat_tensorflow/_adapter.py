@@ -1572,8 +1572,8 @@ def _rnn_function(mode: str, num_layers: int, bidirectional: bool) -> Any:
     def run(x: Any, states: list[Any], weights: list[Any]) -> tuple[Any, list[Any]]:
         # hoist=False: each step projects its own input, as Keras's LSTM does. Unstacking
         # the hoisted (T, N, 4H) projection into the loop's TensorArray cost more than
-        # the GEMM saves, and the per-step products of later steps overlap the recurrent
-        # chain on TensorFlow's inter-op threads (parallel_iterations).
+        # the one GEMM saves (profile and A/B: docs/performance.md, "TensorFlow char
+        # LSTM step").
         return scan_layers(mode, x, states, weights, num_layers, bidirectional, _tf_scan,
                            hoist=False)
 
@@ -1586,7 +1586,7 @@ def _rnn_function(mode: str, num_layers: int, bidirectional: bool) -> Any:
         # graph. A nested tf.function call is differentiated as a forward function that
         # returns its intermediates and a separate gradient function (with ZerosLike
         # of the outputs nobody differentiates); inlined it is faster (docs/performance.md,
-        # "Char LSTM compiled step").
+        # "TensorFlow char LSTM step").
         if tf.inside_function():
             return run(x, states, weights)
         return compiled(x, states, weights)  # type: ignore[no-any-return]
