@@ -269,3 +269,33 @@ def test_compiled_train_step_with_batchnorm_equals_eager() -> None:
     for k, v in p_eager.items():
         np.testing.assert_allclose(p_comp[k], v, rtol=1e-4, atol=1e-5, err_msg=k)
     assert np.abs(p_eager["1.running_mean"]).max() > 0
+
+
+@pytest.mark.parametrize("flatten", [True, False])
+def test_dense_with_a_large_weight_equals_numpy(flatten: bool) -> None:
+    # 600 x 256 weight entries: above the size from which an adapter may pick another
+    # GEMM form (TensorFlow: BatchMatMulV2 with adj_y); forward (2-D and 3-D input,
+    # eager and hybridized) and the gradients in Gluon's (out, in) layout.
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=(600, 256)).astype(np.float32) / 16
+    b = rng.normal(size=(600,)).astype(np.float32)
+    x = rng.normal(size=(5, 256)).astype(np.float32)
+    x3 = rng.normal(size=(2, 3, 256)).astype(np.float32)
+    layer = nn.Dense(600, in_units=256, flatten=flatten)
+    layer.initialize()
+    layer.weight.set_data(ops.tensor(w))
+    layer.bias.set_data(ops.tensor(b))
+    np.testing.assert_allclose(_np(layer(ops.tensor(x))), x @ w.T + b, rtol=1e-4, atol=1e-4)
+    if not flatten:
+        np.testing.assert_allclose(_np(layer(ops.tensor(x3))), x3 @ w.T + b, rtol=1e-4, atol=1e-4)
+    g = rng.normal(size=(5, 600)).astype(np.float32)
+    params = layer.collect_params()
+    with autograd.record():
+        _, grads = autograd.grad(lambda: ops.sum(layer(ops.tensor(x)) * ops.tensor(g)), params)
+    np.testing.assert_allclose(_np(grads["weight"]), g.T @ x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(_np(grads["bias"]), g.sum(0), rtol=1e-4, atol=1e-4)
+    layer.hybridize()
+    for _ in range(2):
+        np.testing.assert_allclose(_np(layer(ops.tensor(x))), x @ w.T + b, rtol=1e-4, atol=1e-4)
+    layer.weight.set_data(ops.tensor(2 * w))  # a write after compiling is seen
+    np.testing.assert_allclose(_np(layer(ops.tensor(x))), 2 * x @ w.T + b, rtol=1e-4, atol=1e-4)

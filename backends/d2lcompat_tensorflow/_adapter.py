@@ -89,6 +89,7 @@ _Tanh = _raw.Tanh
 _Softmax = _raw.Softmax
 _LogSoftmax = _raw.LogSoftmax
 _MatMul = _raw.MatMul
+_BatchMatMulV2 = _raw.BatchMatMulV2
 _BatchMatMulV3 = _raw.BatchMatMulV3
 _BiasAdd = _raw.BiasAdd
 
@@ -157,6 +158,13 @@ def _reduce(
     return op(input=x, axis=axis_t, keep_dims=keepdims)
 
 
+def _matmul_2d(x: Any, w: Any, transpose_w: bool) -> Any:
+    """``x @ w`` or ``x @ wᵀ`` of two 2-D tensors, by the faster kernel (`_large_float32`)."""
+    if transpose_w and _large_float32(w):
+        return _BatchMatMulV2(x=x, y=w, adj_y=True)
+    return _MatMul(a=x, b=w, transpose_b=transpose_w)
+
+
 def _matmul_last(x: Any, w: Any, transpose_w: bool) -> Any:
     """``x @ w`` (or ``x @ w.T``) for ``x`` of rank > 2 and a 2-D ``w``, as one 2-D GEMM.
 
@@ -169,32 +177,35 @@ def _matmul_last(x: Any, w: Any, transpose_w: bool) -> Any:
     if lead.is_fully_defined() and in_dim is not None and out_dim is not None:
         # The row count spelled out: -1 is ambiguous when in_dim is 0.
         flat = _Reshape(tensor=x, shape=_i32((lead.num_elements(), in_dim)))
-        y = _MatMul(a=flat, b=w, transpose_b=transpose_w)
+        y = _matmul_2d(flat, w, transpose_w)
         return _Reshape(tensor=y, shape=_i32((*lead.as_list(), out_dim)))
     # Traced with relaxed (unknown) dimensions: compute the shapes at run time.
     xs = tf.shape(x)
     flat = _Reshape(tensor=x, shape=tf.stack([-1, xs[-1]]))
-    y = _MatMul(a=flat, b=w, transpose_b=transpose_w)
+    y = _matmul_2d(flat, w, transpose_w)
     return _Reshape(tensor=y, shape=tf.concat([xs[:-1], tf.shape(y)[-1:]], 0))
 
 
-#: From this many weight entries on, `TensorFlowOps.linear` computes ``(w · xᵀ)ᵀ``.
-_LARGE_WEIGHT = 1 << 16
+#: From this many weight entries on, `TensorFlowOps.linear` computes ``x @ wᵀ`` with
+#: ``BatchMatMulV2(adj_y=True)`` rather than ``MatMul(transpose_b=True)``.
+_LARGE_WEIGHT = 1 << 17
 
 
-def _transposed_input_is_cheaper(x: Any, w: Any) -> bool:
-    """Whether ``x @ w.T`` is faster as ``(w @ x.T).T`` for a 2-D ``x``.
+def _large_float32(w: Any) -> bool:
+    """Whether ``x @ wᵀ`` is faster with ``BatchMatMulV2(x, w, adj_y=True)``.
 
-    TF's CPU MatMul reads a large transposed right operand slowly: ``x @ w.T`` with a
-    1024 x 1024 ``w`` takes 1.4-8x as long as ``x @ w_t`` with the same values stored
-    transposed (measured with ``benchmarks/``, 2 cores). ``(w @ x.T).T`` transposes the
-    input instead, which pays off when the weight is large and the input is not larger.
+    d2lcompat keeps Gluon's ``(out, in)`` weight (the portable file's layout); Keras
+    keeps ``(in, out)``. TF's CPU ``MatMul`` reads a large transposed right operand
+    slowly (64 × 1024 @ (1024 × 1024)ᵀ: 2.15 ms against 0.78 ms for ``MatMul`` on the
+    weight stored transposed; the earlier ``(w @ xᵀ)ᵀ`` 1.06 ms). ``BatchMatMulV2``
+    with ``adj_y`` (oneDNN's matmul on x86 CPUs) reads the stored weight at 0.81 ms, the
+    gradient too (forward + backward 3.2 ms against 4.5 ms). Its fixed cost loses on
+    small products (2 × 20 @ 256ᵀ: 92 µs against 14 µs; 64 × 512 @ 128ᵀ: 216 µs
+    against 126 µs), hence the size threshold. Figures: docs/performance.md
+    ("TensorFlow deep MLP forward").
     """
     n_w = w.shape.num_elements()
-    if n_w is None or n_w < _LARGE_WEIGHT:
-        return False
-    n_x = x.shape.num_elements()
-    return n_x is None or n_x <= n_w  # unknown batch while tracing: assume a small one
+    return n_w is not None and n_w >= _LARGE_WEIGHT and w.dtype == tf.float32
 
 
 def _floating(x: Any) -> Any:
@@ -502,10 +513,7 @@ class TensorFlowOps(Ops):
     def linear(x: Any, w: Any, b: Any = None) -> Any:
         rank = x.shape.rank
         if rank == 2:  # the common case: one GEMM with w read transposed, no copy
-            if _transposed_input_is_cheaper(x, w):
-                y = _Transpose(x=_MatMul(a=w, b=x, transpose_b=True), perm=_i32((1, 0)))
-            else:
-                y = _MatMul(a=x, b=w, transpose_b=True)
+            y = _matmul_2d(x, w, True)
         elif rank == 1:
             y = tf.linalg.matvec(w, x)
             return y if b is None else _AddV2(x=y, y=b)
@@ -1538,7 +1546,9 @@ _RNN_FUNCTIONS: dict[tuple[str, int, bool], Any] = {}
 def _tf_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tuple[Any, Any]:
     # A while loop that stacks only the output (carry[0]) of each step; tf.scan would
     # stack every element of the carry (the LSTM's cell state too), which costs ~20 % of
-    # the char LSTM's compiled step (benchmarks/rnn.py).
+    # the char LSTM's compiled step (benchmarks/rnn.py). ``maximum_iterations`` (the
+    # static length where known) and ``parallel_iterations=32`` as Keras's ``rnn``
+    # (the char LSTM's step 11.4 -> 10.6 ms in one process; docs/performance.md).
     n = tf.shape(xs)[0]
     inputs = tf.TensorArray(xs.dtype, size=n).unstack(xs)
     outputs = tf.TensorArray(carry[0].dtype, size=n, element_shape=carry[0].shape)
@@ -1548,7 +1558,9 @@ def _tf_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tupl
         new = fn(tuple(c), inputs.read(i))
         return (t + 1, out.write(i, new[0]), *new)
 
-    done = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(0), outputs, *carry))
+    steps = xs.shape[0] if xs.shape[0] is not None else n
+    done = tf.while_loop(lambda t, *_: t < n, body, (tf.constant(0), outputs, *carry),
+                         maximum_iterations=steps, parallel_iterations=32)
     stacked = done[1].stack()
     stacked.set_shape(xs.shape[:1].concatenate(carry[0].shape))  # static where xs's is
     return tuple(done[2:]), stacked
@@ -1558,10 +1570,28 @@ def _rnn_function(mode: str, num_layers: int, bidirectional: bool) -> Any:
     from d2lcompat.nn._rnn import scan_layers  # the core's equations (imported late: a cycle)
 
     def run(x: Any, states: list[Any], weights: list[Any]) -> tuple[Any, list[Any]]:
-        return scan_layers(mode, x, states, weights, num_layers, bidirectional, _tf_scan)
+        # hoist=False: each step projects its own input, as Keras's LSTM does. Unstacking
+        # the hoisted (T, N, 4H) projection into the loop's TensorArray cost more than
+        # the one GEMM saves (profile and A/B: docs/performance.md, "TensorFlow char
+        # LSTM step").
+        return scan_layers(mode, x, states, weights, num_layers, bidirectional, _tf_scan,
+                           hoist=False)
 
     run.__name__ = f"rnn_{mode}"
-    return tf.function(run)
+    compiled = tf.function(run)
+
+    def call(x: Any, states: list[Any], weights: list[Any]) -> tuple[Any, list[Any]]:
+        # Eagerly: the tf.function (a while loop runs as a Python loop outside one).
+        # While tracing a hybridized forward or a compiled step: the loop right in that
+        # graph. A nested tf.function call is differentiated as a forward function that
+        # returns its intermediates and a separate gradient function (with ZerosLike
+        # of the outputs nobody differentiates); inlined it is faster (docs/performance.md,
+        # "TensorFlow char LSTM step").
+        if tf.inside_function():
+            return run(x, states, weights)
+        return compiled(x, states, weights)  # type: ignore[no-any-return]
+
+    return call
 
 
 def _put_back(values: Sequence[Any], plain: Sequence[int], outputs: Sequence[Any]) -> Any:
