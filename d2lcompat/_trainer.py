@@ -487,9 +487,14 @@ class TrainStep:
     ) -> Callable[[Any, Any], Any]:
         """The per-call path of a compiled step, fixed once per structure: the argument
         layout (parameters, the optimizer's slots, then tensor attributes) is decided
-        here, so a call is the label check (if the loss has one), a list of the current
-        values, one call of the framework's compiled function, and the new values
-        written back (``param.data()`` stays current)."""
+        here, so a call is the batch check (once per shape signature), the label check
+        (if the loss has one), a list of the current values, one call of the
+        framework's compiled function, and the new values written back
+        (``param.data()`` stays current).
+
+        Everything that can wait runs after the compiled function was called: JAX and
+        TensorFlow return before the computation ends, and on a CPU the work before
+        the call delays the computation itself, the work after it overlaps it."""
         opt = self._trainer._optimizer
         state = opt.__dict__  # the step count, bumped without Optimizer.__setattr__
         scalars_of = opt.scalars
@@ -500,28 +505,54 @@ class TrainStep:
         # Several devices in this process (TensorFlow's compiled function puts its
         # non-variable outputs on the first): a tensor attribute keeps its device.
         mix = bool(attrs) and b.may_mix_devices()
-        batch: list[Any] = [None, 1.0]  # the last batch size, and its 1/batch_size
+        # Only the optimizers with slots (SGD without momentum has none) cost a step.
+        slotted = [(i, s) for i, s in enumerate(slot_lists) if s]
+        starts: list[int] = []
+        k = n_params
+        for _, slots in slotted:
+            starts.append(k)
+            k += len(slots)
+        n_slot_end = k
+        # The last batch's shape signature, validated (`_check_batch`), and its
+        # 1/batch_size: a batch of the same shapes as the last one is not checked again.
+        seen: list[Any] = [None, 1.0]
+        # What `_structure` reads, read here directly: the runner says `_STALE` (and
+        # the caller takes the general path) when any of it changed since `_build`.
+        trainer = self._trainer
+        trainer_params, world = opt._params, _parallel._STATE
+        key = self._structure()
 
         def run(X: Any, y: Any) -> Any:
+            if (
+                (state.get("_version", 0), len(trainer_params), self._stop_on_nan,
+                 trainer.clip_global_norm, world["world_size"]) != key
+            ):
+                return _STALE
+            try:
+                sig = (X.shape, y.shape)
+            except AttributeError:  # a list, or a Python scalar: checked on every call
+                sig = None
+            if sig is None or sig != seen[0]:
+                _check_batch(b, X, y)
+                xs = b.shape(X) if b.is_tensor(X) else np.shape(X)
+                seen[1] = _scale(int(xs[0]))
+                seen[0] = sig
+            scale = seen[1]
             if check_labels is not None:
                 if self._pred_shape is None:
                     self._learn_pred_shape(X)
                 check_labels(self._pred_shape, y)
-            n = X.shape[0]
-            if n != batch[0]:
-                batch[1] = _scale(int(n))
-                batch[0] = n
             t = state["_t"] + 1
             state["_t"] = t
             values = [p._var for p in params]
-            for slots in slot_lists:
+            for _, slots in slotted:
                 values += slots
             if attrs:
                 values += [a._var for a in attrs]
-            # Where each tensor attribute lives, read before the call (JAX donates them).
-            places = [b.device_of(a._var) for a in attrs] if mix else None
+                # Where each tensor attribute lives, read before the call (JAX donates them).
+                places = [b.device_of(a._var) for a in attrs] if mix else None
             try:
-                out, new = compiled(values, (batch[1], *scalars_of(t)), X, y)
+                out, new = compiled(values, (scale, *scalars_of(t)), X, y)
             except _NeedsEager:  # raised while tracing: nothing has changed
                 state["_t"] = t - 1
                 self._compiled.clear()
@@ -529,17 +560,16 @@ class TrainStep:
             except D2LCompatError:  # refused while tracing (`_replica_state_error`)
                 state["_t"] = t - 1
                 raise
+            # After the call: the framework computes while the new values are stored.
             for p, v in zip(params, new):
                 p._var = v
-            k = n_params
-            for slots in slot_lists:
-                m = len(slots)
-                slots[:] = new[k : k + m]
-                k += m
-            for i, (a, v) in enumerate(zip(attrs, new[k:])):
-                if places is not None and b.device_of(v) != places[i]:
-                    v = b.move(v, places[i], False)
-                a.block.__dict__[a.name] = v
+            for (_, slots), k in zip(slotted, starts):
+                slots[:] = new[k : k + len(slots)]
+            if attrs:
+                for i, (a, v) in enumerate(zip(attrs, new[n_slot_end:])):
+                    if places is not None and b.device_of(v) != places[i]:
+                        v = b.move(v, places[i], False)
+                    a.block.__dict__[a.name] = v
             if guard:
                 # A non-finite step returned the old values (the `where` in the graph):
                 # what was written back above is unchanged state; undo the step count.
@@ -583,7 +613,7 @@ class TrainStep:
         if run is None:
             self._build(X, y, outputs)
             run = self._compiled[outputs]
-        return run(X, y)
+        return run(X, y)  # the structure was checked above: never `_STALE`
 
     def _learn_pred_shape(self, X: Any) -> None:
         """The class count is read from the predictions: the first step runs eagerly
@@ -593,19 +623,28 @@ class TrainStep:
     def __call__(self, X: Any, y: Any) -> Any:
         # The compiled step's runner straight away while nothing it depends on changed
         # (still hybridized, one worker, the same structure); `_step` decides otherwise.
+        # The runner checks the batch (`_check_batch`) once per shape signature.
         run = self._compiled.get(False)
-        if (run is not None and "forward" in self._net.__dict__
-                and self._key == self._structure()):
-            _check_batch(active(), X, y)
+        if run is not None and "forward" in self._net.__dict__:  # still hybridized
             try:
-                return run(X, y)
+                out = run(X, y)
             except _NeedsEager:
                 return self._eager(X, y)[0]
+            if out is not _STALE:
+                return out
         return self._step(X, y, False)
 
     def with_outputs(self, X: Any, y: Any) -> tuple[Any, Any]:
         """One step, returning ``(mean loss, predictions)``: the network's outputs on
         ``X`` before the update, cut from the graph (what `fit` measures accuracy on)."""
+        run = self._compiled.get(True)
+        if run is not None and "forward" in self._net.__dict__:  # still hybridized
+            try:
+                out = run(X, y)
+            except _NeedsEager:
+                return self._eager(X, y)  # type: ignore[no-any-return]
+            if out is not _STALE:
+                return out  # type: ignore[no-any-return]
         return self._step(X, y, True)  # type: ignore[no-any-return]
 
     def _step(self, X: Any, y: Any, outputs: bool) -> Any:
@@ -708,6 +747,11 @@ def _check_batch(b: Any, X: Any, y: Any) -> None:
         raise DataError(
             f"train_step: X has {xs[0]} rows but y has {ys[0]}; pass one label per sample."
         )
+
+
+#: What a compiled step's runner returns, without running, when the structure it was
+#: built for changed (`TrainStep._runner`).
+_STALE = object()
 
 
 class _NeedsEager(Exception):

@@ -163,6 +163,33 @@ def test_compiled_step_sees_new_learning_rate_and_rebuilds_on_momentum() -> None
         np.testing.assert_allclose(results[1][k], results[0][k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
+def test_compiled_step_follows_batch_sizes_and_clip_changes_as_the_eager_step() -> None:
+    # The compiled step checks a batch and computes its 1/batch_size once per shape
+    # signature, and reads clip_global_norm on every call: batches of changing sizes,
+    # Adam's slots and a clip set after the first compiled steps give the eager numbers.
+    batches = [_batch(n) for n in (8, 3, 8, 3, 5)]
+    results, losses = [], []
+    for hybrid in (False, True):
+        net = _net(2)
+        net(batches[0][0])
+        if hybrid:
+            net.hybridize()
+        trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": 0.05})
+        step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)
+        seen = []
+        for i, (X, y) in enumerate(batches + batches):
+            if i == 6:
+                trainer.clip_global_norm = 0.01
+            out = step.with_outputs(X, y)[0] if i % 4 == 1 else step(X, y)
+            seen.append(float(ops.item(out)))
+        assert trainer.optimizer.num_update == 10
+        losses.append(seen)
+        results.append({k: _np(p.data()) for k, p in net.collect_params().items()})
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    for k in results[0]:
+        np.testing.assert_allclose(results[1][k], results[0][k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
 class _RunningMean(nn.Block):
     """A layer with a running statistic written through set_state (as BatchNorm)."""
 

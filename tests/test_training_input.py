@@ -201,6 +201,31 @@ def test_empty_batch_is_a_data_error(hybridize: bool) -> None:
         np.testing.assert_array_equal(v, before[k], err_msg=k)
 
 
+@MODES
+def test_bad_batch_after_compiled_steps_is_a_data_error(hybridize: bool) -> None:
+    # The compiled step checks a batch once per shape signature: a bad one after
+    # good ones of other shapes is still refused, before the update and the step count.
+    net = _net(hybridize)
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)
+    X, y = ops.tensor(_X()), ops.tensor(GOOD)
+    step(X, y)
+    step(X, y)  # compiled under hybridize
+    before = _params(net)
+    count = trainer.optimizer.num_update
+    for call in (step, step.with_outputs, step):
+        with pytest.raises(DataError, match="X has 6 rows but y has 5"):
+            call(X, ops.tensor(GOOD[:5]))
+        with pytest.raises(DataError, match=r"shape \(0, 4\).*at least one row"):
+            call(ops.zeros((0, 4)), ops.tensor(np.zeros(0, np.int64)))
+    assert trainer.optimizer.num_update == count
+    for k, v in _params(net).items():
+        np.testing.assert_array_equal(v, before[k], err_msg=k)
+    step(X, y)
+    assert trainer.optimizer.num_update == count + 1
+    assert any(not np.array_equal(v, before[k]) for k, v in _params(net).items())
+
+
 def test_fit_validation_batches_are_checked_too() -> None:
     net = _net(False)
     trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
