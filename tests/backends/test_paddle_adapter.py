@@ -439,19 +439,37 @@ def test_value_and_grad_step_keeps_paddle_grad_for_foreign_leaves(be: PaddleBack
     assert x.grad is None and plan == {}
 
 
-def test_nonfinite_probe(be: PaddleBackend) -> None:
-    # Zero when every gradient is finite, NaN when one value is inf or NaN; the
-    # gradients are left as they were (coalesce_tensor copies them).
+def test_nonfinite_mean(be: PaddleBackend) -> None:
+    # total * scale when every gradient is finite, NaN when one value is inf or NaN;
+    # the gradients are left as they were. On the CPU the finite case is read from
+    # squared norms; a norm that overflows (finite values, squares above float32's
+    # range) takes the exact form, coalesce_tensor + Σ(flat·0), and stays finite.
+    total = _t(be, np.float32(6.0))
+
+    def mean(grads: list[Any]) -> float:
+        out = be.nonfinite_mean(total, 0.25, grads)
+        assert out is not None and out.dtype == paddle.float32 and tuple(out.shape) == ()
+        return float(_n(be, out))
+
     grads = [_t(be, np.arange(6, dtype=np.float32).reshape(2, 3)), _t(be, np.ones(4, np.float32))]
-    assert float(_n(be, be.nonfinite_probe(grads))) == 0.0
+    assert mean(grads) == 6.0 * 0.25
     for bad in (np.inf, -np.inf, np.nan):
         values = np.ones(4, np.float32)
         values[2] = bad
         grads[1] = _t(be, values)
-        assert np.isnan(_n(be, be.nonfinite_probe(grads)))
+        assert np.isnan(mean(grads))
         np.testing.assert_array_equal(_n(be, grads[1]), values)
     big = [_t(be, np.full(3, 3e38, np.float32)), _t(be, np.full(2, 3e38, np.float32))]
-    assert float(_n(be, be.nonfinite_probe(big))) == 0.0  # finite values whose sum overflows
+    assert mean(big) == 6.0 * 0.25  # finite values whose squares and sum overflow
+    big[1] = _t(be, np.array([3e38, np.nan], np.float32))  # overflow, then a NaN
+    assert np.isnan(mean(big))
+    np.testing.assert_array_equal(_n(be, big[0]), np.full(3, 3e38, np.float32))
+    # float64 gradients: the same; mixed or half-float dtypes: left to the core (None).
+    wide = be.nonfinite_mean(_t(be, np.float64(6.0)), 0.5, [_t(be, np.ones(3))])
+    assert wide is not None and wide.dtype == paddle.float64 and float(_n(be, wide)) == 3.0
+    assert be.nonfinite_mean(total, 0.5, [_t(be, np.ones(3)), grads[0]]) is None
+    half = _t(be, np.ones(3, np.float16))
+    assert be.nonfinite_mean(_t(be, np.float16(6.0)), 0.5, [half]) is None
 
 
 def test_stop_gradient(be: PaddleBackend) -> None:
