@@ -497,6 +497,39 @@ def test_compile_forward(be: PaddleBackend) -> None:
     assert be.native_grad(w) is not None
 
 
+def test_to_static_runs_what_sot_declines_as_python(be: PaddleBackend) -> None:
+    # SOT compiles no graph of fewer than its MIN_GRAPH_SIZE (10) ops: it runs the
+    # function's Python behind its guards. `_to_static` then calls the Python itself
+    # (`plain`); a function of more ops stays SOT's. The same values before and after
+    # the decision, for one, two and more arguments.
+    def small(*xs: Any) -> Any:
+        return sum(xs) * 2.0 + 1.0
+
+    def big(*xs: Any) -> Any:
+        y = sum(xs)
+        for _ in range(12):  # 24 ops
+            y = y * 1.5 + 0.5
+        return y
+
+    def small_np(*xs: np.ndarray) -> np.ndarray:
+        return sum(xs) * 2.0 + 1.0
+
+    def big_np(*xs: np.ndarray) -> np.ndarray:
+        y = sum(xs)
+        for _ in range(12):
+            y = y * 1.5 + 0.5
+        return y
+
+    for fn, ref, declined in ((small, small_np, True), (big, big_np, False)):
+        call = _adapter._to_static(fn)
+        assert call.plain == [None, None, None]  # type: ignore[attr-defined]
+        for n in (1, 2, 3):
+            hosts = [_arr(2, 3) for _ in range(n)]
+            for _ in range(3):
+                _close(call(*[_t(be, h) for h in hosts]), ref(*hosts), be)
+            assert call.plain[min(n, 3) - 1] is declined, (fn.__name__, n)  # type: ignore[attr-defined]
+
+
 # ------------------------------------------------------------------------ ops
 
 
