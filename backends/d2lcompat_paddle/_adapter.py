@@ -108,10 +108,20 @@ def _in_sot() -> bool:
     call the public API under it."""
     return False
 
-try:  # ml_dtypes is not a paddle dependency; with it, bfloat16 host arrays keep their dtype.
-    import ml_dtypes as _ml_dtypes
-except ImportError:  # pragma: no cover - depends on the environment
-    _ml_dtypes = None
+# ml_dtypes is not a paddle dependency; with it, bfloat16 host arrays keep their dtype.
+# Imported on first use (`_ml`): ~5 ms of `import d2lcompat` otherwise. None: absent.
+_ml_dtypes: Any = False
+
+
+def _ml() -> Any:
+    global _ml_dtypes
+    if _ml_dtypes is False:
+        try:
+            import ml_dtypes
+        except ImportError:  # pragma: no cover - depends on the environment
+            ml_dtypes = None
+        _ml_dtypes = ml_dtypes
+    return _ml_dtypes
 
 
 def _axis(axis: Any) -> Any:
@@ -121,8 +131,9 @@ def _axis(axis: Any) -> Any:
 
 def _bf16_bits_to_host(bits: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint16) as an ml_dtypes array, or exact float32 without it."""
-    if _ml_dtypes is not None:
-        return bits.view(_ml_dtypes.bfloat16)
+    ml = _ml()
+    if ml is not None:
+        return bits.view(ml.bfloat16)
     # Every bfloat16 value is a float32 with the low 16 bits zero: lossless widening.
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
