@@ -409,13 +409,6 @@ class Backend(abc.ABC):
         ``loss.backward()`` where that touches no tensor but the step's own leaves."""
         return self.value_and_grad_aux(fn, values)
 
-    def nonfinite_probe(self, grads: Sequence[Any]) -> Any | None:
-        """A 0-d tensor that is 0 when every value of ``grads`` (several gradients of one
-        dtype on one device, at most 2**20 values in all) is finite and NaN otherwise,
-        with fewer framework ops than the core's concatenate-and-dot; None (the default)
-        keeps the core's form. Called eagerly and inside compiled steps alike."""
-        return None
-
     def stop_gradient(self, x: Any) -> Any:
         """``x`` cut out of the gradient graph."""
         return x
@@ -646,9 +639,13 @@ class Backend(abc.ABC):
     def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
         """``total * scale`` (a 0-d tensor times a Python float: the batch's mean loss),
         NaN when any element of ``grads`` (a non-empty list of gradient tensors, no None)
-        is not finite, computed eagerly with the framework's multi-tensor kernels; or
-        None (the default) to let the core add its probe built from ops (optional hook).
-        The dtype is that of ``total * scale + g.sum()``. The training step calls it on
+        is not finite, computed eagerly in the framework's cheapest exact way (torch:
+        its multi-tensor kernels; Paddle: host reads of squared norms, with an exact
+        fallback when one overflows); or None (the default) to let the core add its
+        probe built from ops (optional hook; the one place an adapter changes how the
+        eager step tests gradients, compiled steps always use the core's ops). Finite
+        values whose squares or sums overflow must still give ``total * scale``. The
+        dtype is that of ``total * scale + g.sum()``. The training step calls it on
         every step: return None for tensors you do not handle (mixed dtypes, several
         devices), never raise, and never change a gradient's value."""
         return None

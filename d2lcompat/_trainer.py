@@ -695,13 +695,11 @@ def _replica_state_error() -> D2LCompatError:
 
 def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
     """``Σ sum(g · 0)``: 0 when every gradient is finite, NaN otherwise (``inf · 0`` is
-    NaN). With ``concat`` (`_probe_concatenates`) and every gradient present, the same
-    number as one dot product of the concatenated gradients with their product by 0
-    (or the adapter's `Backend.nonfinite_probe`)."""
+    NaN), from core ops only (it also runs inside compiled steps). With ``concat``
+    (`_probe_concatenates`) and every gradient present, the same number as one dot
+    product of the concatenated gradients with their product by 0. An adapter's own
+    form goes through `Backend.nonfinite_mean` (`_checked_mean`), eagerly."""
     if concat and all(g is not None for g in grads):
-        fused = active().nonfinite_probe(grads)  # the adapter's form, where it has one
-        if fused is not None:
-            return fused
         flat = _ops.concat([_ops.reshape(g, (-1,)) for g in grads], 0)
         return _ops.dot(flat, flat * 0.0)
     probe: Any = 0.0

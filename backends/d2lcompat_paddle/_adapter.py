@@ -15,6 +15,7 @@ Paddle quirks this module absorbs (the core never sees them):
 from __future__ import annotations
 
 import itertools
+import math
 import operator
 import os
 import warnings
@@ -85,6 +86,8 @@ _DTYPES: dict[str, Any] = {
 _NAMES: dict[Any, str] = {v: k for k, v in _DTYPES.items()}
 _FLOATS = frozenset({"float16", "bfloat16", "float32", "float64"})
 _FLOAT_DTYPES = frozenset({paddle.float16, paddle.bfloat16, paddle.float32, paddle.float64})
+_NORM_DTYPES = frozenset({paddle.float32, paddle.float64})  # squared_l2_norm's CPU kernels
+_COALESCE_MAX = 1 << 20  # gradient elements the exact NaN probe copies into one buffer
 
 # paddle.matmul is _C_ops.matmul behind two Python decorators; the raw op saves about a
 # fifth of the Dense hot path on small layers. Fall back to the public API if it moves.
@@ -105,10 +108,20 @@ def _in_sot() -> bool:
     call the public API under it."""
     return False
 
-try:  # ml_dtypes is not a paddle dependency; with it, bfloat16 host arrays keep their dtype.
-    import ml_dtypes as _ml_dtypes
-except ImportError:  # pragma: no cover - depends on the environment
-    _ml_dtypes = None
+# ml_dtypes is not a paddle dependency; with it, bfloat16 host arrays keep their dtype.
+# Imported on first use (`_ml`): ~5 ms of `import d2lcompat` otherwise. None: absent.
+_ml_dtypes: Any = False
+
+
+def _ml() -> Any:
+    global _ml_dtypes
+    if _ml_dtypes is False:
+        try:
+            import ml_dtypes
+        except ImportError:  # pragma: no cover - depends on the environment
+            ml_dtypes = None
+        _ml_dtypes = ml_dtypes
+    return _ml_dtypes
 
 
 def _axis(axis: Any) -> Any:
@@ -118,8 +131,9 @@ def _axis(axis: Any) -> Any:
 
 def _bf16_bits_to_host(bits: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint16) as an ml_dtypes array, or exact float32 without it."""
-    if _ml_dtypes is not None:
-        return bits.view(_ml_dtypes.bfloat16)
+    ml = _ml()
+    if ml is not None:
+        return bits.view(ml.bfloat16)
     # Every bfloat16 value is a float32 with the low 16 bits zero: lossless widening.
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
@@ -365,16 +379,73 @@ def _to_static(fn: Callable[..., Any]) -> Callable[..., Any]:
         f.__code__ = f.__code__.replace(co_name=f"{name}_{next(_COMPILED)}")
     static_one, static_two = paddle.jit.to_static(one), paddle.jit.to_static(two)
     static_packed = paddle.jit.to_static(packed)
+    # Per arity: None until SOT's first translation has run, then whether SOT declined
+    # to compile (`_sot_declined`): then `fn` runs as the plain Python SOT would run.
+    plain: list[bool | None] = [None, None, None]
+
+    def first(i: int, static: Callable[..., Any], code: Any, args: tuple[Any, ...]) -> Any:
+        before = _sot_graphs()
+        out = static(*args)
+        plain[i] = _sot_declined(code, before)
+        return out
 
     def call(*args: Any) -> Any:
         n = len(args)
+        i = 0 if n == 1 else 1 if n == 2 else 2
+        how = plain[i]
+        if how:
+            return fn(*args)
         if n == 1:
-            return static_one(*args)
+            return static_one(*args) if how is False else first(0, static_one, one.__code__, args)
         if n == 2:
-            return static_two(*args)
-        return static_packed(args)
+            return static_two(*args) if how is False else first(1, static_two, two.__code__, args)
+        if how is False:
+            return static_packed(args)
+        return first(2, static_packed, packed.__code__, (args,))
 
+    call.plain = plain  # type: ignore[attr-defined] # what the tests read
     return call
+
+
+def _sot_cache() -> dict[Any, Any] | None:
+    try:
+        from paddle.jit.sot.opcode_translator.executor.executor_cache import OpcodeExecutorCache
+
+        return OpcodeExecutorCache().cache  # type: ignore[no-any-return]
+    except (ImportError, AttributeError):  # pragma: no cover - SOT's internals moved
+        return None
+
+
+def _sot_graphs() -> int:
+    """How many translations in SOT's cache run code of SOT's own (a compiled graph)."""
+    cache = _sot_cache()
+    if cache is None:
+        return -1
+    try:
+        return sum(1 for fns, *_ in cache.values() for custom, *_ in fns if custom.code is not None)
+    except (TypeError, ValueError, AttributeError):  # pragma: no cover - internals moved
+        return -1
+
+
+def _sot_declined(code: Any, graphs_before: int) -> bool:
+    """Whether SOT, translating ``code`` for the first time, declined to compile it:
+    its only translation runs the original code (``CustomCode.code`` None: a graph
+    smaller than SOT's ``MIN_GRAPH_SIZE``, 10 ops, runs "in dygraph", SOT's own words)
+    and no other function got a compiled graph meanwhile (no inner function compiled
+    on its own). SOT would then run every later call as that same Python, behind its
+    guards (~0.2 µs per Python value the function reads: ~28 µs for a small Sequential
+    of Dense layers) and its frame hook on every nested call; the caller runs it
+    directly instead, with the same results. False whenever SOT's cache cannot be read."""
+    cache = _sot_cache()
+    if cache is None or graphs_before < 0:
+        return False
+    try:
+        entry = cache.get(code)
+        if not entry or len(entry[0]) != 1 or entry[0][0][0].code is not None:
+            return False
+    except (TypeError, IndexError, AttributeError):  # pragma: no cover - internals moved
+        return False
+    return _sot_graphs() == graphs_before
 
 
 class PaddleBackend(Backend):
@@ -641,18 +712,37 @@ class PaddleBackend(Backend):
     def stop_gradient(self, x: Any) -> Any:
         return x.detach()
 
-    def nonfinite_probe(self, grads: Sequence[Any]) -> Any | None:
-        # Paddle's coalesce_tensor copies the gradients into one flat buffer in one op
-        # (the inputs unchanged), where reshape and concat are one op per gradient; then
-        # Σ(flat·0), NaN when a value is inf or NaN. Paddle's dot of two vectors (the
-        # core's form) is a scalar loop: 8 µs on 8,000 values against 2 µs for a
-        # multiply. Three ops where the core's form is seven (~13 against ~30 µs alone).
-        if not paddle.in_dynamic_mode():
+    def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
+        # On the CPU: one squared_l2_norm per gradient read on the host (~2.3 µs each,
+        # nothing copied). A NaN or infinite element makes its norm NaN or inf; a finite
+        # norm proves every element finite, so the mean is total * scale. A norm that is
+        # not finite may also come from finite values whose squares overflow: those
+        # steps (and other devices, where each read would be a synchronisation) take the
+        # exact form: coalesce_tensor copies the gradients into one flat buffer in one
+        # op (the inputs unchanged), then Σ(flat·0), 0 or NaN. Paddle's 1-D dot, the
+        # core's form, is a scalar loop (8 µs on 8,000 values against 2 µs for a
+        # multiply). Measured in docs/performance.md ("Training step").
+        dt = total.dtype
+        if dt not in _FLOAT_DTYPES or any(g.dtype != dt for g in grads):
+            return None  # the core's probe (its dtype promotion)
+        mean = total * scale
+        try:
+            if grads[0].place.is_cpu_place():
+                if dt not in _NORM_DTYPES:
+                    return None  # no CPU kernel of either op for half floats
+                for g in grads:
+                    if not math.isfinite(_C_ops.squared_l2_norm(g).item()):
+                        break
+                else:
+                    return mean
+            if sum(g.size for g in grads) > _COALESCE_MAX:
+                return None  # the core's per-gradient form: no copy of every gradient
+            _, flat = _C_ops.coalesce_tensor(
+                list(grads), dt, True, False, False, 0.0, False, -1, -1, [], []
+            )
+            return mean + _C_ops.sum(_C_ops.scale(flat, 0.0, 0.0, True), [], None, False)
+        except Exception:  # noqa: BLE001 - several devices: the core's probe
             return None
-        _, flat = _C_ops.coalesce_tensor(
-            list(grads), grads[0].dtype, True, False, False, 0.0, False, -1, -1, [], []
-        )
-        return paddle.sum(flat * 0.0)
 
     # ------------------------------------------------------- layer primitives
     def conv(

@@ -439,19 +439,37 @@ def test_value_and_grad_step_keeps_paddle_grad_for_foreign_leaves(be: PaddleBack
     assert x.grad is None and plan == {}
 
 
-def test_nonfinite_probe(be: PaddleBackend) -> None:
-    # Zero when every gradient is finite, NaN when one value is inf or NaN; the
-    # gradients are left as they were (coalesce_tensor copies them).
+def test_nonfinite_mean(be: PaddleBackend) -> None:
+    # total * scale when every gradient is finite, NaN when one value is inf or NaN;
+    # the gradients are left as they were. On the CPU the finite case is read from
+    # squared norms; a norm that overflows (finite values, squares above float32's
+    # range) takes the exact form, coalesce_tensor + Σ(flat·0), and stays finite.
+    total = _t(be, np.float32(6.0))
+
+    def mean(grads: list[Any]) -> float:
+        out = be.nonfinite_mean(total, 0.25, grads)
+        assert out is not None and out.dtype == paddle.float32 and tuple(out.shape) == ()
+        return float(_n(be, out))
+
     grads = [_t(be, np.arange(6, dtype=np.float32).reshape(2, 3)), _t(be, np.ones(4, np.float32))]
-    assert float(_n(be, be.nonfinite_probe(grads))) == 0.0
+    assert mean(grads) == 6.0 * 0.25
     for bad in (np.inf, -np.inf, np.nan):
         values = np.ones(4, np.float32)
         values[2] = bad
         grads[1] = _t(be, values)
-        assert np.isnan(_n(be, be.nonfinite_probe(grads)))
+        assert np.isnan(mean(grads))
         np.testing.assert_array_equal(_n(be, grads[1]), values)
     big = [_t(be, np.full(3, 3e38, np.float32)), _t(be, np.full(2, 3e38, np.float32))]
-    assert float(_n(be, be.nonfinite_probe(big))) == 0.0  # finite values whose sum overflows
+    assert mean(big) == 6.0 * 0.25  # finite values whose squares and sum overflow
+    big[1] = _t(be, np.array([3e38, np.nan], np.float32))  # overflow, then a NaN
+    assert np.isnan(mean(big))
+    np.testing.assert_array_equal(_n(be, big[0]), np.full(3, 3e38, np.float32))
+    # float64 gradients: the same; mixed or half-float dtypes: left to the core (None).
+    wide = be.nonfinite_mean(_t(be, np.float64(6.0)), 0.5, [_t(be, np.ones(3))])
+    assert wide is not None and wide.dtype == paddle.float64 and float(_n(be, wide)) == 3.0
+    assert be.nonfinite_mean(total, 0.5, [_t(be, np.ones(3)), grads[0]]) is None
+    half = _t(be, np.ones(3, np.float16))
+    assert be.nonfinite_mean(_t(be, np.float16(6.0)), 0.5, [half]) is None
 
 
 def test_stop_gradient(be: PaddleBackend) -> None:
@@ -477,6 +495,39 @@ def test_compile_forward(be: PaddleBackend) -> None:
     out = compiled([w, b], _t(be, np.ones((2, 3), np.float32)))
     ops.sum(out).backward()
     assert be.native_grad(w) is not None
+
+
+def test_to_static_runs_what_sot_declines_as_python(be: PaddleBackend) -> None:
+    # SOT compiles no graph of fewer than its MIN_GRAPH_SIZE (10) ops: it runs the
+    # function's Python behind its guards. `_to_static` then calls the Python itself
+    # (`plain`); a function of more ops stays SOT's. The same values before and after
+    # the decision, for one, two and more arguments.
+    def small(*xs: Any) -> Any:
+        return sum(xs) * 2.0 + 1.0
+
+    def big(*xs: Any) -> Any:
+        y = sum(xs)
+        for _ in range(12):  # 24 ops
+            y = y * 1.5 + 0.5
+        return y
+
+    def small_np(*xs: np.ndarray) -> np.ndarray:
+        return sum(xs) * 2.0 + 1.0
+
+    def big_np(*xs: np.ndarray) -> np.ndarray:
+        y = sum(xs)
+        for _ in range(12):
+            y = y * 1.5 + 0.5
+        return y
+
+    for fn, ref, declined in ((small, small_np, True), (big, big_np, False)):
+        call = _adapter._to_static(fn)
+        assert call.plain == [None, None, None]  # type: ignore[attr-defined]
+        for n in (1, 2, 3):
+            hosts = [_arr(2, 3) for _ in range(n)]
+            for _ in range(3):
+                _close(call(*[_t(be, h) for h in hosts]), ref(*hosts), be)
+            assert call.plain[min(n, 3) - 1] is declined, (fn.__name__, n)  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------ ops
