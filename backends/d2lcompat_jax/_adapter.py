@@ -1058,10 +1058,10 @@ _GATES_NAME = "d2lcompat_lstm_gates"
 #: ``jax.checkpoint`` of the step body, `d2lcompat.nn._rnn.Remat`) and recomputes the
 #: gates' sigmoids and tanh from them, not the matrix products. Measured on XLA's CPU
 #: backend (docs/performance.md, "Recurrent layers"): at the benchmark's two layers (T=35,
-#: N=32, C=28, H=256) it takes the gradient's scratch memory from 33.8 to 20.7 MiB, under
+#: N=32, C=28, H=256) it takes the gradient's scratch memory from 34.9 to 21.8 MiB, under
 #: glibc's 32 MiB limit above which each call maps fresh pages (~9,000 page faults a
-#: call, ~10 ms of a ~60 ms gradient), and was 4-18 % faster at every size tried with
-#: the projection in the loop; with the projection hoisted it was slower (8 %, the char
+#: call, ~8 ms of a ~60 ms gradient), and was 8-18 % faster at every size tried with
+#: the projection in the loop; with the projection hoisted it was slower (16 %, the char
 #: LSTM), so only the in-loop layers use it.
 LSTM_REMAT = (
     functools.partial(checkpoint_name, name=_GATES_NAME),
