@@ -8,7 +8,8 @@ one ``jnp.split``), forward and gradient, each under ``jax.jit``, medians of 7 i
 ``--sweep [lstm gru rnn_tanh]`` times instead the core's scan
 (`d2lcompat.nn._rnn.scan_layers`, one layer) with the input projection hoisted out of the loop and inside it, forward and
 gradient, over a grid of sizes: the measurement behind the JAX adapter's
-``hoists_input_projection`` (docs/performance.md, "Recurrent layers").
+``hoists_input_projection`` (docs/performance.md, "Recurrent layers"). The in-loop
+gradient is the adapter's (an LSTM's step rematerialised, ``LSTM_REMAT``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ SWEEP = ((35, 8, 32, 128), (35, 16, 32, 128), (35, 32, 32, 64), (35, 32, 32, 128
 
 def sweep(mode: str = "lstm", rounds: int = 5, calls: int = 10) -> None:
     from d2lcompat.nn._rnn import scan_layers
-    from d2lcompat_jax._adapter import _lax_scan, hoists_input_projection
+    from d2lcompat_jax._adapter import LSTM_REMAT, _lax_scan, hoists_input_projection
 
     print(f"{mode}: {'T':>3} {'N':>4} {'C':>4} {'H':>4} | {'fwd hoisted':>11} {'fwd loop':>9} "
           f"{'grad hoisted':>12} {'grad loop':>9} | rule (differentiated)", flush=True)
@@ -68,9 +69,12 @@ def sweep(mode: str = "lstm", rounds: int = 5, calls: int = 10) -> None:
         fns = []
         for what in ("fwd", "grad"):
             for hoist in (True, False):
-                def f(w: Any, x: Any, hoist: bool = hoist, carry: Any = carry) -> Any:
+                remat = LSTM_REMAT if what == "grad" else None  # as the adapter differentiates
+
+                def f(w: Any, x: Any, hoist: bool = hoist, carry: Any = carry,
+                      remat: Any = remat) -> Any:
                     return jnp.sum(scan_layers(mode, x, carry, w, 1, False, _lax_scan,
-                                               hoist)[0])
+                                               hoist, remat)[0])
 
                 g = jax.jit(f if what == "fwd" else jax.grad(f))
                 jax.block_until_ready(g(w, x))

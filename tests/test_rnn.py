@@ -138,3 +138,26 @@ def test_scan_with_the_projection_hoisted_or_in_the_loop_equals_the_layer(mode: 
         for a, b in zip(new, want_states):
             np.testing.assert_allclose(ops.to_numpy(a), ops.to_numpy(b), rtol=1e-5, atol=1e-6)
     assert sizes == [(5, 2, 3, 4)] * 2 + [(5, 2, 8, 4)] * 2  # asked per layer and direction
+    # An adapter's `Remat` wraps only an LSTM layer that projects inside the loop, and
+    # ``mark`` sees that layer's pre-activation gates (N, 4H) at every step; the values
+    # are unchanged.
+    wrapped: list[int] = []
+    marked: list[tuple[int, ...]] = []
+
+    def mark(z):  # type: ignore[no-untyped-def]
+        marked.append(tuple(z.shape))
+        return z
+
+    def wrap(body):  # type: ignore[no-untyped-def]
+        wrapped.append(1)
+        return body
+
+    sizes.clear()
+    out, new = scan_layers(mode, X, states, weights, 2, True, _loop_scan, by_layer, (mark, wrap))
+    np.testing.assert_allclose(ops.to_numpy(out), ops.to_numpy(want_out), rtol=1e-5, atol=1e-6)
+    for a, b in zip(new, want_states):
+        np.testing.assert_allclose(ops.to_numpy(a), ops.to_numpy(b), rtol=1e-5, atol=1e-6)
+    if mode == "lstm":  # the second layer (not hoisted), both directions, 5 steps each
+        assert wrapped == [1, 1] and marked == [(2, 16)] * 10
+    else:
+        assert wrapped == [] and marked == []

@@ -38,13 +38,16 @@ _LAYOUTS = ("TNC", "NTC")
 
 
 # --------------------------------------------------------------------- equations
-def step(mode: str, gx: Any, carry: Sequence[Any], w_hh_t: Any, b_hh: Any) -> tuple[Any, ...]:
+def step(mode: str, gx: Any, carry: Sequence[Any], w_hh_t: Any, b_hh: Any,
+         mark: Callable[[Any], Any] | None = None) -> tuple[Any, ...]:
     """One time step of Gluon's equations on native tensors (``d2lcompat.ops``).
 
     ``gx`` is the input's projection ``x · W_ihᵀ + b_ih`` (``(N, G*H)``), ``carry`` the
     states ``(h,)`` or ``(h, c)``, ``w_hh_t`` the transposed ``W_hh`` (``(H, G*H)``,
     transposed once outside the loop), ``b_hh`` its bias or None where ``gx`` already
-    holds it (`scan_layers` folds it there but for GRU); returns the new states.
+    holds it (`scan_layers` folds it there but for GRU); ``mark`` (LSTM only; an
+    identity for the values) is applied to the pre-activation gates ``(N, 4H)``, for an
+    adapter that tags them (`Remat`); returns the new states.
     Adapters without a fused kernel scan it (`scan_layers`)."""
     h = carry[0]
     gh = _ops.matmul(h, w_hh_t)
@@ -53,7 +56,10 @@ def step(mode: str, gx: Any, carry: Sequence[Any], w_hh_t: Any, b_hh: Any) -> tu
     # The gates by one split each (a slice per gate cost XLA's CPU backend ~15 % of an
     # LSTM's gradient, docs/performance.md).
     if mode == "lstm":
-        i, f, c_tilde, o = _ops.split(gx + gh, 4, -1)
+        z = gx + gh
+        if mark is not None:
+            z = mark(z)
+        i, f, c_tilde, o = _ops.split(z, 4, -1)
         c = _ops.sigmoid(f) * carry[1] + _ops.sigmoid(i) * _ops.tanh(c_tilde)
         return (_ops.sigmoid(o) * _ops.tanh(c), c)
     if mode == "gru":
@@ -80,6 +86,16 @@ Scan = Callable[[Callable[[tuple[Any, ...], Any], tuple[Any, ...]], tuple[Any, .
 Hoist = Callable[[int, int, int, int], bool]
 
 
+#: ``(mark, wrap)``: how an adapter rematerialises an LSTM layer whose input projection
+#: runs inside the loop. ``wrap(body)`` is the step body the scan differentiates, keeping
+#: for the backward pass only the carry and what ``mark`` tagged in `step` (the
+#: pre-activation gates) and recomputing the rest; both leave the values unchanged
+#: (JAX: ``jax.checkpoint`` with a names policy, ``d2lcompat_jax._adapter``).
+Remat = tuple[Callable[[Any], Any],
+              Callable[[Callable[[tuple[Any, ...], Any], tuple[Any, ...]]],
+                       Callable[[tuple[Any, ...], Any], tuple[Any, ...]]]]
+
+
 def scan_layers(
     mode: str,
     x: Any,
@@ -89,13 +105,15 @@ def scan_layers(
     bidirectional: bool,
     scan: Scan,
     hoist: bool | Hoist = True,
+    remat: Remat | None = None,
 ) -> tuple[Any, list[Any]]:
     """`Backend.rnn` from `step` and a framework's ``scan`` (JAX, TensorFlow call it
     inside their compiled functions). Where ``hoist`` says so (a bool, or a `Hoist`
     asked per layer), the input projection of all time steps is one matrix product per
     layer and direction and only ``h · W_hhᵀ`` runs inside the loop; otherwise the loop
     projects each step's input itself (faster on XLA's CPU backend at some sizes:
-    ``d2lcompat_jax._adapter.hoists_input_projection``)."""
+    ``d2lcompat_jax._adapter.hoists_input_projection``). ``remat`` (`Remat`) wraps the
+    step of an LSTM layer that projects inside the loop."""
     dirs = 2 if bidirectional else 1
     finals: list[list[Any]] = [[] for _ in states]
     for layer in range(num_layers):
@@ -116,13 +134,17 @@ def scan_layers(
             xs = _ops.linear(x, w_ih, b_ih) if hoisted else x
             w_ih_t = None if hoisted else _ops.transpose(w_ih)  # once, outside the loop
 
+            remat_here = remat if remat is not None and mode == "lstm" and not hoisted else None
+            mark = None if remat_here is None else remat_here[0]
+
             def body(c: tuple[Any, ...], g: Any, w: Any = w_hh, b: Any = b_hh,
-                     wi: Any = w_ih_t, bi: Any = b_ih) -> tuple[Any, ...]:
+                     wi: Any = w_ih_t, bi: Any = b_ih, m: Any = mark) -> tuple[Any, ...]:
                 if wi is not None:  # not hoisted: this step's input projection
                     g = _ops.matmul(g, wi) + bi
-                return step(mode, g, c, w, b)
+                return step(mode, g, c, w, b, m)
 
-            last, hs = scan(body, carry, xs, d == 1)
+            last, hs = scan(body if remat_here is None else remat_here[1](body), carry, xs,
+                            d == 1)
             outs.append(hs)
             for i, s in enumerate(last):
                 finals[i].append(s)

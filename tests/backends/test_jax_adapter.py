@@ -841,3 +841,45 @@ def test_rnn_forward_grad_and_jvp_agree_across_the_two_scans(mode: str) -> None:
     value, slope = jax.jvp(ours, (ws,), (direction,))
     _close(value, ours(ws))
     _close(slope, sum(jnp.sum(d) for d in jax.grad(ours)(ws)), rtol=1e-4)
+
+
+def test_lstm_in_loop_gradient_is_rematerialised_and_unchanged(monkeypatch: Any) -> None:
+    # Above the hoisting threshold the differentiated LSTM scan projects inside the loop
+    # and checkpoints its step (`LSTM_REMAT`: only the carry and the pre-activation gates
+    # are kept for the backward pass). The gradient must equal the plain scans' (in the
+    # loop without rematerialisation, and hoisted), for 2 bidirectional layers with states.
+    from d2lcompat.nn._rnn import scan_layers
+    from d2lcompat_jax import _adapter
+    from d2lcompat_jax._adapter import _lax_scan, _rnn_jit
+
+    monkeypatch.setattr(_adapter, "HOIST_MAX_STEPS_BATCH_HIDDEN", 0)  # never hoist: remat
+    rng = np.random.default_rng(3)
+    T, N, C, H = 7, 3, 5, 4
+    x = jnp.asarray(rng.uniform(-1, 1, (T, N, C)), jnp.float32)
+    ws = []
+    for layer in range(2):
+        for _ in range(2):
+            c = C if layer == 0 else 2 * H
+            ws += [jnp.asarray(rng.uniform(-0.5, 0.5, s), jnp.float32)
+                   for s in ((4 * H, c), (4 * H, H), (4 * H,), (4 * H,))]
+    states = [jnp.asarray(rng.uniform(-1, 1, (4, N, H)), jnp.float32) for _ in range(2)]
+    r = jnp.asarray(rng.normal(size=(T, N, 2 * H)), jnp.float32)
+
+    def ours(w: list[jax.Array], s: list[jax.Array]) -> jax.Array:
+        out, new = _rnn_jit("lstm", x, s, w, 2, True)
+        return jnp.sum(out * r) + jnp.sum(new[0] * new[0]) + jnp.sum(new[1])
+
+    def plain(w: list[jax.Array], s: list[jax.Array], hoist: bool) -> jax.Array:
+        out, new = scan_layers("lstm", x, s, w, 2, True, _lax_scan, hoist)
+        return jnp.sum(out * r) + jnp.sum(new[0] * new[0]) + jnp.sum(new[1])
+
+    jaxpr = str(jax.make_jaxpr(jax.grad(ours))(ws, states))
+    assert "checkpoint" in jaxpr or "remat" in jaxpr, "the in-loop LSTM step is not checkpointed"
+    got_w, got_s = jax.grad(ours, argnums=(0, 1))(ws, states)
+    for hoist in (False, True):
+        want_w, want_s = jax.grad(plain, argnums=(0, 1))(ws, states, hoist)
+        for a, b in zip(list(got_w) + list(got_s), list(want_w) + list(want_s)):
+            _close(a, b, rtol=1e-5, atol=1e-5)
+    value, slope = jax.jvp(lambda w: ours(w, states), (ws,), ([jnp.ones_like(w) for w in ws],))
+    _close(value, plain(ws, states, False))
+    _close(slope, sum(jnp.sum(d) for d in got_w), rtol=1e-4, atol=1e-4)
