@@ -338,6 +338,23 @@ class TorchBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return F.embedding(indices, weight)
 
+    def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
+        # torch's fused kernels (log_softmax + nll_loss, reduction='none'); classes on
+        # axis 1 of an (M, C, ...) input: the common last axis is flattened to (M, C).
+        if label.dtype != torch.int64:
+            label = label.long()
+        nd = pred.dim()
+        if axis == nd - 1:
+            shape = label.shape
+            flat = pred.reshape(label.numel(), pred.shape[-1])
+            loss = (F.nll_loss if from_logits else F.cross_entropy)(
+                flat, label.reshape(-1), reduction="none"
+            )
+            return loss.reshape(shape)
+        if axis != 1:  # the other axes keep their order: the label's shape
+            pred = pred.movedim(axis, 1)
+        return (F.nll_loss if from_logits else F.cross_entropy)(pred, label, reduction="none")
+
     def attention(self, q: Any, k: Any, v: Any, keep: Any | None) -> Any:
         # (B, T, H, D) -> torch's (B, H, T, D); a boolean attn_mask: True takes part.
         out = F.scaled_dot_product_attention(
