@@ -380,11 +380,10 @@ class TorchBackend(Backend):
 
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*contiguous chunk of memory")
-                return self._rnn(mode, x, states, ws, num_layers, bidirectional)
-        return self._rnn(mode, x, states, ws, num_layers, bidirectional)
+                return _rnn_kernel()(mode, x, states, ws, num_layers, bidirectional)
+        return _rnn_kernel()(mode, x, states, ws, num_layers, bidirectional)
 
     @staticmethod
-    @torch.compiler.disable  # as torch.nn.LSTM under torch.compile: the eager fused kernel
     def _rnn(mode: str, x: Any, states: Sequence[Any], ws: list[Any], num_layers: int,
              bidirectional: bool) -> tuple[Any, list[Any]]:
         # (Inductor's lowering of these ops fails for stacked/bidirectional layers:
@@ -508,6 +507,7 @@ class TorchBackend(Backend):
 
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        _rnn_outside_graph()  # made before Dynamo traces a forward that calls it
         return torch.compile(fn)
 
     # ----------------------------------------------------- native checkpoints
@@ -587,3 +587,23 @@ class TorchBackend(Backend):
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+_RNN_OUTSIDE_GRAPH: list[Callable[..., Any]] = []
+
+
+def _rnn_outside_graph() -> Callable[..., Any]:
+    """`TorchBackend._rnn` behind ``torch.compiler.disable``: under torch.compile the fused
+    kernel runs eagerly, as ``torch.nn.LSTM``'s does. Made at first need, not at import:
+    ``torch.compiler.disable`` imports ``torch._dynamo`` (about a second)."""
+    if not _RNN_OUTSIDE_GRAPH:
+        _RNN_OUTSIDE_GRAPH.append(torch.compiler.disable(TorchBackend._rnn))
+    return _RNN_OUTSIDE_GRAPH[0]
+
+
+def _rnn_kernel() -> Callable[..., Any]:
+    """The fused recurrent kernel to call: `TorchBackend._rnn` itself eagerly (no
+    ``torch._dynamo`` import, no wrapper), `_rnn_outside_graph` while Dynamo traces."""
+    if torch.compiler.is_compiling():
+        return _rnn_outside_graph()
+    return TorchBackend._rnn
