@@ -538,6 +538,15 @@ class Backend(abc.ABC):
 
         raise UnsupportedError(f"{self.name} does not support embedding lookup")
 
+    def squared_difference(self, a: Any, b: Any) -> Any:
+        """``(a - b)²`` element-wise, for two tensors of one floating dtype and one shape
+        (`loss.L2Loss`), differentiable in both; the same values as ``d * d`` with
+        ``d = a - b``. The default is those two ops; an adapter overrides it where one
+        fused kernel does it (torch's ``F.mse_loss(reduction='none')``, one kernel forward
+        and one backward; TensorFlow's ``SquaredDifference``)."""
+        d = self.ops.subtract(a, b)
+        return self.ops.multiply(d, d)
+
     def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
         """The sparse softmax cross-entropy of each sample: ``-log_softmax(pred)[label]``
         along ``axis`` (``-pred[label]`` when ``from_logits``: ``pred`` already holds

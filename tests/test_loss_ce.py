@@ -182,3 +182,38 @@ def test_compiled_loss_equals_the_formula(dtype: str, axis: int, from_logits: bo
                                    rtol=1e-5, atol=1e-6)
     breaks = list(active().compile_breaks())
     assert not any("cross_entropy" in str(r) for r in breaks), breaks
+
+
+# ------------------------------------------------------------------ L2Loss's hook
+@pytest.mark.parametrize("generic", [False, True], ids=["adapter", "generic"])
+def test_squared_difference_equals_the_product_and_its_gradient(generic: bool) -> None:
+    b = active()
+    hook = Backend.squared_difference.__get__(b) if generic else b.squared_difference
+    rng = np.random.default_rng(5)
+    a_np = rng.normal(size=(3, 4)).astype(np.float32)
+    c_np = rng.normal(size=(3, 4)).astype(np.float32)
+    d = a_np - c_np
+    np.testing.assert_array_equal(ops.to_numpy(hook(ops.tensor(a_np), ops.tensor(c_np))), d * d)
+    a = d2lcompat.Parameter((3, 4), init=d2lcompat.init.Constant(0.0))
+    c = d2lcompat.Parameter((3, 4), init=d2lcompat.init.Constant(0.0))
+    a.initialize()
+    c.initialize()
+    a.set_data(ops.tensor(a_np))
+    c.set_data(ops.tensor(c_np))
+    _, g = autograd.grad(lambda: ops.sum(hook(a.data(), c.data())), {"a": a, "c": c})
+    ga, gc = ops.to_numpy(g["a"]), ops.to_numpy(g["c"])
+    np.testing.assert_allclose(ga, 2 * d, rtol=1e-6)
+    np.testing.assert_allclose(gc, -2 * d, rtol=1e-6)
+
+
+def test_l2loss_equals_the_formula_for_equal_and_mixed_dtypes() -> None:
+    rng = np.random.default_rng(6)
+    p = rng.normal(size=(4, 3)).astype(np.float32)
+    y = rng.normal(size=(4, 3)).astype(np.float32)
+    want = (0.5 * (p.astype(np.float64) - y) ** 2).mean(axis=1)
+    l2 = loss.L2Loss()
+    np.testing.assert_allclose(ops.to_numpy(l2(ops.tensor(p), ops.tensor(y))), want, rtol=1e-6)
+    # Integer labels of shape (N,) against (N, 1) predictions: promotion, reshape.
+    yi = np.array([0, 1, 2, 3])
+    got = ops.to_numpy(l2(ops.tensor(p[:, :1]), ops.tensor(yi)))
+    np.testing.assert_allclose(got, 0.5 * (p[:, 0].astype(np.float64) - yi) ** 2, rtol=1e-6)

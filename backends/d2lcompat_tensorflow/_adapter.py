@@ -1217,6 +1217,9 @@ class TensorFlowBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return _GatherV2(params=weight, indices=indices, axis=_i32(0))
 
+    def squared_difference(self, a: Any, b: Any) -> Any:
+        return _raw.SquaredDifference(x=a, y=b)  # one kernel; its gradient covers both
+
     def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
         # TensorFlow's fused kernel over the last axis (the class axis moved there).
         nd = pred.shape.rank
