@@ -544,8 +544,8 @@ class Backend(abc.ABC):
         ``d = a - b``. The default is those two ops; an adapter overrides it where one
         fused kernel does it (torch's ``F.mse_loss(reduction='none')``, one kernel forward
         and one backward; TensorFlow's ``SquaredDifference``)."""
-        d = self.ops.subtract(a, b)
-        return self.ops.multiply(d, d)
+        d = a - b
+        return d * d
 
     def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
         """The sparse softmax cross-entropy of each sample: ``-log_softmax(pred)[label]``
