@@ -531,6 +531,45 @@ class Backend(abc.ABC):
 
         raise UnsupportedError(f"{self.name} does not support embedding lookup")
 
+    def squared_difference(self, a: Any, b: Any) -> Any:
+        """``(a - b)²`` element-wise, for two tensors of one floating dtype and one shape
+        (`loss.L2Loss`), differentiable in both; the same values as ``d * d`` with
+        ``d = a - b``. The default is those two ops; an adapter overrides it where one
+        fused kernel does it (torch's ``F.mse_loss(reduction='none')``, one kernel forward
+        and one backward; TensorFlow's ``SquaredDifference``)."""
+        d = a - b
+        return d * d
+
+    def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
+        """The sparse softmax cross-entropy of each sample: ``-log_softmax(pred)[label]``
+        along ``axis`` (``-pred[label]`` when ``from_logits``: ``pred`` already holds
+        log-probabilities), Gluon's ``-pick(log_softmax(pred, axis), label, axis)``.
+
+        ``pred`` is a floating tensor; ``axis`` is its class axis, in range and not
+        negative; ``label`` has ``pred``'s shape without ``axis`` and holds class indices
+        in ``[0, classes)`` of an integer or a floating dtype (whole numbers): the core
+        reshaped it and, for concrete labels, checked them (`LabelError`). Return a
+        tensor of ``label``'s shape and ``pred``'s dtype, differentiable in ``pred``
+        (gradient ``softmax(pred) - one_hot(label)``, or ``-one_hot(label)`` from
+        logits). Only the label's class is read: a non-finite value in another class of
+        a ``from_logits`` row does not reach the result. Works on traced tensors.
+
+        The default composes the core's ops (a one-hot mask and a sum); an adapter
+        overrides it with the framework's fused kernel (``F.cross_entropy``,
+        ``tf.nn.sparse_softmax_cross_entropy_with_logits``...)."""
+        from . import ops
+
+        shape = self.shape(pred)
+        classes = shape[axis]
+        logp = pred if from_logits else ops.log_softmax(pred, axis=axis)
+        index = ops.expand_dims(ops.cast(label, "int32"), axis)
+        ids = ops.arange(classes, dtype="int32")
+        if axis != len(shape) - 1:
+            ids = ops.reshape(ids, (classes,) + (1,) * (len(shape) - 1 - axis))
+        # ``where``, not a product with the one-hot: -inf * 0 would be NaN.
+        picked = ops.where(ops.equal(index, ids), logp, ops.zeros_like(logp))
+        return -ops.sum(picked, axis=axis)
+
     def attention(self, q: Any, k: Any, v: Any, keep: Any | None) -> Any | None:
         """The framework's fused scaled dot-product attention, or None (the default)
         when it has none that fits: the core then composes it from the ops

@@ -34,6 +34,7 @@ import numpy as np
 from . import ops as _ops
 from ._errors import D2LCompatError, LabelError, ShapeError
 from ._registry import active
+from ._semantics import float_result, is_float
 from .nn._block import Block
 
 __all__ = [
@@ -137,7 +138,14 @@ class L2Loss(Loss):
     """
 
     def elementwise(self, pred: Any, label: Any) -> Any:
-        d = pred - self._like(pred, label)
+        label = self._like(pred, label)
+        b = active()
+        if b.is_tensor(label):
+            dtype = b.dtype(pred)
+            if dtype == b.dtype(label) and is_float(dtype):
+                # One fused kernel where the framework has one (torch: F.mse_loss).
+                return 0.5 * b.squared_difference(pred, label)
+        d = _ops.subtract(pred, label)  # mixed dtypes: the core's promotion rules
         return 0.5 * (d * d)
 
 
@@ -219,12 +227,18 @@ class SoftmaxCrossEntropyLoss(Loss):
             # Eagerly the labels are concrete: check them here. Inside a compiled
             # function (traced labels) `train_step` checked them before the call.
             self.check_labels(active().shape(pred), label)
-        logp = pred if self._from_logits else _ops.log_softmax(pred, axis=axis)
         if self._sparse:
-            picked = _ops.sum(logp * self._one_hot(pred, label), axis=axis)
+            b = active()
+            shape = b.shape(pred)
+            axis %= len(shape)
+            if not is_float(b.dtype(pred)):
+                pred = _ops.cast(pred, float_result(b.dtype(pred)))
+            value = b.sparse_softmax_cross_entropy(
+                pred, self._sparse_label(shape, axis, label), axis, self._from_logits
+            )
         else:
-            picked = _ops.sum(logp * self._like(pred, label), axis=axis)
-        value = -picked
+            logp = pred if self._from_logits else _ops.log_softmax(pred, axis=axis)
+            value = -_ops.sum(logp * self._like(pred, label), axis=axis)
         if sample_weight is not None:
             value = value * _ops.reshape(sample_weight, active().shape(value))
         if self._weight is not None:
@@ -283,29 +297,21 @@ class SoftmaxCrossEntropyLoss(Loss):
                 "many units as there are classes."
             )
 
-    def _one_hot(self, pred: Any, label: Any) -> Any:
-        b = active()
-        shape = b.shape(pred)
-        axis = self._axis % len(shape)
-        classes = shape[axis]
+    def _sparse_label(self, shape: tuple[int, ...], axis: int, label: Any) -> Any:
+        """``label`` as one class index per sample: ``shape`` without ``axis`` (a
+        trailing 1 or any layout of the same size is reshaped, as Gluon's ``pick``)."""
         want = shape[:axis] + shape[axis + 1 :]
-        lshape = b.shape(label)
-        if lshape != want:
-            sl, sw = _size(lshape), _size(want)
-            if sl != sw and sl >= 0 and sw >= 0:
-                raise ShapeError(
-                    f"SoftmaxCrossEntropyLoss: sparse labels of shape {lshape} do not fit "
-                    f"predictions of shape {shape} (expected {want}: one class index per "
-                    "sample). Pass sparse_label=False for one-hot or soft labels."
-                )
-            label = _ops.reshape(label, want)
-        # A one-hot mask instead of a gather: differentiable and the same op on every
-        # backend; the class count of a classifier is small.
-        index = _ops.cast(label, "int32")
-        classes_ = _ops.arange(classes, dtype="int32")
-        if axis != len(shape) - 1:
-            classes_ = _ops.reshape(classes_, (classes,) + (1,) * (len(shape) - 1 - axis))
-        return _ops.cast(_ops.equal(_ops.expand_dims(index, axis), classes_), b.dtype(pred))
+        lshape = active().shape(label)
+        if lshape == want:
+            return label
+        sl, sw = _size(lshape), _size(want)
+        if sl != sw and sl >= 0 and sw >= 0:
+            raise ShapeError(
+                f"SoftmaxCrossEntropyLoss: sparse labels of shape {lshape} do not fit "
+                f"predictions of shape {shape} (expected {want}: one class index per "
+                "sample). Pass sparse_label=False for one-hot or soft labels."
+            )
+        return _ops.reshape(label, want)
 
 
 def _shown(values: np.ndarray, most: int = 8) -> str:

@@ -701,6 +701,14 @@ class JaxBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return jnp.take(weight, indices, axis=0)
 
+    def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
+        # What a JAX user writes: log_softmax and a gather of the label's class.
+        if not jnp.issubdtype(label.dtype, jnp.integer):
+            label = label.astype(jnp.int32)
+        logp = pred if from_logits else jax.nn.log_softmax(pred, axis=axis)
+        picked = jnp.take_along_axis(logp, jnp.expand_dims(label, axis), axis=axis)
+        return -jnp.squeeze(picked, axis)
+
     def attention(self, q: Any, k: Any, v: Any, keep: Any | None) -> Any:
         if q.shape[-1] != v.shape[-1] or q.dtype != k.dtype or k.dtype != v.dtype:
             return None  # jax.nn.dot_product_attention needs one head size and one dtype

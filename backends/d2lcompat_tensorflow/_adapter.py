@@ -1225,6 +1225,20 @@ class TensorFlowBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return _GatherV2(params=weight, indices=indices, axis=_i32(0))
 
+    def squared_difference(self, a: Any, b: Any) -> Any:
+        return _raw.SquaredDifference(x=a, y=b)  # one kernel; its gradient covers both
+
+    def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
+        # TensorFlow's fused kernel over the last axis (the class axis moved there).
+        nd = pred.shape.rank
+        if axis != nd - 1:
+            pred = _Transpose(x=pred, perm=[i for i in range(nd) if i != axis] + [axis])
+        if label.dtype not in (tf.int32, tf.int64):
+            label = tf.cast(label, tf.int32)
+        if from_logits:
+            return -tf.gather(pred, label, axis=nd - 1, batch_dims=nd - 1)
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=label, logits=pred)
+
     def rnn(
         self,
         mode: str,

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from d2lcompat._backend import Backend, DeviceTuple, Ops
 from d2lcompat._errors import DeviceError, InPlaceUpdateError, TracedValueError
 
+_mse_loss = torch._C._nn.mse_loss
 _RNN_KERNELS = {"gru": torch._VF.gru, "rnn_tanh": torch._VF.rnn_tanh, "rnn_relu": torch._VF.rnn_relu}
 
 _DTYPES: dict[str, torch.dtype] = {
@@ -338,6 +339,30 @@ class TorchBackend(Backend):
     def take(self, weight: Any, indices: Any) -> Any:
         return F.embedding(indices, weight)
 
+    def squared_difference(self, a: Any, b: Any) -> Any:
+        # One kernel forward (mse_loss) and one backward, instead of sub, mul and the
+        # mul's two-product backward: the same values ((a - b) * (a - b)).
+        # The ATen op itself: F.mse_loss adds a broadcast_tensors and argument checks
+        # (the core passes one shape). 0: reduction "none".
+        return _mse_loss(a, b, 0)
+
+    def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
+        # torch's fused kernels (log_softmax + nll_loss, reduction='none'); classes on
+        # axis 1 of an (M, C, ...) input: the common last axis is flattened to (M, C).
+        if label.dtype != torch.int64:
+            label = label.long()
+        nd = pred.dim()
+        if axis == nd - 1:
+            shape = label.shape
+            flat = pred.reshape(label.numel(), pred.shape[-1])
+            loss = (F.nll_loss if from_logits else F.cross_entropy)(
+                flat, label.reshape(-1), reduction="none"
+            )
+            return loss.reshape(shape)
+        if axis != 1:  # the other axes keep their order: the label's shape
+            pred = pred.movedim(axis, 1)
+        return (F.nll_loss if from_logits else F.cross_entropy)(pred, label, reduction="none")
+
     def attention(self, q: Any, k: Any, v: Any, keep: Any | None) -> Any:
         # (B, T, H, D) -> torch's (B, H, T, D); a boolean attn_mask: True takes part.
         out = F.scaled_dot_product_attention(
@@ -363,11 +388,10 @@ class TorchBackend(Backend):
 
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*contiguous chunk of memory")
-                return self._rnn(mode, x, states, ws, num_layers, bidirectional)
-        return self._rnn(mode, x, states, ws, num_layers, bidirectional)
+                return _rnn_kernel()(mode, x, states, ws, num_layers, bidirectional)
+        return _rnn_kernel()(mode, x, states, ws, num_layers, bidirectional)
 
     @staticmethod
-    @torch.compiler.disable  # as torch.nn.LSTM under torch.compile: the eager fused kernel
     def _rnn(mode: str, x: Any, states: Sequence[Any], ws: list[Any], num_layers: int,
              bidirectional: bool) -> tuple[Any, list[Any]]:
         # (Inductor's lowering of these ops fails for stacked/bidirectional layers:
@@ -491,6 +515,7 @@ class TorchBackend(Backend):
 
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        _rnn_outside_graph()  # made before Dynamo traces a forward that calls it
         return torch.compile(fn)
 
     # ----------------------------------------------------- native checkpoints
@@ -570,3 +595,23 @@ class TorchBackend(Backend):
 
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+_RNN_OUTSIDE_GRAPH: list[Callable[..., Any]] = []
+
+
+def _rnn_outside_graph() -> Callable[..., Any]:
+    """`TorchBackend._rnn` behind ``torch.compiler.disable``: under torch.compile the fused
+    kernel runs eagerly, as ``torch.nn.LSTM``'s does. Made at first need, not at import:
+    ``torch.compiler.disable`` imports ``torch._dynamo`` (about a second)."""
+    if not _RNN_OUTSIDE_GRAPH:
+        _RNN_OUTSIDE_GRAPH.append(torch.compiler.disable(TorchBackend._rnn))
+    return _RNN_OUTSIDE_GRAPH[0]
+
+
+def _rnn_kernel() -> Callable[..., Any]:
+    """The fused recurrent kernel to call: `TorchBackend._rnn` itself eagerly (no
+    ``torch._dynamo`` import, no wrapper), `_rnn_outside_graph` while Dynamo traces."""
+    if torch.compiler.is_compiling():
+        return _rnn_outside_graph()
+    return TorchBackend._rnn
