@@ -377,17 +377,12 @@ def _to_static(fn: Callable[..., Any]) -> Callable[..., Any]:
         # input shapes would count as one function's "varying" dimensions (feature
         # sizes made symbolic, and each layer's shape check a graph break).
         f.__code__ = f.__code__.replace(co_name=f"{name}_{next(_COMPILED)}")
-    static_one, static_two = paddle.jit.to_static(one), paddle.jit.to_static(two)
-    static_packed = paddle.jit.to_static(packed)
+    # Per arity (one argument, two, a packed tuple): the compiled function and the code
+    # object SOT caches it under.
+    statics = [(paddle.jit.to_static(f), f.__code__) for f in (one, two, packed)]
     # Per arity: None until SOT's first translation has run, then whether SOT declined
     # to compile (`_sot_declined`): then `fn` runs as the plain Python SOT would run.
     plain: list[bool | None] = [None, None, None]
-
-    def first(i: int, static: Callable[..., Any], code: Any, args: tuple[Any, ...]) -> Any:
-        before = _sot_graphs()
-        out = static(*args)
-        plain[i] = _sot_declined(code, before)
-        return out
 
     def call(*args: Any) -> Any:
         n = len(args)
@@ -395,13 +390,14 @@ def _to_static(fn: Callable[..., Any]) -> Callable[..., Any]:
         how = plain[i]
         if how:
             return fn(*args)
-        if n == 1:
-            return static_one(*args) if how is False else first(0, static_one, one.__code__, args)
-        if n == 2:
-            return static_two(*args) if how is False else first(1, static_two, two.__code__, args)
+        static, code = statics[i]
+        inputs = args if i < 2 else (args,)
         if how is False:
-            return static_packed(args)
-        return first(2, static_packed, packed.__code__, (args,))
+            return static(*inputs)
+        before = _sot_graphs()
+        out = static(*inputs)
+        plain[i] = _sot_declined(code, before)
+        return out
 
     call.plain = plain  # type: ignore[attr-defined] # what the tests read
     return call
