@@ -984,3 +984,23 @@ def test_fused_update_with_parameters_on_two_devices() -> None:
     # rule, and each parameter stays where it is.
     proc = _run(_MIXED_SCRIPT, D2LCOMPAT_CPU_DEVICES="2")
     assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_fused_update_keeps_a_low_precision_dtype(dtype: str) -> None:
+    # The scalars enter the jit weakly typed, as Python floats do in the eager rule: a
+    # bfloat16/float16 parameter and its slots stay in their dtype, with the same values.
+    from d2lcompat import ops, optim
+
+    res = []
+    for fused in (True, False):
+        w = d2lcompat.Parameter((3,), init="ones", dtype=dtype)
+        w.initialize()
+        opt = optim.Adam({"w": w}, lr=0.1, weight_decay=0.01)
+        opt.fused = fused
+        for _ in range(3):
+            opt.step({"w": jnp.asarray([1.0, -2.0, 3.0], dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float16)})
+        assert ops.dtype(w.data()) == dtype and {ops.dtype(s) for s in opt._slots["w"]} == {dtype}
+        res.append(np.asarray(w.data()).astype(np.float32))
+    # XLA may keep a fused chain's intermediates wider than the eager ops: one ulp.
+    np.testing.assert_allclose(res[0], res[1], rtol=1e-2 if dtype == "bfloat16" else 1e-3)
