@@ -675,6 +675,28 @@ class Backend(abc.ABC):
         conformance scenario OP01 checks every optimizer against NumPy)."""
         return False
 
+    def fused_update_values(
+        self,
+        optimizer: Any,
+        values: Sequence[Any],
+        grads: Sequence[Any],
+        slots: Sequence[Sequence[Any]],
+        t: int,
+        scale: float,
+    ) -> tuple[list[Any], list[list[Any]]] | None:
+        """`fused_update` for frameworks whose arrays cannot change in place
+        (``SUPPORTS_MUTABLE_VARIABLES`` False): one eager step of ``optimizer`` over every
+        parameter at once, returned as ``(new_values, new_slots)`` — ``new_slots[i]`` the
+        new slot values of parameter ``i``, in ``optimizer.slot_names`` order — which the
+        core stores; or None (the default) to let the core apply the rule parameter by
+        parameter. Asked only when `fused_update` returned False. The arguments are
+        `fused_update`'s (``values`` the parameters' current arrays, ``slots`` their slot
+        arrays); nothing passed in may change. The result must be the optimizer's own
+        ``rule`` applied to ``(w, g * scale, slots, optimizer.scalars(t))``, with each new
+        value of its parameter's dtype, shape and device (JAX: the rule inside one
+        ``jax.jit``, the scalars as traced arguments)."""
+        return None
+
     def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
         """``total * scale`` (a 0-d tensor times a Python float: the batch's mean loss),
         NaN when any element of ``grads`` (a non-empty list of gradient tensors, no None)

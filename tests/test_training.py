@@ -15,6 +15,7 @@ import pytest
 
 import d2lcompat
 from d2lcompat import autograd, init, loss, nn, ops, optim
+from d2lcompat._registry import active
 from d2lcompat._state import set_state
 
 
@@ -348,11 +349,15 @@ def test_trainer_state_refuses_a_wrong_shape(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "hp"),
     [("sgd", {"learning_rate": 0.1}), ("sgd", {"learning_rate": 0.1, "momentum": 0.9, "wd": 0.01}),
+     ("sgd", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
      ("adam", {"learning_rate": 0.01, "wd": 0.01}), ("adamw", {"learning_rate": 0.01}),
-     ("rmsprop", {"learning_rate": 0.01})],
+     ("rmsprop", {"learning_rate": 0.01}),
+     ("rmsprop", {"learning_rate": 0.01, "centered": True, "momentum": 0.5, "wd": 0.01})],
 )
 def test_fused_update_equals_the_rule(name: str, hp: dict[str, Any]) -> None:
-    # An adapter's multi-tensor kernels (Backend.fused_update) against the core's rule.
+    # An adapter's multi-tensor kernels (Backend.fused_update) or its one compiled call
+    # of the rule (Backend.fused_update_values, JAX) against the core's rule applied
+    # parameter by parameter, with the learning rate changed between steps.
     X, y = _batch()
     out = []
     for fused in (True, False):
@@ -360,9 +365,56 @@ def test_fused_update_equals_the_rule(name: str, hp: dict[str, Any]) -> None:
         trainer = d2lcompat.Trainer(net.collect_params(), name, hp)
         trainer.optimizer.fused = fused
         step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer)
-        for _ in range(3):
+        for i in range(4):
             step(X, y)
+            trainer.set_learning_rate(hp["learning_rate"] / (i + 2))
         out.append({k: _np(p.data()) for k, p in net.collect_params().items()})
+        out.append({k: [_np(v) for v in s] for k, s in trainer.optimizer._slots.items()})
+    assert out[1].keys() == out[3].keys() and all(len(v) for v in out[1].values()) == bool(
+        trainer.optimizer.slot_names)
+    for k in out[0]:
+        np.testing.assert_allclose(out[0][k], out[2][k], rtol=1e-5, atol=1e-7, err_msg=k)
+    for k in out[1]:
+        for i, (a, b) in enumerate(zip(out[1][k], out[3][k], strict=True)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"{k} slot {i}")
+
+
+@pytest.mark.parametrize(("name", "hp"), [("sgd", {"momentum": 0.9, "wd": 0.01}), ("adam", {})])
+def test_fused_update_with_tied_frozen_clipped_and_held_parameters(name: str, hp: dict[str, Any]) -> None:
+    # The fused update (every adapter's) against the rule parameter by parameter, through
+    # Trainer.step with a tied weight (one entry, both uses' gradients), a frozen
+    # parameter (grad_req 'null': unchanged) and Gluon's global-norm clip; an array read
+    # from data() before a step stays readable: under JAX it keeps its values (nothing
+    # is donated), elsewhere it may be the variable, updated in place (Gluon's NDArray).
+    X, y = ops.ones((4, 2)), ops.zeros((4, 2))
+    out = []
+    for fused in (True, False):
+        d2lcompat.seed(5)
+        shared = nn.Dense(2, in_units=2)
+        net = nn.Sequential(shared, nn.Dense(2, in_units=2), shared)
+        net.initialize(init.Constant(0.5))
+        frozen = net[1].bias
+        frozen.grad_req = "null"
+        trainer = d2lcompat.Trainer(net.collect_params(), name,
+                                    {"learning_rate": 0.1, **hp}, clip_global_norm=0.05)
+        trainer.optimizer.fused = fused
+        before = frozen.data()
+        for i in range(3):
+            held = shared.weight.data()
+            values = _np(held).copy()
+            autograd.grad(lambda: ops.sum(loss.L2Loss()(net(X), y)),  # noqa: B023
+                          dict(trainer.optimizer.trainable()))
+            trainer.step(4)
+            new = _np(shared.weight.data())
+            assert not np.array_equal(new, values)
+            if active().SUPPORTS_MUTABLE_VARIABLES:  # the variable itself, or a snapshot
+                assert np.array_equal(_np(held), new) or np.array_equal(_np(held), values)
+            else:  # JAX: the old array, intact (not donated)
+                np.testing.assert_array_equal(_np(held), values)
+            trainer.set_learning_rate(0.1 / (i + 2))
+        np.testing.assert_array_equal(_np(frozen.data()), _np(before))
+        out.append({k: _np(p.data()) for k, p in net.collect_params().items()})
+    assert len(out[0]) == 4  # the tied weight and bias once
     for k in out[0]:
         np.testing.assert_allclose(out[0][k], out[1][k], rtol=1e-5, atol=1e-7, err_msg=k)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -356,6 +357,8 @@ class JaxBackend(Backend):
         self._index: dict[Any, DeviceTuple] = {}
         self._default_device: Any = None  # jax's default device, once asked (see `_place`)
         self._cpu_devices = 1  # D2LCOMPAT_CPU_DEVICES, from `configure`
+        # The eager update of each optimizer as one jax.jit (`fused_update_values`).
+        self._fused_rules: weakref.WeakKeyDictionary[Any, _FusedRule] = weakref.WeakKeyDictionary()
 
     @property
     def version(self) -> str:
@@ -728,6 +731,33 @@ class JaxBackend(Backend):
         # inlined into a hybridized forward or a compiled training step).
         return _rnn_jit(mode, x, list(states), list(weights), num_layers, bidirectional)
 
+    # ------------------------------------------------------------- optimizers
+    def fused_update_values(
+        self,
+        optimizer: Any,
+        values: Sequence[Any],
+        grads: Sequence[Any],
+        slots: Sequence[Sequence[Any]],
+        t: int,
+        scale: float,
+    ) -> tuple[list[Any], list[list[Any]]] | None:
+        # The optimizer's own rule over every parameter in one jax.jit (`_FusedRule`):
+        # one dispatch per step instead of several eager ops per parameter.
+        if isinstance(values[0], jax.core.Tracer):
+            return None  # called inside the user's own transformation: the plain rule
+        fused = self._fused_rules.get(optimizer)
+        if fused is None:
+            fused = self._fused_rules[optimizer] = _FusedRule(optimizer, self)
+        return fused(values, grads, slots, t, scale)
+
+    def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
+        # The core's probe (Σ sum(g·0): 0, or NaN when a gradient is not finite) and
+        # total·scale in one jax.jit instead of a dispatch per op.
+        try:
+            return _nonfinite_mean(total, scale, list(grads))
+        except Exception:  # noqa: BLE001 - several devices, odd inputs: the core's probe
+            return None
+
     # ---------------------------------------------------------------- compile
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         return jax.jit(fn)
@@ -1018,6 +1048,69 @@ class JaxBackend(Backend):
             )
 
         return run
+
+
+@jax.jit
+def _nonfinite_mean(total: Any, scale: Any, grads: list[Any]) -> Any:
+    """`JaxBackend.nonfinite_mean`: the core's `_nonfinite_probe`, compiled."""
+    probe: Any = 0.0
+    for g in grads:
+        probe = probe + jnp.sum(g * 0.0)
+    return total * scale + probe
+
+
+class _FusedRule:
+    """One optimizer's eager update (`JaxBackend.fused_update_values`): its ``rule``
+    over every parameter inside one ``jax.jit``.
+
+    The host scalars (`Optimizer.scalars`: the learning rate, bias corrections) and the
+    batch scale are traced arguments, passed as Python floats so that they stay weakly
+    typed, as in the eager rule (a bfloat16 parameter stays bfloat16): a learning-rate
+    schedule does not recompile. What the rule reads from the optimizer itself
+    (momentum, weight decay, ...) is a constant of the trace, keyed by
+    ``optimizer.version``, which every change of those bumps (the compiled
+    `train_step` relies on the same). jax.jit's own cache keys the rest: the number of
+    parameters and slots, their shapes, dtypes and devices. Nothing is donated: an
+    array read from ``param.data()`` before the step keeps its values (Gluon).
+    """
+
+    def __init__(self, optimizer: Any, backend: JaxBackend) -> None:
+        ref = weakref.ref(optimizer)  # the backend's table holds this weakly keyed
+
+        def update(version: int, scaled: bool, ws: list[Any], gs: list[Any],
+                   slots: list[list[Any]], s: list[Any], scale: Any) -> Any:
+            opt = ref()
+            new_w: list[Any] = []
+            new_s: list[list[Any]] = []
+            for w, g, sl in zip(ws, gs, slots):
+                nw, ns = opt.rule(w, g * scale if scaled else g, list(sl), s)
+                # assign's dtype and shape checks, once per trace (no device: traced)
+                new_w.append(backend.assign(w, nw))
+                new_s.append([backend.assign(o, n) for o, n in zip(sl, ns)])
+            return new_w, new_s
+
+        self._jit = jax.jit(update, static_argnums=(0, 1))
+        self._optimizer = ref
+        self._plain = -1  # the version whose rule cannot be traced (Python on a scalar)
+
+    def __call__(self, values: Sequence[Any], grads: Sequence[Any], slots: Sequence[Sequence[Any]],
+                 t: int, scale: float) -> tuple[list[Any], list[list[Any]]] | None:
+        opt = self._optimizer()
+        version = opt.version
+        if version == self._plain:
+            return None
+        s = [float(x) for x in opt.scalars(t)]
+        try:
+            return self._jit(version, scale != 1.0, list(values), list(grads),  # type: ignore[no-any-return]
+                             [list(sl) for sl in slots], s, float(scale))
+        except JaxBackend.COMPILE_FALLBACK_ERRORS:
+            self._plain = version  # a rule with Python control flow on its scalars
+            return None
+        except ValueError:
+            devices = {d for v in (*values, *grads) for d in v.devices()}
+            if len(devices) > 1:
+                return None  # parameters on several devices: one jit cannot take them
+            raise
 
 
 def _lax_scan(fn: Callable[..., Any], carry: Any, xs: Any, reverse: bool) -> tuple[Any, Any]:

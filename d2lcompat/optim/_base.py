@@ -120,7 +120,9 @@ class Optimizer:
 
     name: ClassVar[str] = ""
     #: Let the adapter apply the step with the framework's multi-tensor kernels
-    #: (`Backend.fused_update`) where it has them; False forces the rule written here.
+    #: (`Backend.fused_update`) or, for immutable arrays, as one compiled call of this
+    #: rule (`Backend.fused_update_values`) where it has them; False forces the rule
+    #: applied parameter by parameter.
     fused: bool = True
     #: The per-parameter state the rule keeps, in order (``("momentum",)``).
     slot_names: ClassVar[tuple[str, ...]] = ()
@@ -219,7 +221,16 @@ class Optimizer:
         if self.fused and grads:
             ws = [p._var for _, p, _ in grads]
             slots = [self.slots_of(name, p) for name, p, _ in grads]
-            if b.fused_update(self, ws, [g for _, _, g in grads], slots, self._t, scale):
+            gs = [g for _, _, g in grads]
+            if b.fused_update(self, ws, gs, slots, self._t, scale):
+                return
+            # Immutable arrays (JAX): the adapter returns the new values, the core keeps them.
+            out = b.fused_update_values(self, ws, gs, slots, self._t, scale)
+            if out is not None:
+                for (_, p, _), w in zip(grads, out[0]):
+                    p._var = w
+                for old, new in zip(slots, out[1]):
+                    old[:] = new
                 return
         s = self.scalars(self._t)
         for name, p, g in grads:

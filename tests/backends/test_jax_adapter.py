@@ -883,3 +883,124 @@ def test_lstm_in_loop_gradient_is_rematerialised_and_unchanged(monkeypatch: Any)
     value, slope = jax.jvp(lambda w: ours(w, states), (ws,), ([jnp.ones_like(w) for w in ws],))
     _close(value, plain(ws, states, False))
     _close(slope, sum(jnp.sum(d) for d in got_w), rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------- the eager update
+def _counting_sgd(traced: list[bool]) -> Any:
+    from d2lcompat import optim
+
+    class CountingSGD(optim.SGD):
+        name = ""  # not registered under a name
+
+        def rule(self, w: Any, g: Any, slots: Any, s: Any) -> Any:
+            traced.append(isinstance(w, jax.core.Tracer))
+            return super().rule(w, g, slots, s)
+
+    return CountingSGD
+
+
+def test_fused_update_is_one_jit_that_a_learning_rate_schedule_does_not_retrace() -> None:
+    # fused_update_values traces the optimizer's rule once per structure; the learning
+    # rate is an argument (no retrace), momentum a constant of the trace (a change
+    # retraces). Values: the rule applied parameter by parameter with the same schedule.
+    from d2lcompat import init, loss, nn, ops
+
+    X = ops.tensor(_f32(6, 3))
+    y = ops.tensor(_f32(6, 2))
+    out, traces = [], []
+    for fused in (True, False):
+        traced: list[bool] = []
+        d2lcompat.seed(2)
+        net = nn.Sequential(nn.Dense(4, in_units=3, activation="relu"), nn.Dense(2, in_units=4))
+        net.initialize(init.Xavier())
+        opt = _counting_sgd(traced)(lr=0.1, momentum=0.9)
+        opt.fused = fused
+        trainer = d2lcompat.Trainer(net.collect_params(), opt)
+        step = d2lcompat.train_step(net, loss.L2Loss(), trainer)
+        for i in range(5):
+            step(X, y)
+            trainer.set_learning_rate(0.1 / (i + 2))
+        first = list(traced)
+        opt.momentum = 0.5  # a constant of the trace: traced again, then used
+        for _ in range(2):
+            step(X, y)
+        traces.append((first, traced[len(first):]))
+        out.append([np.asarray(p.data()) for p in net.collect_params().values()])
+    assert traces[0] == ([True] * 4, [True] * 4), traces[0]  # 4 parameters, one trace each
+    assert traces[1] == ([False] * 20, [False] * 8), traces[1]  # the plain rule, eagerly
+    for a, b_ in zip(*out, strict=True):
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-7)
+
+
+def test_fused_update_falls_back_to_the_plain_rule_and_holds_no_optimizer(b: JaxBackend) -> None:
+    # A rule with Python control flow on a scalar cannot be traced: the plain rule runs.
+    import gc
+
+    from d2lcompat import optim
+
+    class Threshold(optim.SGD):
+        name = ""
+
+        def rule(self, w: Any, g: Any, slots: Any, s: Any) -> Any:
+            return (w - s[0] * g if s[0] > 0.05 else w), []
+
+    w = d2lcompat.Parameter((3,), init="ones")
+    w.initialize()
+    opt = Threshold({"w": w}, lr=0.1)
+    opt.step({"w": jnp.full((3,), 2.0)})
+    np.testing.assert_allclose(np.asarray(w.data()), [0.8] * 3, rtol=1e-6)  # 1 - 0.1·2
+    opt.lr = 0.01
+    opt.step({"w": jnp.full((3,), 2.0)})
+    np.testing.assert_allclose(np.asarray(w.data()), [0.8] * 3, rtol=1e-6)
+    # The backend's table of compiled updates is keyed weakly by the optimizer.
+    active_b = d2lcompat._registry.active()
+    assert opt in active_b._fused_rules
+    n = len(active_b._fused_rules)
+    del opt
+    gc.collect()
+    assert len(active_b._fused_rules) == n - 1
+
+
+_MIXED_SCRIPT = textwrap.dedent(
+    """
+    import numpy as np, d2lcompat
+    from d2lcompat import optim
+    a = d2lcompat.Parameter((3,), init="ones"); a.initialize(device="cpu:0")
+    b = d2lcompat.Parameter((2,), init="ones"); b.initialize(device="cpu:1")
+    opt = optim.SGD({"a": a, "b": b}, lr=0.5, momentum=0.9)
+    for _ in range(2):
+        opt.step({"a": a.data() * 0 + 2.0, "b": b.data() * 0 + 4.0})
+    # v = 2, w = 1 - 0.5·2 = 0; v = 0.9·2 + 2 = 3.8, w = -1.9 (b: 4, -1; 7.6, -4.8)
+    np.testing.assert_allclose(np.asarray(a.data()), [-1.9] * 3, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(b.data()), [-4.8] * 2, rtol=1e-6)
+    assert [d.id for d in a.data().devices()] == [0] and [d.id for d in b.data().devices()] == [1]
+    print("OK")
+    """
+)
+
+
+def test_fused_update_with_parameters_on_two_devices() -> None:
+    # One jit cannot take arrays of two devices: the update falls back to the plain
+    # rule, and each parameter stays where it is.
+    proc = _run(_MIXED_SCRIPT, D2LCOMPAT_CPU_DEVICES="2")
+    assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-4000:]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_fused_update_keeps_a_low_precision_dtype(dtype: str) -> None:
+    # The scalars enter the jit weakly typed, as Python floats do in the eager rule: a
+    # bfloat16/float16 parameter and its slots stay in their dtype, with the same values.
+    from d2lcompat import ops, optim
+
+    res = []
+    for fused in (True, False):
+        w = d2lcompat.Parameter((3,), init="ones", dtype=dtype)
+        w.initialize()
+        opt = optim.Adam({"w": w}, lr=0.1, weight_decay=0.01)
+        opt.fused = fused
+        for _ in range(3):
+            opt.step({"w": jnp.asarray([1.0, -2.0, 3.0], dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float16)})
+        assert ops.dtype(w.data()) == dtype and {ops.dtype(s) for s in opt._slots["w"]} == {dtype}
+        res.append(np.asarray(w.data()).astype(np.float32))
+    # XLA may keep a fused chain's intermediates wider than the eager ops: one ulp.
+    np.testing.assert_allclose(res[0], res[1], rtol=1e-2 if dtype == "bfloat16" else 1e-3)
