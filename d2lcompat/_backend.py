@@ -540,6 +540,14 @@ class Backend(abc.ABC):
         d = a - b
         return d * d
 
+    def squared_difference_sum(self, a: Any, b: Any) -> Any:
+        """``Σ (a - b)²`` over every element, a 0-d tensor, for two tensors of one
+        floating dtype and one shape, differentiable in both (`loss.L2Loss` summed over
+        the batch by `d2lcompat.train_step`). The default is the sum of
+        `squared_difference`; torch overrides it with one ``mse_loss(reduction='sum')``
+        kernel forward and one backward."""
+        return self.ops.sum(self.squared_difference(a, b))  # type: ignore[attr-defined]
+
     def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
         """The sparse softmax cross-entropy of each sample: ``-log_softmax(pred)[label]``
         along ``axis`` (``-pred[label]`` when ``from_logits``: ``pred`` already holds

@@ -252,6 +252,11 @@ class TrainStep:
         self._check_labels: Callable[..., None] | None = (
             getattr(loss, "check_labels", None) if getattr(loss, "checks_labels", False) else None
         )
+        # The loss's sum over the batch where it has a cheaper one than ops.sum of the
+        # per-sample values (`Loss._summed`: L2Loss), decided once: the eager step
+        # differentiates that sum.
+        make = getattr(loss, "_summed", None)
+        self._summed: Callable[[Any, Any], Any] | None = make() if callable(make) else None
         self._pred_shape: tuple[int, ...] | None = None  # of the last eager step
         self._compiled: dict[bool, Callable[..., Any]] = {}  # by "returns the predictions"
         self._key: tuple[Any, ...] = ()
@@ -275,10 +280,13 @@ class TrainStep:
         if diff is None:  # deferred parameters, or nothing to train: the general path
             return self._eager_general(X, y)
 
+        summed = self._summed
+
         def objective() -> tuple[Any, Any]:
             pred = net(X)
-            value = loss(pred, y)
-            return _ops.sum(value), pred
+            if summed is not None:  # the loss's own sum over the batch (`Loss._summed`)
+                return summed(pred, y), pred
+            return _ops.sum(loss(pred, y)), pred
 
         training = _autograd._TRAINING
         training.append(True)

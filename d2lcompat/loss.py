@@ -27,6 +27,7 @@ Examples
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -85,6 +86,14 @@ class Loss(Block):
         `d2lcompat.train_step` calls it at the entry of a compiled step, where the
         labels are still concrete."""
 
+    def _summed(self) -> Callable[[Any, Any], Any] | None:
+        """A function ``(pred, label) -> Σ over the batch of self(pred, label)`` (a 0-d
+        tensor, no ``sample_weight``) that is cheaper than ``ops.sum(self(pred, label))``,
+        or None where there is none. Private: `d2lcompat.train_step` asks once per loss
+        and differentiates the sum. A subclass that overrides ``forward``,
+        ``elementwise`` or ``__call__`` gets None (its own code then runs)."""
+        return None
+
     def forward(self, pred: Any, label: Any, sample_weight: Any = None) -> Any:
         value = self.elementwise(pred, label)
         if sample_weight is not None:
@@ -107,6 +116,14 @@ class Loss(Block):
                 "have different sizes. Pass one label per prediction value."
             )
         return _ops.reshape(label, ps)
+
+
+def _block_scoped() -> bool:
+    """Whether `Block.__call__` wraps each forward in a device scope (`_SCOPED`): a loss
+    called without it would run outside that scope."""
+    from .nn import _block
+
+    return bool(_block._SCOPED)
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -147,6 +164,34 @@ class L2Loss(Loss):
                 return 0.5 * b.squared_difference(pred, label)
         d = _ops.subtract(pred, label)  # mixed dtypes: the core's promotion rules
         return 0.5 * (d * d)
+
+    def _summed(self) -> Callable[[Any, Any], Any] | None:
+        # Σ_i mean_j 0.5·w·d_ij² = (0.5·w / k)·Σ_ij d_ij² with k the non-batch size: one
+        # reduction (torch: one mse_loss(reduction='sum') kernel each way) instead of the
+        # per-sample mean and the step's sum. The same number up to rounding.
+        cls = type(self)
+        if (cls.forward is not Loss.forward or cls.elementwise is not L2Loss.elementwise
+                or cls.__call__ is not Block.__call__ or _block_scoped()):
+            return None
+        half = 0.5 if self._weight is None else 0.5 * self._weight
+        general = self._sum_of_call
+        b = active()
+
+        def summed(pred: Any, label: Any) -> Any:
+            if b.is_tensor(label):
+                ps = b.shape(pred)
+                if ps == b.shape(label) and len(ps) >= 1:
+                    dtype = b.dtype(pred)
+                    if dtype == b.dtype(label) and is_float(dtype):
+                        k = _size(ps[1:])
+                        if k > 0:
+                            return (half / k) * b.squared_difference_sum(pred, label)
+            return general(pred, label)
+
+        return summed
+
+    def _sum_of_call(self, pred: Any, label: Any) -> Any:
+        return _ops.sum(self(pred, label))
 
 
 class L1Loss(Loss):

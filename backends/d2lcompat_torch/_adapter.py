@@ -304,6 +304,34 @@ class TorchBackend(Backend):
             torch.zeros_like(v) if g is None else g for v, g in zip(leaves, grads)
         ]
 
+    def value_and_grad_step(
+        self,
+        fn: Callable[[Sequence[Any]], tuple[Any, Any]],
+        values: Sequence[Any],
+        held: Sequence[Any],
+        inputs: Sequence[Any],
+        plan: dict[str, Any],
+    ) -> tuple[Any, list[Any], Any]:
+        # The eager train step's values are the parameters' own variables: leaves that
+        # require grad are differentiated as they are (torch.autograd.grad with them as
+        # inputs accumulates nothing into .grad), without a detached copy of each. Two
+        # entries holding one tensor keep the copies (each gets its own gradient).
+        if not all(v.is_leaf and v.requires_grad for v in values) or (
+            len({id(v) for v in values}) != len(values)
+        ):
+            return self.value_and_grad_aux(fn, values)
+        leaves = list(values)
+        if torch.is_grad_enabled():
+            out, aux = fn(leaves)
+            grads = torch.autograd.grad(out, leaves, allow_unused=True)
+        else:
+            with torch.enable_grad():
+                out, aux = fn(leaves)
+                grads = torch.autograd.grad(out, leaves, allow_unused=True)
+        return out.detach(), [
+            torch.zeros_like(v) if g is None else g for v, g in zip(leaves, grads)
+        ], aux
+
     def stop_gradient(self, x: Any) -> Any:
         return x.detach()
 
@@ -345,6 +373,9 @@ class TorchBackend(Backend):
         # The ATen op itself: F.mse_loss adds a broadcast_tensors and argument checks
         # (the core passes one shape). 0: reduction "none".
         return _mse_loss(a, b, 0)
+
+    def squared_difference_sum(self, a: Any, b: Any) -> Any:
+        return _mse_loss(a, b, 2)  # 2: reduction "sum", one kernel each way
 
     def sparse_softmax_cross_entropy(self, pred: Any, label: Any, axis: int, from_logits: bool) -> Any:
         # torch's fused kernels (log_softmax + nll_loss, reduction='none'); classes on
@@ -451,9 +482,10 @@ class TorchBackend(Backend):
     def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
         # GradScaler's own check: one multi-tensor kernel sets `found` to 1 where any
         # element is NaN or infinite (it also multiplies each gradient in place by
-        # `one`, 1.0, which leaves every value as it is). xlogy(found, -1) is 0 where
-        # found is 0 and log(-1) = NaN where it is 1; add(probe, total, alpha=scale) is
-        # total * scale + probe in one kernel.
+        # `one`, 1.0, which leaves every value as it is). sqrt(-found) is -0 where found
+        # is 0 and sqrt(-1) = NaN where it is 1; add_(total, alpha=scale) makes it
+        # total * scale + probe. In place on the fresh 0-d `found`: three small
+        # kernels after the check, no new tensor (xlogy and add cost twice that).
         g0 = grads[0]
         dt = g0.dtype
         if not dt.is_floating_point or any(g.dtype != dt for g in grads):
@@ -464,12 +496,12 @@ class TorchBackend(Backend):
             one = self._ones[dev] = torch.ones((), device=dev)
         try:
             # No no_grad scope needed: gradients and the loss sum carry no graph.
-            found = torch.zeros((), device=dev)
+            found = one.new_zeros(())
             torch._amp_foreach_non_finite_check_and_unscale_(grads, found, one)
-            probe = torch.xlogy(found, -1.0)
-            if dt != torch.float32:
-                probe = probe.to(dt)
-            return torch.add(probe, total, alpha=scale)
+            probe = found.neg_().sqrt_()
+            if dt != torch.float32 or total.dtype != torch.float32:
+                return torch.add(probe.to(dt), total, alpha=scale)
+            return probe.add_(total, alpha=scale)
         except RuntimeError:  # an expanded gradient (stride 0), several devices
             return None
 
