@@ -275,16 +275,23 @@ def _io_cases(backend: str, native: Any, rounds: int, n_params: int) -> list[dic
     total = sum(int(p.shape[0]) * (int(p.shape[1]) if len(p.shape) > 1 else 1)
                 for p in net.collect_params().values())
     variables = {k: p.native() for k, p in net.collect_params().items()}
+    params = list(net.collect_params().values())
     out = []
     with tempfile.TemporaryDirectory(prefix="d2lc-bench-", dir=os.environ.get("D2LC_BENCH_DIR")) as tmp:
         paths = {k: os.path.join(tmp, f"net.{k}") for k in ("o", "n", "s")}
+        def load_o() -> None:
+            net.load_parameters(paths["o"])
+            # Ready arrays, as the native sides wait for them (JAX's device_put is
+            # asynchronous; `sync` is a no-op for the other frameworks).
+            native.sync([p.native() for p in params])
+
         saves: dict[str, Callable[[], Any]] = {
             "save_o": lambda: net.save_parameters(paths["o"]),
             "save_n": lambda: native.save_fsync(variables, paths["n"]),
             "save_s": lambda: native.st_save(variables, paths["s"]),
         }
         loads: dict[str, Callable[[], Any]] = {
-            "load_o": lambda: net.load_parameters(paths["o"]),
+            "load_o": load_o,
             "load_n": lambda: native.load(variables, paths["n"]),
             "load_s": lambda: native.st_load(variables, paths["s"]),
         }
