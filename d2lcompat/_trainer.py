@@ -715,7 +715,8 @@ def _nonfinite_probe(grads: Sequence[Any], concat: bool | Sequence[int] | None =
 
     Not ``sum(g · 0)`` per gradient: XLA turns that into a reduction of ``g`` against a
     materialized array of zeros, reading twice the gradient's bytes (measured in
-    docs/performance.md, "Fifth round (issue 22): JAX's compiled step")."""
+    docs/performance.md, "Fifth round (issue 22): JAX's compiled step, kernel by
+    kernel")."""
     if concat is True:
         group = [i for i, g in enumerate(grads) if g is not None]
     elif concat:
