@@ -270,7 +270,7 @@ class TrainStep:
         self._eager_key: tuple[Any, ...] = ()
         self._eager_diff: _autograd.Differentiator | None = None
         self._eager_vars: list[Parameter] = []
-        self._eager_concat: bool | None = None  # the probe's form (`_probe_concatenates`)
+        self._eager_concat: tuple[int, ...] | None = None  # the probe's form (`_probe_concatenates`)
 
     # ------------------------------------------------------------------ eager
     def _eager(self, X: Any, y: Any) -> Any:
@@ -305,7 +305,7 @@ class TrainStep:
         try:
             mean = _checked_mean(total, self._scale, grads, self._eager_concat)
         except Exception:  # noqa: BLE001 - parameters moved to several devices since
-            self._eager_concat = False
+            self._eager_concat = ()
             mean = _checked_mean(total, self._scale, grads)
         if self._stop_on_nan and not math.isfinite(float(_ops.item(mean))):
             raise NonFiniteLossError(_nan_message(mean))  # before the update
@@ -671,23 +671,34 @@ class TrainStep:
         return (mean, pred) if outputs else mean
 
 
-#: Up to this many gradient elements in all, the probe concatenates the gradients and
-#: takes one dot product with zeros: two framework ops eagerly, two kernels inside a
-#: compiled step, where one multiply-and-sum per gradient costs two ops (or kernels)
-#: per gradient — the fixed cost that dominated small steps. Above it, the per-gradient
-#: form, which copies nothing.
+#: The probe concatenates the small gradients (at most `_PROBE_CONCAT_EACH` elements
+#: each, up to `_PROBE_CONCAT_MAX` in all) and takes one dot product with zeros: two
+#: framework ops eagerly, two kernels inside a compiled step, where a difference and a
+#: sum per gradient cost two ops (or kernels) per gradient — the fixed cost that
+#: dominated small steps. A larger gradient gets its own ``sum(g - g)``, which copies
+#: nothing: one more kernel, against copying it into the concatenation.
 _PROBE_CONCAT_MAX = 1 << 20
+_PROBE_CONCAT_EACH = 1 << 16
 
 
-def _probe_concatenates(b: Any, values: Sequence[Any]) -> bool:
-    """Whether the gradients of parameters holding ``values`` go through the one-dot
-    probe: several of them, one dtype, one device, at most `_PROBE_CONCAT_MAX`
-    elements. Decided once per structure."""
-    if len(values) < 2:
-        return False
-    if len({b.dtype(v) for v in values}) != 1 or len({b.device_of(v) for v in values}) != 1:
-        return False
-    return sum(math.prod(b.shape(v)) for v in values) <= _PROBE_CONCAT_MAX
+def _probe_concatenates(b: Any, values: Sequence[Any]) -> tuple[int, ...]:
+    """Which gradients of parameters holding ``values`` the probe concatenates (their
+    positions, `_nonfinite_probe`): the small ones (`_PROBE_CONCAT_EACH`), while they
+    total at most `_PROBE_CONCAT_MAX` elements, when there are two or more of them, of
+    one dtype and one device. Decided once per structure."""
+    group: list[int] = []
+    total = 0
+    for i, v in enumerate(values):
+        n = math.prod(b.shape(v))
+        if n <= _PROBE_CONCAT_EACH and total + n <= _PROBE_CONCAT_MAX:
+            group.append(i)
+            total += n
+    if len(group) < 2:
+        return ()
+    chosen = [values[i] for i in group]
+    if len({b.dtype(v) for v in chosen}) != 1 or len({b.device_of(v) for v in chosen}) != 1:
+        return ()
+    return tuple(group)
 
 
 def _replica_state_error() -> D2LCompatError:
@@ -701,23 +712,41 @@ def _replica_state_error() -> D2LCompatError:
     )
 
 
-def _nonfinite_probe(grads: Sequence[Any], concat: bool | None = False) -> Any:
-    """``Σ sum(g · 0)``: 0 when every gradient is finite, NaN otherwise (``inf · 0`` is
-    NaN), from core ops only (it also runs inside compiled steps). With ``concat``
-    (`_probe_concatenates`) and every gradient present, the same number as one dot
-    product of the concatenated gradients with their product by 0. An adapter's own
-    form goes through `Backend.nonfinite_mean` (`_checked_mean`), eagerly."""
-    if concat and all(g is not None for g in grads):
-        flat = _ops.concat([_ops.reshape(g, (-1,)) for g in grads], 0)
-        return _ops.dot(flat, flat * 0.0)
+def _nonfinite_probe(grads: Sequence[Any], concat: bool | Sequence[int] | None = False) -> Any:
+    """``Σ sum(g - g)``: 0 when every gradient is finite, NaN otherwise (``x - x`` is
+    exactly 0 for every finite ``x``; ``inf - inf`` and ``NaN - NaN`` are NaN), from
+    core ops only (it also runs inside compiled steps). The gradients at the positions
+    ``concat`` (`_probe_concatenates`; True: all of them) that are present go through
+    one dot product of their concatenation with its product by 0 (``inf · 0`` is NaN):
+    the same number. An adapter's own form goes through `Backend.nonfinite_mean`
+    (`_checked_mean`), eagerly.
+
+    Not ``sum(g · 0)`` per gradient: XLA turns that into a reduction of ``g`` against a
+    materialized array of zeros, reading twice the gradient's bytes (measured in
+    docs/performance.md, "Fifth round (issue 22): JAX's compiled step, kernel by
+    kernel")."""
+    if concat is True:
+        group = [i for i, g in enumerate(grads) if g is not None]
+    elif concat:
+        group = [i for i in concat if grads[i] is not None]
+    else:
+        group = []
     probe: Any = 0.0
-    for g in grads:
-        if g is not None:
-            probe = probe + _ops.sum(g * 0.0)
+    if len(group) >= 2:
+        flat = _ops.concat([_ops.reshape(grads[i], (-1,)) for i in group], 0)
+        probe = _ops.dot(flat, flat * 0.0)
+    else:
+        group = []
+    joined = set(group)
+    for i, g in enumerate(grads):
+        if g is not None and i not in joined:
+            probe = probe + _ops.sum(g - g)
     return probe
 
 
-def _checked_mean(total: Any, scale: float, grads: Sequence[Any], concat: bool | None = False) -> Any:
+def _checked_mean(
+    total: Any, scale: float, grads: Sequence[Any], concat: bool | Sequence[int] | None = False
+) -> Any:
     """``total * scale``, NaN whenever a gradient is not finite (`_nonfinite_probe`):
     the adapter's multi-tensor kernels where it has them (`Backend.nonfinite_mean`),
     on eager tensors only, else the core's probe."""

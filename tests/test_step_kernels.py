@@ -15,7 +15,7 @@ import d2lcompat
 from d2lcompat import Parameter, autograd, init, loss, nn, ops
 from d2lcompat._clip import clip_scaled
 from d2lcompat._registry import active
-from d2lcompat._trainer import _checked_mean, _nonfinite_probe
+from d2lcompat._trainer import _checked_mean, _nonfinite_probe, _probe_concatenates
 
 
 def _np(x: Any) -> np.ndarray:
@@ -43,18 +43,18 @@ def _clip_np(grads: list[np.ndarray], max_norm: float, scale: float) -> tuple[fl
 _TOTAL = 6.0  # a loss sum; times 1/3 below
 
 
-def _mean(grads: list[Any], concat: bool | None = False) -> float:
+def _mean(grads: list[Any], concat: bool | tuple[int, ...] | None = False) -> float:
     return float(ops.item(_checked_mean(ops.tensor(_TOTAL), 1.0 / 3.0, grads, concat)))
 
 
-@pytest.mark.parametrize("concat", [False, True])
+@pytest.mark.parametrize("concat", [False, True, (0, 2), (1, 2)], ids=["each", "all", "0+2", "1+2"])
 @pytest.mark.parametrize(
     "poison",
     [None, np.nan, np.inf, -np.inf, 1e30],
     ids=["finite", "nan", "inf", "-inf", "huge-finite"],
 )
 def test_mean_is_the_loss_for_finite_gradients_and_nan_otherwise(
-    poison: float | None, concat: bool
+    poison: float | None, concat: bool | tuple[int, ...]
 ) -> None:
     host = _grads()
     if poison is not None:
@@ -88,6 +88,85 @@ def test_adapter_hook_where_it_answers(poison: float | None) -> None:
     assert (value == _TOTAL * 0.25) if poison is None else np.isnan(value), value
     for g, h in zip(grads, host):
         np.testing.assert_array_equal(_np(g), h)
+
+
+@pytest.mark.parametrize("at", [0, 1, 2])
+def test_grouped_probe_sees_a_poison_in_or_out_of_the_group(at: int) -> None:
+    # Positions 0 and 2 concatenated, 1 on its own (`_probe_concatenates`' plan).
+    for poison in (np.nan, np.inf, -np.inf):
+        host = _grads()
+        host[at].reshape(-1)[1] = poison
+        grads = [ops.tensor(g) for g in host]
+        assert np.isnan(float(ops.item(_nonfinite_probe(grads, (0, 2))))), (at, poison)
+    # A group member missing: the others are still probed.
+    host = _grads()
+    host[2].reshape(-1)[0] = np.nan
+    grads = [None, ops.tensor(host[1]), ops.tensor(host[2])]
+    assert np.isnan(float(ops.item(_nonfinite_probe(grads, (0, 2)))))
+    assert float(ops.item(_nonfinite_probe([None, *grads[1:2], None], (0, 2)))) == 0.0
+
+
+def test_probe_plan_concatenates_the_small_gradients_only() -> None:
+    b = active()
+    big = ops.zeros((300, 300))  # 90,000 elements: above _PROBE_CONCAT_EACH
+    small = [ops.zeros((4,)), ops.zeros((10, 10)), ops.zeros((1,))]
+    assert _probe_concatenates(b, [big, *small]) == (1, 2, 3)
+    assert _probe_concatenates(b, [small[0], big, small[1]]) == (0, 2)
+    assert _probe_concatenates(b, [big, small[0]]) == ()  # one small gradient: nothing to join
+    assert _probe_concatenates(b, [big, big]) == ()
+    other = ops.zeros((4,), dtype=_other_float())
+    assert _probe_concatenates(b, [small[0], other]) == ()  # two dtypes: no concatenation
+
+
+class _Roots(nn.Block):
+    """``pred = Σ x · 0 + Σ √w + Σ √v``: finite while ``w, v ≥ 0``; a zero in ``w`` or
+    ``v`` makes that gradient infinite (``d√w/dw = 1/(2√w)``) and leaves the loss finite.
+    ``w`` (90,000 elements) is probed on its own, ``v`` and ``u`` concatenated."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = Parameter((300, 300))
+        self.v = Parameter((5,))
+        self.u = Parameter((3,))
+
+    def forward(self, x: Any) -> Any:
+        s = ops.sum(ops.sqrt(self.w.data())) + ops.sum(ops.sqrt(self.v.data()))
+        return ops.reshape(ops.sum(x, axis=1), (-1, 1)) * 0.0 + s + ops.sum(self.u.data())
+
+
+@pytest.mark.parametrize("hybridize", [False, True], ids=["eager", "compiled"])
+@pytest.mark.parametrize("where", ["w", "v"])
+@pytest.mark.parametrize("stop_on_nan", [False, True])
+def test_infinite_gradient_with_a_finite_loss(hybridize: bool, where: str, stop_on_nan: bool) -> None:
+    # The probe, not the loss, must see it: in the large gradient probed on its own and
+    # in one of the concatenated small ones, eagerly and inside the compiled step.
+    net = _Roots()
+    net.initialize(init.Constant(1.0))
+    if hybridize:
+        net.hybridize()
+    # pred ≈ 9e4, each gradient of w ≈ 4.5e4: a tiny rate keeps every w near 1.
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": 1e-9})
+    step = d2lcompat.train_step(net, loss.L2Loss(), trainer, stop_on_nan=stop_on_nan)
+    X, y = ops.ones((4, 2)), ops.zeros((4, 1))
+    for _ in range(2):  # the first step runs eagerly under hybridize; the second compiled
+        assert np.isfinite(float(ops.item(step(X, y))))
+    param = getattr(net, where)
+    host = _np(param.data()).copy()
+    host.reshape(-1)[3] = 0.0
+    param.set_data(ops.tensor(host))
+    before = {k: _np(p.data()).copy() for k, p in net.collect_params().items()}
+    # The loss itself is finite: Σ√w + Σ√v + Σu with one root 0.
+    pred = float(np.sqrt(_np(net.w.data())).sum() + np.sqrt(_np(net.v.data())).sum()
+                 + _np(net.u.data()).sum())
+    assert np.isfinite(0.5 * pred**2)
+    if stop_on_nan:
+        with pytest.raises(d2lcompat.NonFiniteLossError):
+            step(X, y)
+        for k, p in net.collect_params().items():
+            np.testing.assert_array_equal(_np(p.data()), before[k], err_msg=k)
+    else:
+        assert np.isnan(float(ops.item(step(X, y))))
+        assert not np.isfinite(_np(param.data())).all()
 
 
 def test_probe_with_missing_gradients() -> None:
