@@ -1052,10 +1052,12 @@ class JaxBackend(Backend):
 
 @jax.jit
 def _nonfinite_mean(total: Any, scale: Any, grads: list[Any]) -> Any:
-    """`JaxBackend.nonfinite_mean`: the core's `_nonfinite_probe`, compiled."""
+    """`JaxBackend.nonfinite_mean`: the core's `_nonfinite_probe` (``Σ sum(g - g)``: 0,
+    or NaN when a gradient is not finite; not ``g · 0``, which XLA reduces against a
+    materialized array of zeros), compiled."""
     probe: Any = 0.0
     for g in grads:
-        probe = probe + jnp.sum(g * 0.0)
+        probe = probe + jnp.sum(g - g)
     return total * scale + probe
 
 
