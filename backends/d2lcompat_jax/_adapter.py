@@ -851,6 +851,8 @@ class JaxBackend(Backend):
         jax.distributed.shutdown()
 
     SUPPORTS_DISTRIBUTED_TRAIN_STEP: ClassVar[bool] = True
+    # Not COMPILES_DISTRIBUTED_UPDATE: after JAX's eager backward pass the compiled
+    # all-reduce and update measured slower than the eager ones (docs/distributed.md).
 
     def compile_train_step_distributed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # One jit over the process mesh (the first device of each process), the step
