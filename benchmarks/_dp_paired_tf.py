@@ -4,6 +4,9 @@ machine lands on both sides (`benchmarks.dp` runs them one after the other).
 
     D2LCOMPAT_CPU_DEVICES=2 python -m benchmarks._dp_paired_tf devices 500
     d2lcompat launch --nproc 2 --processes benchmarks/_dp_paired_tf.py processes 300
+    d2lcompat launch --nproc 2 --processes benchmarks/_dp_paired_tf.py eager 300
+
+(``eager``: across processes, a net that is not hybridized.)
 
 Model and native loop as in `benchmarks._dp_worker` (MLP 20-256-10, SGD, batch 256);
 prints the median step of each and their ratio (worker 0).
@@ -74,13 +77,13 @@ def _alternate(ours, nat, n):
     return f"AB ours {a*1e3:.3f} ms native {b*1e3:.3f} ms ratio {a/b:.3f} load {os.getloadavg()[0]:.1f}"
 
 
-def processes(n: int) -> None:
+def processes(n: int, hybridize: bool = True) -> None:
     parallel.init()
     rank, workers = parallel.rank(), parallel.world_size()
     rng, Xn, yn = _data()
     local = BATCH // workers
     Xn, yn = Xn[rank*local:(rank+1)*local], yn[rank*local:(rank+1)*local]
-    ours = _ours(Xn, yn, hybridize=True)
+    ours = _ours(Xn, yn, hybridize=hybridize)
     nat = _native(active()._mwms, rng, tf.constant(Xn), tf.constant(yn))
     line = _alternate(ours, nat, n)
     if rank == 0:
@@ -100,4 +103,5 @@ def devices(n: int) -> None:
 
 
 if __name__ == "__main__":
-    {"processes": processes, "devices": devices}[sys.argv[1]](int(sys.argv[2]))
+    {"processes": processes, "devices": devices,
+     "eager": lambda n: processes(n, hybridize=False)}[sys.argv[1]](int(sys.argv[2]))

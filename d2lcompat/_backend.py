@@ -844,6 +844,11 @@ class Backend(abc.ABC):
     #: `compile_train_step_distributed` compiles the gradients' all-reduce over the
     #: processes into the training step (else several workers run the eager step).
     SUPPORTS_DISTRIBUTED_TRAIN_STEP: ClassVar[bool] = False
+    #: An eager step on several processes (a net that is not hybridized) runs its
+    #: all-reduce, NaN probe and update as one `compile_train_step_distributed` call
+    #: after the eager backward pass, instead of an eager all-reduce and eager updates
+    #: (set where that measured faster: docs/distributed.md).
+    COMPILES_DISTRIBUTED_UPDATE: ClassVar[bool] = False
 
     def compile_train_step_distributed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """`compile_train_step` for one of several processes (`dist_init`): each process

@@ -271,6 +271,10 @@ class TrainStep:
         self._eager_diff: _autograd.Differentiator | None = None
         self._eager_vars: list[Parameter] = []
         self._eager_concat: tuple[int, ...] | None = None  # the probe's form (`_probe_concatenates`)
+        # Several workers, eager step: the compiled all-reduce and update
+        # (`_reduce_and_update`), by the structure it was built for; False: not possible.
+        self._reduce_update: Any = None
+        self._reduce_update_key: tuple[Any, ...] = ()
 
     # ------------------------------------------------------------------ eager
     def _eager(self, X: Any, y: Any) -> Any:
@@ -300,7 +304,10 @@ class TrainStep:
             self._batch = n
         self._pred_shape = tuple(b.shape(pred))
         if _parallel.world_size() > 1:
-            return self._update_checked(total * self._scale, self._eager_vars, int(n)), pred
+            mean = self._reduce_and_update(total)
+            if mean is None:
+                mean = self._update_checked(total * self._scale, self._eager_vars, int(n))
+            return mean, pred
         # The batch's mean loss, NaN whenever a gradient is not finite (`_eager_general`).
         try:
             mean = _checked_mean(total, self._scale, grads, self._eager_concat)
@@ -326,6 +333,31 @@ class TrainStep:
             raise NonFiniteLossError(_nan_message(mean))
         trainer.update(n)
         return mean
+
+    def _reduce_and_update(self, total: Any) -> Any:
+        """The rest of an eager step on several workers as ONE compiled call where the
+        adapter compiles the collective into a step and asks for it
+        (`Backend.SUPPORTS_DISTRIBUTED_TRAIN_STEP`, `Backend.COMPILES_DISTRIBUTED_UPDATE`):
+        the all-reduce of the gradients (and of the NaN flag), the probe, clipping and
+        the optimizer's rule — what `_update_checked` does with an eager all-reduce and
+        eager updates, with the same numbers. The forward and backward pass stay eager;
+        ``param.grad()`` is the averaged gradient afterwards, as there. None where it
+        does not apply (then `_update_checked` runs)."""
+        b = active()
+        if not (b.SUPPORTS_DISTRIBUTED_TRAIN_STEP and b.COMPILES_DISTRIBUTED_UPDATE):
+            return None
+        params = self._eager_vars
+        grads = [p._current_grad() for p in params]
+        if any(g is None for g in grads):
+            return None
+        key = (self._eager_key, self._structure())
+        if key != self._reduce_update_key:
+            self._reduce_update = _reduce_update_runner(self, params, grads, total)
+            self._reduce_update_key = key
+        run = self._reduce_update
+        if run is False:
+            return None
+        return run(total, grads)
 
     def _eager_plan(self) -> _autograd.Differentiator | None:
         """What the eager step differentiates, decided once per structure (the trainer's
@@ -669,6 +701,111 @@ class TrainStep:
                 pass
         mean, pred = self._eager(X, y)
         return (mean, pred) if outputs else mean
+
+
+def _reduce_update_runner(
+    step: TrainStep, params: list[Parameter], grads: list[Any], total: Any
+) -> Any:
+    """`TrainStep._reduce_and_update`'s compiled call for these parameters, or False
+    where it cannot be built (gradients of several dtypes, a trace that fails).
+
+    The compiled function is the adapter's distributed step
+    (`Backend.compile_train_step_distributed`) of a step whose "batch" is this worker's
+    loss sum and gradients as one flat buffer (one eager concat): it splits them, calls
+    ``reduce`` (the framework's all-reduce, MEAN over the workers) on the NaN flag and
+    the gradients, then runs the optimizer's rule as the compiled step does. Its values
+    are the parameters, the optimizer's slots, then the last averaged gradients, whose
+    places receive the new averaged gradients (so ``param.grad()`` is kept)."""
+    b = active()
+    dtypes = {b.dtype(g) for g in grads} | {b.dtype(total)}
+    trainer = step._trainer
+    opt = trainer._optimizer
+    named = opt.trainable()
+    if len(dtypes) != 1 or [p for _, p in named] != params:
+        return False
+    slot_lists = [opt.slots_of(n, p) for n, p in named]
+    slot_counts = [len(s) for s in slot_lists]
+    shapes = [tuple(b.shape(g)) for g in grads]
+    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+    n_train, n_scalars = len(params), len(opt.scalars(1)) + 1
+    clip_norm = trainer.clip_global_norm
+    guard = step._stop_on_nan
+    concat = _probe_concatenates(b, [p._var for p in params])
+
+    def update(
+        values: Sequence[Any], scalars: Any, X: Any, y: Any,
+        reduce: Callable[[list[Any]], list[Any]] | None = None,
+    ) -> tuple[Any, list[Any]]:
+        local, k = [], 1
+        for shape, size in zip(shapes, sizes):
+            local.append(_ops.reshape(X[k : k + size], shape))
+            k += size
+        total = X[0]
+        flag, *reduced = reduce([total * 0.0, *local]) if reduce is not None else [total * 0.0, *local]
+        probe = flag + _nonfinite_probe(reduced, concat)  # 0, or NaN on every worker
+        scale, rule_s = scalars[0], [scalars[i] for i in range(1, n_scalars)]
+        applied = reduced
+        if clip_norm is not None:
+            _, clip = global_norm_scale([g * scale for g in reduced], clip_norm)
+            applied = [g * _ops.cast(clip, b.dtype(g)) for g in reduced]
+        new_w: list[Any] = []
+        new_slots: list[Any] = []
+        k = n_train
+        for w, g, c in zip(values[:n_train], applied, slot_counts):
+            w = b.stop_gradient(b.read(w))
+            nw, ns = opt.rule(w, g * scale, [b.read(v) for v in values[k : k + c]], rule_s)
+            new_w.append(nw)
+            new_slots.extend(ns)
+            k += c
+        new = new_w + new_slots
+        if guard:  # a non-finite step keeps every old value (see `_build`)
+            ok = _ops.equal(probe, probe)
+            new = [_ops.where(ok, v, b.read(o)) for v, o in zip(new, values)]
+        return total * scale + probe, new + reduced
+
+    update.__name__ = update.__qualname__ = "reduce_and_update"
+    try:
+        compiled = b.compile_train_step_distributed(update)
+    except Exception:  # noqa: BLE001 - the eager all-reduce and update instead
+        return False
+    state = opt.__dict__
+    n_slot_end = n_train + sum(slot_counts)
+    held = [_ops.zeros_like(g) for g in grads]  # the last averaged gradients
+    unused = _ops.zeros((1,), dtype=b.dtype(total))  # the step's label input
+    built = [False]
+
+    def run(total: Any, grads: list[Any]) -> Any:
+        flat = _ops.concat([_ops.reshape(total, (1,)), *[_ops.reshape(g, (-1,)) for g in grads]], 0)
+        t = state["_t"] + 1
+        state["_t"] = t
+        values = [p._var for p in params]
+        for slots in slot_lists:
+            values += slots
+        values += held
+        try:
+            mean, new = compiled(values, (step._scale, *opt.scalars(t)), flat, unused)
+        except Exception:
+            state["_t"] = t - 1
+            if built[0]:
+                raise
+            step._reduce_update = False  # the first call traces: fall back for good
+            return None
+        built[0] = True
+        for p, v in zip(params, new):
+            p._var = v
+        k = n_train
+        for slots in slot_lists:
+            slots[:] = new[k : k + len(slots)]
+            k += len(slots)
+        held[:] = new[n_slot_end:]
+        for p, g in zip(params, held):
+            p._grad = g
+        if guard and not math.isfinite(float(_ops.item(mean))):
+            state["_t"] = t - 1
+            raise NonFiniteLossError(_nan_message(mean))
+        return mean
+
+    return run
 
 
 #: The probe concatenates the small gradients (at most `_PROBE_CONCAT_EACH` elements

@@ -329,11 +329,14 @@ from d2lcompat import nn, ops, parallel, loss
 from d2lcompat._registry import active
 
 mode, out = sys.argv[1], sys.argv[2]
+ORDER = (0, 1, 1, 2, 3)
 parallel.init()
 workers, rank = parallel.world_size(), parallel.rank()
 devices = parallel.local_devices()[:2] if mode == "devices" else None
 b = active()
+eager = mode == "processes-eager"  # a net that is not hybridized
 compiled = b.SUPPORTS_SHARDED_TRAIN_STEP if mode == "devices" else b.SUPPORTS_DISTRIBUTED_TRAIN_STEP
+compiled = compiled and not eager
 X, y = (np.load(out + "/data.npz")[k] for k in ("X", "y"))
 local = X.shape[1] // workers
 rows = slice(rank * local, (rank + 1) * local)
@@ -343,7 +346,8 @@ for name, opt, clip in (("sgd", "sgd", None), ("adam", "adam", None), ("adam_cli
     d2lcompat.seed(4)
     net = nn.Sequential(nn.Dense(6, activation="relu", in_units=3), nn.Dense(2, in_units=6))
     net.initialize()
-    net.hybridize()
+    if not eager:
+        net.hybridize()
     trainer = d2lcompat.Trainer(net.collect_params(), opt, {"learning_rate": 0.1},
                                 clip_global_norm=clip)
     original = type(trainer.optimizer).apply
@@ -357,9 +361,11 @@ for name, opt, clip in (("sgd", "sgd", None), ("adam", "adam", None), ("adam_cli
         calls[0] += 1
         return l2(pred, label)
     step = d2lcompat.train_step(net, counted, trainer, devices=devices, stop_on_nan=True)
-    losses, seen = [], []
-    for s in range(X.shape[0]):
-        losses.append(float(ops.item(step(ops.tensor(X[s, rows]), ops.tensor(y[s, rows])))))
+    losses, seen, tensors = [], [], {}
+    for s in ORDER:  # batch 1 twice, as the same tensors (an adapter may reuse what it made of them)
+        if s not in tensors:
+            tensors[s] = (ops.tensor(X[s, rows]), ops.tensor(y[s, rows]))
+        losses.append(float(ops.item(step(*tensors[s]))))
         seen.append((calls[0], applied[0]))
     type(trainer.optimizer).apply = original
     if compiled:
@@ -367,6 +373,11 @@ for name, opt, clip in (("sgd", "sgd", None), ("adam", "adam", None), ("adam_cli
         # followed by an eager update afterwards
         assert seen[1:] == [seen[0]] * (len(seen) - 1), seen
         assert applied[0] == 0, applied
+    if eager and b.COMPILES_DISTRIBUTED_UPDATE:
+        # the all-reduce and the update as one compiled call: no eager update
+        assert applied[0] == 0, applied
+    # the averaged gradients stay readable after an eager step (none in a compiled one)
+    grads = {k: ops.to_numpy(p.grad()).tolist() for k, p in net.collect_params().items()} if eager else {}
     # compiled or eager: a NaN in one worker's shard stops the step on every worker
     # (the eager step checks the all-reduced gradients), nothing changed anywhere
     before = {k: ops.to_numpy(p.data()).copy() for k, p in net.collect_params().items()}
@@ -381,7 +392,7 @@ for name, opt, clip in (("sgd", "sgd", None), ("adam", "adam", None), ("adam_cli
         raise AssertionError("a NaN in one shard must stop the step everywhere")
     for k, p in net.collect_params().items():
         np.testing.assert_array_equal(ops.to_numpy(p.data()), before[k], err_msg=k)
-    results[name] = {"losses": losses,
+    results[name] = {"losses": losses, "grads": grads,
                      "params": {k: ops.to_numpy(p.data()).tolist() for k, p in net.collect_params().items()}}
 with open(f"{out}/rank{rank}.json", "w") as f:
     json.dump(results, f)
@@ -399,20 +410,21 @@ def _one_worker_compiled(X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         trainer = d2lcompat.Trainer(net.collect_params(), opt, {"learning_rate": 0.1},
                                     clip_global_norm=clip)
         step = d2lcompat.train_step(net, loss.L2Loss(), trainer)
-        losses = [float(ops.item(step(ops.tensor(X[s]), ops.tensor(y[s])))) for s in range(len(X))]
+        # The workers' order of batches (`_COMPILED_DP`'s ORDER: batch 1 twice).
+        losses = [float(ops.item(step(ops.tensor(X[s]), ops.tensor(y[s])))) for s in (0, 1, 1, 2, 3)]
         results[name] = {"losses": losses,
                          "params": {k: ops.to_numpy(p.data()) for k, p in net.collect_params().items()}}
     return results
 
 
-@pytest.mark.parametrize("mode", ["devices", "processes"])
+@pytest.mark.parametrize("mode", ["devices", "processes", "processes-eager"])
 def test_compiled_data_parallel_step_equals_one_worker(tmp_path: Path, mode: str) -> None:
     """A hybridized net's step over 2 devices (one process) or 2 processes equals the
     one-worker compiled step on the whole batch (SGD, Adam, Adam with clipping); where
     the adapter compiles it whole, is one compiled function (traced once, no eager
     update); and, compiled or eager, a NaN in one shard stops the step on every worker
     with every worker's parameters unchanged."""
-    if not parallel.engines()[mode]:
+    if not parallel.engines()[mode.split("-")[0]]:
         pytest.skip(f"{d2lcompat.backend()} has no '{mode}' engine (see test_train_step_over_two_devices)")
     rng = np.random.default_rng(5)
     X = rng.standard_normal((4, 8, 3)).astype(np.float32)
@@ -451,3 +463,12 @@ def test_compiled_data_parallel_step_equals_one_worker(tmp_path: Path, mode: str
                                            atol=1e-6, err_msg=f"{mode} rank {r} {name} {k}")
             if mode == "devices":  # the batch's mean loss (several processes: see the docs)
                 np.testing.assert_allclose(got[name]["losses"], ref["losses"], rtol=1e-5)
+    if mode == "processes-eager":
+        # param.grad() after an eager step: the gradient averaged over the workers,
+        # the same on each (the parameters' values are checked against one worker above)
+        ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+        for name in want:
+            for k, g in ranks[0][name]["grads"].items():
+                np.testing.assert_allclose(np.asarray(ranks[1][name]["grads"][k]), np.asarray(g),
+                                           rtol=1e-6, atol=1e-7, err_msg=f"{name} {k}")
+                assert np.any(np.asarray(g) != 0), (name, k)

@@ -881,6 +881,8 @@ class JaxBackend(Backend):
         jax.distributed.shutdown()
 
     SUPPORTS_DISTRIBUTED_TRAIN_STEP: ClassVar[bool] = True
+    # Not COMPILES_DISTRIBUTED_UPDATE: after JAX's eager backward pass the compiled
+    # all-reduce and update measured slower than the eager ones (docs/distributed.md).
 
     def compile_train_step_distributed(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         # One jit over the process mesh (the first device of each process), the step
@@ -918,13 +920,18 @@ class JaxBackend(Backend):
             return jax.make_array_from_single_device_arrays(x.shape, replicated, [local(x)])
 
         def batch(x: Any) -> Any:  # this process's rows as its shard of the global batch
-            x = jnp.asarray(x)
+            if not isinstance(x, jax.Array):
+                x = jnp.asarray(x)
             shape = (x.shape[0] * n_proc, *x.shape[1:])
             return jax.make_array_from_single_device_arrays(shape, split, [local(x)])
 
         # The global array of each value the last step returned, by the local copy the
         # parameter kept: fed back as it is while the parameter still holds that copy.
         last: dict[int, tuple[Any, Any]] = {}
+        # The last batch and labels and their global arrays: the same (immutable) JAX
+        # arrays given again are not wrapped again (~10 µs each before the call, which on a CPU
+        # delays the computation itself).
+        fed: list[Any] = [None, None, None, None]
 
         def global_of(v: Any) -> Any:
             entry = last.get(id(v))
@@ -933,9 +940,16 @@ class JaxBackend(Backend):
         def run(values: Sequence[Any], scalars: Sequence[float], X: Any, y: Any) -> Any:
             if scalars != cache[0]:
                 cache[0], cache[1] = scalars, whole(jnp.asarray(np.asarray(scalars, np.float32)))
-            loss, new = jitted([global_of(v) for v in values], cache[1], batch(X), batch(y))
+            if X is not fed[0]:
+                fed[0:2] = (X if isinstance(X, jax.Array) else None), batch(X)
+            if y is not fed[2]:
+                fed[2:4] = (y if isinstance(y, jax.Array) else None), batch(y)
+            loss, new = jitted([global_of(v) for v in values], cache[1], fed[1], fed[3])
             # This process's shard of each output: its own predictions, the common rest.
-            mine_of = jax.tree_util.tree_map(lambda a: a.addressable_data(0), loss)
+            mine_of = (
+                loss.addressable_data(0) if isinstance(loss, jax.Array)
+                else jax.tree_util.tree_map(lambda a: a.addressable_data(0), loss)
+            )
             kept = [v.addressable_data(0) for v in new]
             last.clear()
             last.update((id(k), (k, g)) for k, g in zip(kept, new))

@@ -1,0 +1,118 @@
+"""JAX only: d2lcompat's step across processes and the native one-``jit``-over-the-
+process-mesh loop (`benchmarks._dp_worker`) timed in the same processes, alternating
+step by step, so that the load of a shared machine lands on both sides
+(`benchmarks.dp` runs them in separately launched processes).
+
+    OMP_NUM_THREADS=1 d2lcompat launch --nproc 2 --processes benchmarks/_dp_paired_jax.py processes 300
+    OMP_NUM_THREADS=1 d2lcompat launch --nproc 2 --processes benchmarks/_dp_paired_jax.py eager 200
+
+``processes``: d2lcompat hybridized (one compiled step); ``eager``: not hybridized
+(the eager step, then the all-reduce and the update); ``processes-fresh`` /
+``eager-fresh``: a new batch every step (a tensor made from NumPy on both sides)
+instead of the same arrays. Model and native loop as in
+`benchmarks._dp_worker` (MLP 20-256-10, SGD, batch 256); worker 0 prints the median
+step of each and their ratio.
+"""
+# ruff: noqa
+import os, sys, time, statistics
+import numpy as np
+import d2lcompat
+from d2lcompat import nn, ops, parallel, loss
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+IN, HIDDEN, OUT, BATCH, LR = 20, 256, 10, 256, 0.1
+
+
+def _ours(Xn, yn, hybridize, fresh=False):
+    """d2lcompat's step on this process's rows, as a no-argument call."""
+    d2lcompat.seed(0)
+    net = nn.Sequential(nn.Dense(HIDDEN, activation="relu", in_units=IN), nn.Dense(OUT, in_units=HIDDEN))
+    net.initialize()
+    if hybridize:
+        net.hybridize()
+    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": LR})
+    step = d2lcompat.train_step(net, loss.L2Loss(), trainer)
+    if fresh:  # a new batch every step, as from a data loader
+        return lambda: ops.to_numpy(step(ops.tensor(Xn), ops.tensor(yn)))
+    X, y = ops.tensor(Xn), ops.tensor(yn)
+    return lambda: ops.to_numpy(step(X, y))
+
+
+def _native(Xn, yn, fresh=False):
+    """`benchmarks._dp_worker.native_jax`'s loop: one jit over the mesh of the
+    processes' first devices, batch split, parameters replicated."""
+    first = {}
+    for d in jax.devices():
+        first.setdefault(d.process_index, d)
+    devs = [first[i] for i in sorted(first)]
+    mesh = Mesh(np.array(devs), ("batch",))
+    rep, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
+    rng = np.random.default_rng(0)
+    params = [rng.uniform(-0.07, 0.07, s).astype(np.float32) for s in [(IN, HIDDEN), (HIDDEN,), (HIDDEN, OUT), (OUT,)]]
+    params = [jax.make_array_from_callback(p.shape, rep, lambda idx, p=p: p[idx]) for p in params]
+
+    def loss_fn(ps, X, y):
+        h = jax.nn.relu(X @ ps[0] + ps[1])
+        return 0.5 * jnp.mean(jnp.sum((h @ ps[2] + ps[3] - y) ** 2, axis=1))
+
+    @jax.jit
+    def train(ps, X, y):
+        l, g = jax.value_and_grad(loss_fn)(ps, X, y)
+        return l, [p - LR * gi for p, gi in zip(ps, g)]
+
+    mine = first[jax.process_index()]
+
+    def shard(a):  # this process's rows as its shard of the global batch
+        return jax.make_array_from_single_device_arrays((BATCH, a.shape[1]), split, [jax.device_put(a, mine)])
+
+    X, y = shard(Xn), shard(yn)
+    state = {"p": params}
+
+    def dispatch():
+        Xs, ys = (shard(Xn), shard(yn)) if fresh else (X, y)
+        l, state["p"] = train(state["p"], Xs, ys)
+        return l
+
+    def step():
+        return np.asarray(dispatch().addressable_data(0))
+
+    step.dispatch = dispatch  # the call alone, not waiting for its result
+    return step
+
+
+def _alternate(ours, nat, n):
+    """Both steps n times, alternating (the order swapped every step); the median of
+    each after 10 warm-up steps."""
+    ta, tb = [], []
+    for i in range(n):
+        first, second = (ours, nat) if i % 2 == 0 else (nat, ours)
+        s = time.perf_counter(); first(); e = time.perf_counter(); second(); f = time.perf_counter()
+        if i >= 10:
+            a, b = (e - s, f - e) if i % 2 == 0 else (f - e, e - s)
+            ta.append(a); tb.append(b)
+    a, b = statistics.median(ta), statistics.median(tb)
+    return f"AB ours {a*1e3:.3f} ms native {b*1e3:.3f} ms ratio {a/b:.3f} load {os.getloadavg()[0]:.1f}"
+
+
+def main(mode, n):
+    parallel.init()
+    rank, workers = parallel.rank(), parallel.world_size()
+    rng = np.random.default_rng(0)
+    Xn = rng.uniform(-1, 1, size=(BATCH, IN)).astype(np.float32)
+    yn = rng.uniform(-1, 1, size=(BATCH, OUT)).astype(np.float32)
+    local = BATCH // workers
+    Xn, yn = Xn[rank*local:(rank+1)*local], yn[rank*local:(rank+1)*local]
+    fresh = mode.endswith("-fresh")
+    ours = _ours(Xn, yn, hybridize=mode.startswith("processes"), fresh=fresh)
+    nat = _native(Xn, yn, fresh=fresh)
+    line = _alternate(ours, nat, n)
+    if rank == 0:
+        print(mode, line, flush=True)
+    parallel.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]))
