@@ -483,20 +483,9 @@ class TrainStep:
             probe = total * 0.0 + _nonfinite_probe(grads, concat)  # 0, or NaN (see _eager)
             s = [scalars[i] for i in range(len(opt.scalars(1)) + 1)]
             scale, rule_s = s[0], s[1:]
-            if clip_norm is not None:
-                _, clip = global_norm_scale([g * scale for g in grads], clip_norm)
-                grads = [g * _ops.cast(clip, b.dtype(g)) for g in grads]
-            new_w: list[Any] = []
-            new_slots: list[Any] = []
-            k = n_all
-            for w, g, n in zip(values[:n_train], grads, slot_counts):
-                w = b.stop_gradient(b.read(w))
-                slots = [b.read(v) for v in values[k : k + n]]
-                # Gradients carry no graph (the differentiation is over): no stop_gradient.
-                nw, ns = opt.rule(w, g * scale, slots, rule_s)
-                new_w.append(nw)
-                new_slots.extend(ns)
-                k += n
+            new_w, new_slots = _clipped_rule(
+                opt, values[:n_train], grads, values[n_all:], slot_counts, scale, rule_s, clip_norm
+            )
             mean = total * scale + probe  # the batch's mean loss: its sum times 1/batch
             new = new_w + new_state + new_slots + new_attrs
             if guard:
@@ -703,6 +692,34 @@ class TrainStep:
         return (mean, pred) if outputs else mean
 
 
+def _clipped_rule(
+    opt: Any, weights: Sequence[Any], grads: Sequence[Any], slot_values: Sequence[Any],
+    slot_counts: Sequence[int], scale: Any, rule_s: Sequence[Any], clip_norm: float | None,
+) -> tuple[list[Any], list[Any]]:
+    """The update inside a compiled step (`_build`, `_reduce_update_runner`): Gluon's
+    global-norm clip of the gradients times ``scale`` when ``clip_norm`` is set, then
+    the optimizer's ``rule(w, g * scale, slots, rule_s)`` for each parameter.
+    ``weights`` are the parameters' variables, ``slot_values`` every slot variable in
+    order (``slot_counts[i]`` of them for parameter ``i``, any values after those
+    ignored). Returns the new weights and the new slots, flat, in the same order."""
+    b = active()
+    if clip_norm is not None:
+        _, clip = global_norm_scale([g * scale for g in grads], clip_norm)
+        grads = [g * _ops.cast(clip, b.dtype(g)) for g in grads]
+    new_w: list[Any] = []
+    new_slots: list[Any] = []
+    k = 0
+    for w, g, n in zip(weights, grads, slot_counts):
+        w = b.stop_gradient(b.read(w))
+        slots = [b.read(v) for v in slot_values[k : k + n]]
+        # Gradients carry no graph (the differentiation is over): no stop_gradient.
+        nw, ns = opt.rule(w, g * scale, slots, rule_s)
+        new_w.append(nw)
+        new_slots.extend(ns)
+        k += n
+    return new_w, new_slots
+
+
 def _reduce_update_runner(
     step: TrainStep, params: list[Parameter], grads: list[Any], total: Any
 ) -> Any:
@@ -744,19 +761,9 @@ def _reduce_update_runner(
         flag, *reduced = reduce([total * 0.0, *local]) if reduce is not None else [total * 0.0, *local]
         probe = flag + _nonfinite_probe(reduced, concat)  # 0, or NaN on every worker
         scale, rule_s = scalars[0], [scalars[i] for i in range(1, n_scalars)]
-        applied = reduced
-        if clip_norm is not None:
-            _, clip = global_norm_scale([g * scale for g in reduced], clip_norm)
-            applied = [g * _ops.cast(clip, b.dtype(g)) for g in reduced]
-        new_w: list[Any] = []
-        new_slots: list[Any] = []
-        k = n_train
-        for w, g, c in zip(values[:n_train], applied, slot_counts):
-            w = b.stop_gradient(b.read(w))
-            nw, ns = opt.rule(w, g * scale, [b.read(v) for v in values[k : k + c]], rule_s)
-            new_w.append(nw)
-            new_slots.extend(ns)
-            k += c
+        new_w, new_slots = _clipped_rule(
+            opt, values[:n_train], reduced, values[n_train:], slot_counts, scale, rule_s, clip_norm
+        )
         new = new_w + new_slots
         if guard:  # a non-finite step keeps every old value (see `_build`)
             ok = _ops.equal(probe, probe)
