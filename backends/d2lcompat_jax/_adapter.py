@@ -751,7 +751,7 @@ class JaxBackend(Backend):
         return fused(values, grads, slots, t, scale)
 
     def nonfinite_mean(self, total: Any, scale: float, grads: Sequence[Any]) -> Any | None:
-        # The core's probe (Σ sum(g·0): 0, or NaN when a gradient is not finite) and
+        # The core's probe (Σ sum(g - g): 0, or NaN when a gradient is not finite) and
         # total·scale in one jax.jit instead of a dispatch per op.
         try:
             return _nonfinite_mean(total, scale, list(grads))
