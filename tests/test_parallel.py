@@ -313,6 +313,53 @@ def test_launch_example_script_matches_one_process(tmp_path: Path, processes: bo
         np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5, err_msg=k)
 
 
+_COLLECTIVES = """
+import json, sys
+import numpy as np
+from d2lcompat import ops, parallel
+
+parallel.init()
+r = parallel.rank()
+got = parallel.all_reduce_mean([
+    ops.tensor(np.arange(3, dtype=np.float32) * (r + 1)),
+    ops.tensor(np.full((2, 2), 10.0 * (r + 1), dtype=np.float32)),
+    ops.tensor(np.arange(6, dtype=np.float32).reshape(1, 2, 3) - 4.0 * r),
+])
+named = parallel.all_reduce_mean({"w": ops.tensor(np.full((2,), 2.0 * r, np.float32))})
+root = parallel.broadcast([ops.tensor(np.full((2,), float(r + 5), np.float32)),
+                           ops.tensor(np.arange(4, dtype=np.float32).reshape(2, 2) + r)], root=1)
+out = {"mean": [ops.to_numpy(t).tolist() for t in got], "named": ops.to_numpy(named["w"]).tolist(),
+       "root": [ops.to_numpy(t).tolist() for t in root]}
+with open(f"{sys.argv[1]}/rank{r}.json", "w") as f:
+    json.dump(out, f)
+"""
+
+
+def test_collectives_of_several_tensors_across_processes(tmp_path: Path) -> None:
+    """`parallel.all_reduce_mean` and `parallel.broadcast` of several tensors of several
+    shapes give each tensor its own mean / the root's values, in the shapes given, on
+    every worker."""
+    import json
+
+    script = tmp_path / "collectives.py"
+    script.write_text(_COLLECTIVES)
+    env = {**os.environ, "D2LCOMPAT_BACKEND": d2lcompat.backend()}
+    env = {k: v for k, v in env.items() if k not in ("XLA_FLAGS", "D2LCOMPAT_CPU_DEVICES")}
+    argv = [sys.executable, "-m", "d2lcompat._cli", "launch", "--nproc", "2", "--timeout", "200",
+            "--processes", str(script), str(tmp_path)]
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    want_mean = [np.arange(3) * 1.5, np.full((2, 2), 15.0), np.arange(6).reshape(1, 2, 3) - 2.0]
+    for r in range(2):
+        got = json.loads((tmp_path / f"rank{r}.json").read_text())
+        for g, w in zip(got["mean"], want_mean):
+            np.testing.assert_allclose(np.asarray(g), w, rtol=0, atol=1e-6)
+            assert np.asarray(g).shape == w.shape
+        np.testing.assert_allclose(got["named"], [1.0, 1.0], rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(got["root"][0], [6.0, 6.0])
+        np.testing.assert_array_equal(got["root"][1], np.arange(4).reshape(2, 2) + 1)
+
+
 def test_init_outside_launcher_is_noop_on_default_params() -> None:
     net = nn.Dense(2, in_units=3)
     net.initialize(init.One())
