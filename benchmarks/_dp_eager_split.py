@@ -19,9 +19,10 @@ Model MLP 20-256-10, SGD, 128 rows per worker (`benchmarks._dp_worker`).
 import os, sys, time, statistics
 import numpy as np
 import d2lcompat
-from d2lcompat import nn, ops, parallel, loss
+from d2lcompat import ops, parallel
 
-IN, HIDDEN, OUT, BATCH, LR = 20, 256, 10, 256, 0.1
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+from benchmarks._dp_pairs import IN, HIDDEN, OUT, BATCH, data, local_rows, build
 
 
 def med(f, n):
@@ -33,18 +34,10 @@ def med(f, n):
 
 def main(n):
     parallel.init()
-    rank, workers = parallel.rank(), parallel.world_size()
-    rng = np.random.default_rng(0)
-    Xn = rng.uniform(-1, 1, size=(BATCH, IN)).astype(np.float32)
-    yn = rng.uniform(-1, 1, size=(BATCH, OUT)).astype(np.float32)
-    local = BATCH // workers
-    Xn, yn = Xn[rank*local:(rank+1)*local], yn[rank*local:(rank+1)*local]
-    d2lcompat.seed(0)
-    net = nn.Sequential(nn.Dense(HIDDEN, activation="relu", in_units=IN), nn.Dense(OUT, in_units=HIDDEN))
-    net.initialize()
-    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": LR})
-    L = loss.L2Loss()
-    step = d2lcompat.train_step(net, L, trainer)
+    rank = parallel.rank()
+    rng, Xn, yn = data()
+    Xn, yn = local_rows(Xn, yn)
+    net, L, step = build(hybridize=False)
     X, y = ops.tensor(Xn), ops.tensor(yn)
     for _ in range(5):
         ops.to_numpy(step(X, y))
@@ -63,7 +56,7 @@ def main(n):
         total = last["total"]
         mean = step._reduce_and_update(total)
         if mean is None:
-            mean = step._update_checked(total * step._scale, step._eager_vars, local)
+            mean = step._update_checked(total * step._scale, step._eager_vars, len(Xn))
         ops.to_numpy(mean)
 
     backend = d2lcompat.backend()

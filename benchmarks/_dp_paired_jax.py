@@ -14,31 +14,16 @@ instead of the same arrays. Model and native loop as in
 step of each and their ratio.
 """
 # ruff: noqa
-import os, sys, time, statistics
+import os, sys
 import numpy as np
-import d2lcompat
-from d2lcompat import nn, ops, parallel, loss
+from d2lcompat import parallel
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
-IN, HIDDEN, OUT, BATCH, LR = 20, 256, 10, 256, 0.1
-
-
-def _ours(Xn, yn, hybridize, fresh=False):
-    """d2lcompat's step on this process's rows, as a no-argument call."""
-    d2lcompat.seed(0)
-    net = nn.Sequential(nn.Dense(HIDDEN, activation="relu", in_units=IN), nn.Dense(OUT, in_units=HIDDEN))
-    net.initialize()
-    if hybridize:
-        net.hybridize()
-    trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": LR})
-    step = d2lcompat.train_step(net, loss.L2Loss(), trainer)
-    if fresh:  # a new batch every step, as from a data loader
-        return lambda: ops.to_numpy(step(ops.tensor(Xn), ops.tensor(yn)))
-    X, y = ops.tensor(Xn), ops.tensor(yn)
-    return lambda: ops.to_numpy(step(X, y))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+from benchmarks._dp_pairs import IN, HIDDEN, OUT, BATCH, LR, data, local_rows, ours, alternate
 
 
 def _native(Xn, yn, fresh=False):
@@ -83,32 +68,14 @@ def _native(Xn, yn, fresh=False):
     return step
 
 
-def _alternate(ours, nat, n):
-    """Both steps n times, alternating (the order swapped every step); the median of
-    each after 10 warm-up steps."""
-    ta, tb = [], []
-    for i in range(n):
-        first, second = (ours, nat) if i % 2 == 0 else (nat, ours)
-        s = time.perf_counter(); first(); e = time.perf_counter(); second(); f = time.perf_counter()
-        if i >= 10:
-            a, b = (e - s, f - e) if i % 2 == 0 else (f - e, e - s)
-            ta.append(a); tb.append(b)
-    a, b = statistics.median(ta), statistics.median(tb)
-    return f"AB ours {a*1e3:.3f} ms native {b*1e3:.3f} ms ratio {a/b:.3f} load {os.getloadavg()[0]:.1f}"
-
-
 def main(mode, n):
     parallel.init()
-    rank, workers = parallel.rank(), parallel.world_size()
-    rng = np.random.default_rng(0)
-    Xn = rng.uniform(-1, 1, size=(BATCH, IN)).astype(np.float32)
-    yn = rng.uniform(-1, 1, size=(BATCH, OUT)).astype(np.float32)
-    local = BATCH // workers
-    Xn, yn = Xn[rank*local:(rank+1)*local], yn[rank*local:(rank+1)*local]
+    rank = parallel.rank()
+    rng, Xn, yn = data()
+    Xn, yn = local_rows(Xn, yn)
     fresh = mode.endswith("-fresh")
-    ours = _ours(Xn, yn, hybridize=mode.startswith("processes"), fresh=fresh)
-    nat = _native(Xn, yn, fresh=fresh)
-    line = _alternate(ours, nat, n)
+    mine = ours(Xn, yn, hybridize=mode.startswith("processes"), fresh=fresh)
+    line = alternate(mine, _native(Xn, yn, fresh=fresh), n)
     if rank == 0:
         print(mode, line, flush=True)
     parallel.shutdown()
