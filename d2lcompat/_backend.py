@@ -355,6 +355,23 @@ class Backend(abc.ABC):
         copy in between. Default: None."""
         return None
 
+    def replace_host(self, var: Any, array: np.ndarray, dtype: str) -> tuple[Any, Any] | None:
+        """`assign_host`, keeping the old values alive *without a copy*: ``var`` takes
+        ``array``'s values in a buffer of its own while its previous buffer is handed
+        back, untouched, as ``undo``. Returns ``(object to keep, undo)``, and
+        `restore_buffer` (``var``, ``undo``) puts the old values back; None where the
+        framework cannot (then the load copies the old values to its undo file). Loads
+        of models that fit in memory use it (`d2lcompat._io.source.KEEP_OLD_BYTES`):
+        torch and Paddle swap a freshly filled buffer in, TensorFlow keeps a read of
+        the variable (its assign copies on write). Must change nothing when it raises.
+        Default: None."""
+        return None
+
+    def restore_buffer(self, var: Any, undo: Any) -> Any:
+        """Put back the values `replace_host` kept in ``undo``;
+        return the object to keep."""
+        return self.assign(var, undo)
+
     def native_grad(self, var: Any) -> Any | None:
         """The gradient the framework itself accumulated on ``var`` (``.grad``), or None."""
         return None

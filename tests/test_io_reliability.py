@@ -155,6 +155,84 @@ def test_a_hugging_face_hub_cache_layout_loads(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------- 2. no partial loads
+@pytest.fixture(params=["kept buffers", "undo file"])
+def journal(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a load keeps the old values for its undo (`source._Journal`): the
+    framework's own old buffers (a load below `KEEP_OLD_BYTES`), and the undo file
+    (above it)."""
+    from d2lcompat._io import source
+
+    if request.param == "undo file":
+        monkeypatch.setattr(source, "KEEP_OLD_BYTES", 0)
+    else:
+        monkeypatch.setattr(source, "KEEP_OLD_BYTES", 1 << 40)
+        monkeypatch.setattr(source, "_available_bytes", lambda: None)
+    return str(request.param)
+
+
+@pytest.mark.parametrize("limit", ["default", "zero"])
+def test_a_small_load_keeps_the_old_values_without_an_undo_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    # Below KEEP_OLD_BYTES the old values stay in the framework's old buffers (no undo
+    # file: one made to fail here is never asked for); above it, the undo file is
+    # written first, and a TMPDIR that cannot take it stops the load, nothing changed.
+    import tempfile
+
+    from d2lcompat._io import source
+    from d2lcompat._registry import active
+
+    if limit == "zero":
+        monkeypatch.setattr(source, "KEEP_OLD_BYTES", 0)
+    _net(1).save_parameters(tmp_path / "p")
+    net = _net(2)
+    before = _values(net)
+    natives = {k: p.native() for k, p in net.collect_params().items()}
+
+    def no_space(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", no_space)
+    if limit == "zero" and active().SUPPORTS_MUTABLE_VARIABLES:
+        with pytest.raises(CheckpointError, match="No space left on device"):
+            net.load_parameters(tmp_path / "p")
+        assert _same(_values(net), before)
+    else:
+        net.load_parameters(tmp_path / "p")
+        assert _same(_values(net), _values(_net(1)))
+        if active().SUPPORTS_MUTABLE_VARIABLES:  # the same variable objects
+            assert all(p.native() is natives[k] for k, p in net.collect_params().items())
+
+
+def test_the_kept_buffers_are_the_old_values_after_training(tmp_path: Path) -> None:
+    # A load into a net a compiled step has trained (its parameters swapped for fresh
+    # buffers under torch and Paddle, copied on write under TensorFlow) is trained on
+    # by the same compiled step with the same numbers as a net that only ever held the
+    # file's values: the step reads the new buffers, not the kept old ones.
+    from d2lcompat import Trainer, loss
+
+    _net(1).save_parameters(tmp_path / "p")
+    x = ops.tensor(np.linspace(-1, 1, 24, dtype=np.float32).reshape(3, 8))
+    y = ops.tensor(np.ones((3, 2), np.float32))
+
+    def trained(net: nn.Sequential) -> Any:
+        net.hybridize()
+        return d2lcompat.train_step(net, loss.L2Loss(), Trainer(net.collect_params(), "sgd",
+                                                                {"learning_rate": 0.1}))
+
+    a, b = _net(2), _net(1)
+    step_a, step_b = trained(a), trained(b)
+    for _ in range(2):
+        step_a(x, y)
+    a.load_parameters(tmp_path / "p")
+    b.load_parameters(tmp_path / "p")
+    assert _same(_values(a), _values(b))
+    for _ in range(2):
+        np.testing.assert_allclose(to_np(step_a(x, y)), to_np(step_b(x, y)), rtol=1e-6)
+    assert _same(_values(a), _values(b))
+
+
+@pytest.mark.usefixtures("journal")
 @pytest.mark.parametrize("sharded", [False, True])
 @pytest.mark.parametrize("nth", [0, 1, 3, 5])
 def test_a_read_failing_on_the_nth_tensor_changes_nothing(
@@ -194,6 +272,7 @@ def test_a_read_failing_on_the_nth_tensor_changes_nothing(
             assert _same(_values(net), before)
 
 
+@pytest.mark.usefixtures("journal")
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float64"])
 def test_the_rollback_restores_every_dtype(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: str
@@ -228,6 +307,7 @@ def test_the_rollback_restores_every_dtype(
     assert all(p.dtype == dtype for p in target.collect_params().values())
 
 
+@pytest.mark.usefixtures("journal")
 def test_a_file_rewritten_in_place_during_the_load_changes_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -277,6 +357,7 @@ _WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.usefixtures("journal")
 def test_loads_racing_a_writer_are_all_or_nothing(tmp_path: Path) -> None:
     # A second process saves two different nets alternately, 40 times, into the folder
     # this one loads from: every load either gives one save's values exactly, or raises

@@ -607,6 +607,24 @@ class PaddleBackend(Backend):
         var.set_value(array)  # one copy into the parameter's own buffer
         return var
 
+    def replace_host(self, var: Any, array: np.ndarray, dtype: str) -> tuple[Any, Any] | None:
+        if (dtype == "bfloat16" or np.dtype(array.dtype).name != dtype
+                or not var.place.is_cpu_place()):
+            return None
+        new = paddle.to_tensor(array, place=var.place)  # one copy of the file's values
+        # _share_buffer_to(dst): dst's DenseTensor takes this tensor's allocation (the
+        # primitive paddle's own inplace machinery uses). The parameter object, which
+        # compiled programs and optimizers hold, stays; an empty tensor holds the old
+        # allocation for the undo, untouched.
+        old = paddle.empty([0], dtype=var.dtype)
+        var._share_buffer_to(old)
+        new._share_buffer_to(var)
+        return var, old
+
+    def restore_buffer(self, var: Any, undo: Any) -> Any:
+        undo._share_buffer_to(var)
+        return var
+
     def native_grad(self, var: Any) -> Any | None:
         return getattr(var, "grad", None)
 

@@ -1079,6 +1079,20 @@ class TensorFlowBackend(Backend):
         var.assign(tf.constant(array), read_value=False)
         return var
 
+    def replace_host(self, var: Any, array: np.ndarray, dtype: str) -> tuple[Any, Any] | None:
+        if not isinstance(var, tf.Variable) or dtype == "bfloat16" or "CPU" not in var.device:
+            return None
+        # A read of the variable shares its buffer, and an assign while a read is held
+        # writes a new buffer (TensorFlow copies on write: a read keeps its values): the
+        # read is the undo, with no copy.
+        old = var.value()
+        var.assign(tf.constant(array), read_value=False)
+        return var, old
+
+    def restore_buffer(self, var: Any, undo: Any) -> Any:
+        var.assign(undo, read_value=False)
+        return var
+
     # --------------------------------------------------------------- autodiff
     def value_and_grad(
         self, fn: Callable[[Sequence[Any]], Any], values: Sequence[Any]

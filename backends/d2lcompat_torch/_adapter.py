@@ -28,6 +28,10 @@ _DTYPES: dict[str, torch.dtype] = {
     "bool": torch.bool,
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
+#: The NumPy dtype of each torch dtype NumPy has (not bfloat16).
+_NP_OF: dict[torch.dtype, np.dtype[Any]] = {
+    t: np.dtype(n) for n, t in _DTYPES.items() if n != "bfloat16"
+}
 
 
 def _axis(axis: Any) -> Any:
@@ -283,6 +287,33 @@ class TorchBackend(Backend):
         with torch.no_grad():
             fill(var.detach().numpy())
         torch.autograd.graph.increment_version(var)  # as copy_ would: stale graphs notice
+        return var
+
+    @staticmethod
+    def _swap_in(var: Any, new: Any) -> tuple[Any, Any]:
+        # set_: var (the same Parameter object, which optimizers and compiled graphs
+        # hold) takes new's storage; the old storage lives on in a detached alias (the
+        # undo) and set_ bumps var's version, as copy_ would, so stale graphs notice.
+        old = var.detach()
+        with torch.no_grad():
+            var.set_(new)
+        return var, old
+
+    def replace_host(self, var: Any, array: np.ndarray, dtype: str) -> tuple[Any, Any] | None:
+        if var.device.type != "cpu" or not var.is_contiguous():
+            return None  # a GPU's memory is not the host's: the undo file instead
+        if var.dtype == torch.bfloat16 or array.dtype != _NP_OF.get(var.dtype):
+            return None
+        # One copy of the file's values into a fresh buffer from NumPy, which asks the
+        # kernel for huge pages for a large array and reuses freed memory (glibc):
+        # torch's allocator maps new 4 KiB pages for every large tensor and unmaps them
+        # when it is freed, so a fresh torch.empty filled from the file took 43 ms per
+        # 100 MB here against 9-10 ms for NumPy's (8.5 ms into a parameter's own memory).
+        return self._swap_in(var, torch.from_numpy(np.array(array, copy=True, order="C")))
+
+    def restore_buffer(self, var: Any, undo: Any) -> Any:
+        with torch.no_grad():
+            var.set_(undo)
         return var
 
     def native_grad(self, var: Any) -> Any | None:
