@@ -337,6 +337,52 @@ def test_a_file_rewritten_in_place_during_the_load_changes_nothing(
     assert not _same(before, other)
 
 
+def _tiny_net(seed: int, deferred: bool = False) -> nn.Sequential:
+    # 32 tensors of 4 bytes each, back to back in the file: some of them start 64-byte
+    # aligned in its memory map, the case where jax.device_put would not copy (issue 22);
+    # and a 64 KiB weight. Never run: only its parameters matter.
+    d2lcompat.seed(seed)
+    units = 0 if deferred else 1
+    net = nn.Sequential(*[nn.Dense(1, in_units=units) for _ in range(16)],
+                        nn.Dense(128, in_units=128 * (not deferred)))
+    net.initialize()
+    if not deferred:  # every tensor differs from the other seed's (biases start at 0)
+        rng = np.random.default_rng(seed)
+        for p in net.collect_params().values():
+            p.set_data(ops.tensor(rng.normal(size=p.shape).astype(np.float32)))
+    return net
+
+
+@pytest.mark.parametrize("how", ["into initialized parameters", "into deferred ones", "load()"])
+def test_what_a_load_gives_shares_no_memory_with_the_file(tmp_path: Path, how: str) -> None:
+    # The file rewritten in place (same size, other bytes) or removed after the load
+    # leaves the loaded values as they were: each one is a copy, not a view of the file.
+    saved, other = _tiny_net(1), _tiny_net(2)
+    want, theirs = _values(saved), _values(other)
+    assert not any(np.array_equal(want[k], theirs[k]) for k in want)
+    saved.save_parameters(tmp_path / "p")
+    other.save_parameters(tmp_path / "q")
+    if how == "load()":
+        loaded = d2lcompat.load(tmp_path / "p")
+
+        def values() -> dict[str, np.ndarray]:
+            return {k: to_np(v).copy() for k, v in loaded.items()}
+    else:
+        net = _tiny_net(3, deferred=how == "into deferred ones")  # shapes from the file
+        net.load_parameters(tmp_path / "p")
+
+        def values() -> dict[str, np.ndarray]:
+            return _values(net)
+    assert _same(values(), want)
+    data = (tmp_path / "q").read_bytes()
+    assert len(data) == os.path.getsize(tmp_path / "p")
+    with open(tmp_path / "p", "r+b") as f:
+        f.write(data)
+    assert _same(values(), want)
+    os.remove(tmp_path / "p")
+    assert _same(values(), want)
+
+
 _WRITER = textwrap.dedent("""
     import sys, time
     import d2lcompat

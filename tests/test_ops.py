@@ -58,6 +58,21 @@ def test_comparisons(name: str, ref: object) -> None:
     np.testing.assert_array_equal(ops.to_numpy(out), ref(A, b))  # type: ignore[operator]
 
 
+@pytest.mark.parametrize("n", [1, 16, 1000, 40_000])
+@pytest.mark.parametrize("offset", [0, 4])
+def test_tensor_copies_its_numpy_input(n: int, offset: int) -> None:
+    # Whatever the array's alignment (jax.device_put keeps a 64-byte aligned NumPy array
+    # as it is on the CPU, issue 22) or size, a later write to it is not seen.
+    raw = np.zeros(4 * n + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + offset
+    host = raw[start : start + 4 * n].view(np.float32)
+    host[:] = np.arange(n)
+    x, col = ops.tensor(host), ops.tensor(host[: n // 2 * 2].reshape(-1, 2).T)
+    host[:] = -1
+    np.testing.assert_array_equal(ops.to_numpy(x), np.arange(n, dtype=np.float32))
+    np.testing.assert_array_equal(ops.to_numpy(col), np.arange(n // 2 * 2, dtype=np.float32).reshape(-1, 2).T)
+
+
 def test_where() -> None:
     close(ops.where(ops.greater(t(A), t(B)), t(A), t(B)), np.where(A > B, A, B))
 

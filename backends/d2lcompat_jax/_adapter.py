@@ -66,6 +66,35 @@ _NARROW_NP = {np.dtype("int64"): np.dtype("int32"), np.dtype("float64"): np.dtyp
 _INT32 = np.iinfo(np.int32)
 
 
+# jax.device_put of a NumPy array to a CPU device does not copy when the array is
+# C-contiguous and its data 64-byte aligned: the jax array then *is* the NumPy memory
+# (even with may_alias=False; measured on jax 0.10.2). `_private` hands it memory
+# nobody else holds instead.
+_XLA_ALIGN = 64
+#: From this size on, the copy is 64-byte aligned, so that jax keeps it as it is (one
+#: copy in all): faster than the copy jax makes of an unaligned array, 3.5 against
+#: 7.7 ms for 10 MB, 86 against 107 us for 256 KB. Below it, a plain `copy`.
+_OWN_COPY_BYTES = 1 << 16
+
+
+def _private(arr: np.ndarray, dev: Any) -> np.ndarray:
+    """``arr``, or a copy of it that jax.device_put may keep (see `_XLA_ALIGN`), so that
+    the array put on ``dev`` never shares memory with ``arr``: a NumPy array of the
+    caller's, which it may change later, or a view into a load's memory map, which is
+    unmapped (and whose file may be rewritten) after the load."""
+    if getattr(dev, "platform", None) != "cpu" or not arr.flags.c_contiguous or not arr.nbytes:
+        return arr  # another device, or jax must make a contiguous copy itself
+    if arr.nbytes < _OWN_COPY_BYTES:
+        # Small: any copy of ours will do; cheaper (0.15 us) than asking for the
+        # address to see whether jax would copy it anyway (arr.ctypes.data: 1.7 us).
+        return arr.copy()
+    raw = np.empty(arr.nbytes + _XLA_ALIGN, np.uint8)
+    start = -raw.ctypes.data % _XLA_ALIGN
+    out = raw[start : start + arr.nbytes].view(arr.dtype).reshape(arr.shape)
+    np.copyto(out, arr)
+    return out
+
+
 def _x64() -> bool:
     """Whether the user turned on jax's 64-bit types (read on each call, never set)."""
     return bool(jax.config.jax_enable_x64)
@@ -518,8 +547,11 @@ class JaxBackend(Backend):
                 arr = arr.astype(target)
         elif arr.dtype not in _NAMES:
             raise DTypeError(f"d2lcompat has no dtype for NumPy {arr.dtype}.")
-        # device_put copies host memory (a later change to `array` is not seen).
-        return jax.device_put(arr, self._place(device))
+        dev = self._place(device)
+        if arr is array or arr.base is not None:  # not a cast of our own: the caller's memory
+            arr = _private(arr, dev)
+        # A later change to `array` is not seen (jax would otherwise alias it, `_private`).
+        return jax.device_put(arr, dev)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         # np.array copies: np.asarray would give a read-only view of the jax buffer.
