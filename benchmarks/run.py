@@ -69,11 +69,21 @@ def calibrate(fn: Callable[[], Any], budget_s: float = 0.1) -> int:
     return max(1, int(budget_s / max(one, 1e-7)))
 
 
+#: The fewest calls of each side a round of `compare` times.
+MIN_CALLS = 3
+
+
 def compare(
     ours: Callable[[], Any], native: Callable[[], Any], rounds: int, budget_s: float = 0.1
 ) -> dict[str, float]:
-    """Median per-call times and the median of per-round ratios, interleaved rounds."""
-    number = min(calibrate(ours, budget_s), calibrate(native, budget_s))
+    """Median per-call times and the median of per-round ratios, interleaved rounds.
+
+    Every round times at least ``MIN_CALLS`` calls of each side: with a single call of a
+    50 ms step per round (what the 0.1 s budget gave the LeNet rows) a round's ratio
+    was one sample of each side, each taken right after the other side's call, and the
+    same code read 0.96 with three calls per round and 1.17-1.24 with one (JAX's eager
+    LeNet step, docs/performance.md, "Sixth round")."""
+    number = max(MIN_CALLS, min(calibrate(ours, budget_s), calibrate(native, budget_s)))
     t_ours: list[float] = []
     t_native: list[float] = []
     ratios: list[float] = []
