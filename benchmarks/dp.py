@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -87,6 +88,35 @@ def run(python: str, backend: str, impl: str, mode: str, steps: int, timeout: fl
     raise RuntimeError(f"{backend} {impl} {mode}: no result (exit {[p.returncode for p in procs]})")
 
 
+#: The A/B script of each backend that runs d2lcompat's step and the native loop in the
+#: same two processes, alternating step by step, and its mode for each row across
+#: processes ("processes": eager, "processes hybridized").
+_PAIRED = {
+    "torch": ("_dp_paired_torch.py", {"processes": "eager", "processes hybridized": "hybridized"}),
+    "paddle": ("_dp_paired_paddle.py", {"processes": "eager", "processes hybridized": "hybridized"}),
+    "tensorflow": ("_dp_paired_tf.py", {"processes": "eager", "processes hybridized": "processes"}),
+    "jax": ("_dp_paired_jax.py", {"processes": "eager", "processes hybridized": "processes"}),
+}
+_AB = re.compile(r"AB ours ([0-9.]+) ms native ([0-9.]+) ms ratio ([0-9.]+)")
+
+
+def paired(python: str, backend: str, mode: str, steps: int, timeout: float) -> dict[str, float]:
+    """One launch of the backend's A/B script (`_PAIRED`) under ``d2lcompat launch
+    --nproc 2 --processes``: worker 0's median step of each side and their ratio."""
+    script, _ = _PAIRED[backend]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("D2LCOMPAT_") and k != "XLA_FLAGS"}
+    env.update(_ENV, D2LCOMPAT_BACKEND=backend, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // 2)))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "backends"), env.get("PYTHONPATH", "")])
+    cmd = [python, "-m", "d2lcompat_cli", "launch", "--nproc", "2", "--processes",
+           str(ROOT / "benchmarks" / script), mode, str(steps)]
+    out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    found = _AB.search(out.stdout + out.stderr)
+    if found is None:
+        tail = (out.stdout + out.stderr)[-2000:]
+        raise RuntimeError(f"{backend} paired {mode}: no result (exit {out.returncode}):\n{tail}")
+    return {"ours_s": float(found[1]) / 1e3, "native_s": float(found[2]) / 1e3, "ratio": float(found[3])}
+
+
 #: (row name, impl, worker mode); the rows of a backend, in the order each round runs them.
 _CONFIGS = (("single", "ours", "single"), ("processes", "ours", "processes"),
             ("processes hybridized", "ours", "processes-hybridized"),
@@ -117,15 +147,42 @@ def bench(python: str, backend: str, steps: int, timeout: float, rounds: int = 1
         ours: [a["step_s"] / b["step_s"] for a, b in zip(runs[ours], runs[native])]
         for ours, native in _PAIRS.items() if ours in runs
     }
+    # The rows across processes again, both loops in the same two processes, alternating
+    # step by step (3 × --steps steps a launch, ``rounds`` launches): separately launched
+    # processes differ by more than the two loops do (TensorFlow's native step measured
+    # 1.8-3.1 ms from one launch to the next, docs/distributed.md).
+    if backend in _PAIRED:
+        pairs: dict[str, list[dict[str, float]]] = {row: [] for row in _PAIRED[backend][1]}
+        modes = list(_PAIRED[backend][1].items())
+        for r in range(rounds):
+            for row, mode in modes if r % 2 == 0 else modes[::-1]:
+                pairs[row].append(paired(python, backend, mode, 3 * steps, timeout))
+        res["paired"] = {
+            row: {"ours_s": statistics.median(x["ours_s"] for x in recs),
+                  "native_s": statistics.median(x["native_s"] for x in recs),
+                  "ratios": [x["ratio"] for x in recs]}
+            for row, recs in pairs.items()
+        }
     return res
 
 
-def _ratio(r: dict[str, Any], row: str) -> str:
+def _ratio(r: dict[str, Any], row: str, mark: bool = True) -> str:
     """The median of the rounds' ratios, its mark, and each round's ratio."""
     each = r.get("ratios", {}).get(row) or [r[row]["step_s"] / r[_PAIRS[row]]["step_s"]]
     mid = statistics.median(each)
     rounds = f" (rounds: {', '.join(f'{x:.2f}' for x in each)})" if len(each) > 1 else ""
-    return f"{mid:.2f} {'✓' if mid <= TARGET else '✗'}{rounds}"
+    return f"{mid:.2f}{(' ✓' if mid <= TARGET else ' ✗') if mark else ''}{rounds}"
+
+
+def _paired(r: dict[str, Any], row: str) -> str:
+    """The same-processes A/B of a row: the medians, the median ratio and its mark."""
+    p = r.get("paired", {}).get(row)
+    if p is None:
+        return "—"
+    mid = statistics.median(p["ratios"])
+    each = ", ".join(f"{x:.2f}" for x in p["ratios"])
+    return (f"{_ms(p['ours_s'])} / {_ms(p['native_s'])}: {mid:.2f} "
+            f"{'✓' if mid <= TARGET else '✗'} (launches: {each})")
 
 
 def _ms(s: float) -> str:
@@ -135,8 +192,9 @@ def _ms(s: float) -> str:
 def markdown(results: list[dict[str, Any]]) -> str:
     rows = [
         "| backend | way (engine) | 1 worker, batch 256 | 2 workers, 128 each | scaling (1 / 2) "
-        "| all-reduce / step | native 2-worker step | ratio (target ≤ 1.10; median of rounds) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| all-reduce / step | native 2-worker step | ratio, separate launches (median of rounds) "
+        "| same processes, alternating: ours / native, ratio (target ≤ 1.10) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         b = r["backend"]
@@ -144,19 +202,20 @@ def markdown(results: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {b} | processes, eager | {_ms(one)} | {_ms(two)} | {one / two:.2f}× "
             f"| {_ms(r['processes'].get('allreduce_s', float('nan')))} | {_ms(nat)} "
-            f"| {_ratio(r, 'processes')} |"
+            f"| {_ratio(r, 'processes', 'paired' not in r)} | {_paired(r, 'processes')} |"
         )
         hyb = r["processes hybridized"]["step_s"]
         rows.append(
             f"| {b} | processes, hybridized | — | {_ms(hyb)} | {one / hyb:.2f}× "
             f"| {_ms(r['processes hybridized'].get('allreduce_s', float('nan')))} | {_ms(nat)} "
-            f"| {_ratio(r, 'processes hybridized')} |"
+            f"| {_ratio(r, 'processes hybridized', 'paired' not in r)} "
+            f"| {_paired(r, 'processes hybridized')} |"
         )
         if "devices" in r:
             one, two, nat = r["single hybridized"]["step_s"], r["devices"]["step_s"], r["native devices"]["step_s"]
             rows.append(
                 f"| {b} | 2 devices, 1 process, compiled | {_ms(one)} | {_ms(two)} | {one / two:.2f}× "
-                f"| (in the compiled step) | {_ms(nat)} | {_ratio(r, 'devices')} |"
+                f"| (in the compiled step) | {_ms(nat)} | {_ratio(r, 'devices')} | — |"
             )
     return "\n".join(rows)
 
