@@ -89,11 +89,28 @@ def init() -> None:
     _STATE.update(rank=int(r), world_size=int(w), local_rank=int(local), initialized=True)
     if int(w) > 1:
         _exit_at_once_on_error()
+        _leave_at_exit()
     ngpu = b.device_count("gpu")
     if int(w) > 1 and ngpu and not os.environ.get("D2LCOMPAT_DEVICE", "").strip():
         # One GPU per worker (what torch.cuda.set_device(local_rank) does): new tensors
         # and parameters of this worker go to its own GPU unless D2LCOMPAT_DEVICE says.
         _device._DEFAULT = gpu(int(local) % ngpu)
+
+
+def _leave_at_exit() -> None:
+    """A script that never calls `shutdown` leaves the process group when Python exits,
+    before the interpreter tears down: torch's gloo group otherwise aborted the
+    worker that finished first ("terminate called without an active exception",
+    SIGABRT) while its communication thread still ran."""
+    import atexit
+
+    def leave() -> None:
+        try:
+            shutdown()
+        except Exception:  # noqa: BLE001 - exiting anyway; the peers may be gone
+            pass
+
+    atexit.register(leave)
 
 
 def _exit_at_once_on_error() -> None:
