@@ -81,7 +81,7 @@ def compare(
     Every round times at least ``MIN_CALLS`` calls of each side: with a single call of a
     50 ms step per round (what the 0.1 s budget gave the LeNet rows) a round's ratio
     was one sample of each side, each taken right after the other side's call, and the
-    same code read 0.96 with three calls per round and 1.17-1.24 with one (JAX's eager
+    same code read 0.90-0.99 with three calls per round and 1.14-1.24 with one (JAX's eager
     LeNet step, docs/performance.md, "Sixth round")."""
     number = max(MIN_CALLS, min(calibrate(ours, budget_s), calibrate(native, budget_s)))
     t_ours: list[float] = []
