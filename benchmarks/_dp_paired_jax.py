@@ -23,7 +23,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-from benchmarks._dp_pairs import IN, HIDDEN, OUT, BATCH, LR, data, local_rows, ours, alternate
+from benchmarks._dp_pairs import IN, HIDDEN, OUT, BATCH, LR, data, local_rows, ours, report
 
 
 def _native(Xn, yn, fresh=False):
@@ -70,15 +70,11 @@ def _native(Xn, yn, fresh=False):
 
 def main(mode, n):
     parallel.init()
-    rank = parallel.rank()
     rng, Xn, yn = data()
     Xn, yn = local_rows(Xn, yn)
     fresh = mode.endswith("-fresh")
     mine = ours(Xn, yn, hybridize=mode.startswith("processes"), fresh=fresh)
-    line = alternate(mine, _native(Xn, yn, fresh=fresh), n)
-    if rank == 0:
-        print(mode, line, flush=True)
-    parallel.shutdown()
+    report(mode, mine, _native(Xn, yn, fresh=fresh), n)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,11 @@ import paddle
 from d2lcompat import parallel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-from benchmarks._dp_pairs import IN, HIDDEN, OUT, LR, data, local_rows, ours, alternate
+from benchmarks._dp_pairs import IN, HIDDEN, OUT, LR, data, local_rows, ours, report
 
 
 def main(mode, n):
     parallel.init()  # paddle.distributed's process group (gloo), which DataParallel uses too
-    rank = parallel.rank()
     rng, Xn, yn = data()
     Xn, yn = local_rows(Xn, yn)
     mine = ours(Xn, yn, hybridize=mode == "hybridized")
@@ -34,10 +33,7 @@ def main(mode, n):
         opt.clear_grad()
         float(l)
 
-    line = alternate(mine, nat, n)
-    if rank == 0:
-        print(mode, line, flush=True)
-    parallel.shutdown()
+    report(mode, mine, nat, n)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import tensorflow as tf
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-from benchmarks._dp_pairs import IN, HIDDEN, OUT, BATCH, LR, data, local_rows, ours, alternate
+from benchmarks._dp_pairs import IN, HIDDEN, OUT, BATCH, LR, data, local_rows, ours, alternate, report
 
 
 def _native(strategy, rng, X, y):
@@ -51,10 +51,7 @@ def processes(n: int, hybridize: bool = True) -> None:
     rng, Xn, yn = data()
     Xn, yn = local_rows(Xn, yn)
     nat = _native(active()._mwms, rng, tf.constant(Xn), tf.constant(yn))
-    line = alternate(ours(Xn, yn, hybridize=hybridize), nat, n)
-    if parallel.rank() == 0:
-        print(line)
-    parallel.shutdown()
+    report("processes" if hybridize else "eager", ours(Xn, yn, hybridize=hybridize), nat, n)
 
 
 def devices(n: int) -> None:

@@ -14,12 +14,11 @@ from torch.nn.parallel import DistributedDataParallel
 from d2lcompat import parallel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
-from benchmarks._dp_pairs import IN, HIDDEN, OUT, LR, data, local_rows, ours, alternate
+from benchmarks._dp_pairs import IN, HIDDEN, OUT, LR, data, local_rows, ours, report
 
 
 def main(mode, n):
     parallel.init()
-    rank = parallel.rank()
     rng, Xn, yn = data()
     Xn, yn = local_rows(Xn, yn)
     mine = ours(Xn, yn, hybridize=mode == "hybridized")
@@ -35,10 +34,7 @@ def main(mode, n):
         opt.step()
         l.item()
 
-    line = alternate(mine, nat, n)
-    if rank == 0:
-        print(mode, line, flush=True)
-    parallel.shutdown()
+    report(mode, mine, nat, n)
 
 
 if __name__ == "__main__":

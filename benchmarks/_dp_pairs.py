@@ -1,6 +1,6 @@
 """What the data-parallel A/B scripts share (`_dp_paired_tf`, `_dp_paired_jax`,
-`_dp_paired_torch`, `_dp_eager_split`): the model's sizes, the batch, this worker's
-rows, d2lcompat's step and the alternating timer. Framework-free: each script imports
+`_dp_paired_torch`, `_dp_paired_paddle`, `_dp_eager_split`): the model's sizes, the
+batch, this worker's rows, d2lcompat's step, the alternating timer and its report. Framework-free: each script imports
 its own framework for its native loop."""
 # ruff: noqa
 import os, statistics, time
@@ -59,3 +59,12 @@ def alternate(ours, nat, n):
             ta.append(a); tb.append(b)
     a, b = statistics.median(ta), statistics.median(tb)
     return f"AB ours {a*1e3:.3f} ms native {b*1e3:.3f} ms ratio {a/b:.3f} load {os.getloadavg()[0]:.1f}"
+
+
+def report(mode, mine, nat, n):
+    """`alternate` the two steps across the processes, print the result on worker 0
+    (prefixed by ``mode``: `benchmarks.dp` reads it), and leave the process group."""
+    line = alternate(mine, nat, n)
+    if parallel.rank() == 0:
+        print(mode, line, flush=True)
+    parallel.shutdown()

@@ -55,18 +55,27 @@ def _ports(n: int) -> list[int]:
             s.close()
 
 
-def run(python: str, backend: str, impl: str, mode: str, steps: int, timeout: float) -> dict[str, Any]:
-    """Start the workers of one configuration; worker 0's result."""
+def _base_env(backend: str) -> dict[str, str]:
+    """This environment without d2lcompat's own variables, for ``backend``, with the
+    repository (and its adapters) importable."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("D2LCOMPAT_") and k != "XLA_FLAGS"}
     base.update(_ENV, D2LCOMPAT_BACKEND=backend)
     base["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "backends"), base.get("PYTHONPATH", "")])
+    return base
+
+
+#: One thread per worker and core, as torchrun sets: 2 workers on 2 cores.
+_THREADS = str(max(1, (os.cpu_count() or 2) // 2))
+
+
+def run(python: str, backend: str, impl: str, mode: str, steps: int, timeout: float) -> dict[str, Any]:
+    """Start the workers of one configuration; worker 0's result."""
+    base = _base_env(backend)
     envs = [dict(base)]
     if mode.startswith("processes"):
         addrs = ",".join(f"127.0.0.1:{p}" for p in _ports(2))
-        # One thread per worker and core, as torchrun sets: 2 workers on 2 cores.
-        threads = str(max(1, (os.cpu_count() or 2) // 2))
         envs = [dict(base, D2LCOMPAT_RANK=str(r), D2LCOMPAT_WORLD_SIZE="2", D2LCOMPAT_ADDRESSES=addrs,
-                     OMP_NUM_THREADS=threads) for r in range(2)]
+                     OMP_NUM_THREADS=_THREADS) for r in range(2)]
     elif mode == "devices" and impl == "ours":
         envs[0]["D2LCOMPAT_CPU_DEVICES"] = "2"
     cmd = [python, "-m", "benchmarks._dp_worker", impl, mode, str(steps)]
@@ -104,9 +113,7 @@ def paired(python: str, backend: str, mode: str, steps: int, timeout: float) -> 
     """One launch of the backend's A/B script (`_PAIRED`) under ``d2lcompat launch
     --nproc 2 --processes``: worker 0's median step of each side and their ratio."""
     script, _ = _PAIRED[backend]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("D2LCOMPAT_") and k != "XLA_FLAGS"}
-    env.update(_ENV, D2LCOMPAT_BACKEND=backend, OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // 2)))
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "backends"), env.get("PYTHONPATH", "")])
+    env = dict(_base_env(backend), OMP_NUM_THREADS=_THREADS)
     cmd = [python, "-m", "d2lcompat_cli", "launch", "--nproc", "2", "--processes",
            str(ROOT / "benchmarks" / script), mode, str(steps)]
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
