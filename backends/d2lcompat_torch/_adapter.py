@@ -28,10 +28,6 @@ _DTYPES: dict[str, torch.dtype] = {
     "bool": torch.bool,
 }
 _NAMES = {v: k for k, v in _DTYPES.items()}
-#: The NumPy dtype of each torch dtype NumPy has (not bfloat16).
-_NP_OF: dict[torch.dtype, np.dtype[Any]] = {
-    t: np.dtype(n) for n, t in _DTYPES.items() if n != "bfloat16"
-}
 
 
 def _axis(axis: Any) -> Any:
@@ -302,7 +298,7 @@ class TorchBackend(Backend):
     def replace_host(self, var: Any, array: np.ndarray, dtype: str) -> tuple[Any, Any] | None:
         if var.device.type != "cpu" or not var.is_contiguous():
             return None  # a GPU's memory is not the host's: the undo file instead
-        if var.dtype == torch.bfloat16 or array.dtype != _NP_OF.get(var.dtype):
+        if var.dtype == torch.bfloat16 or array.dtype != np.dtype(_NAMES[var.dtype]):
             return None
         # One copy of the file's values into a fresh buffer from NumPy, which asks the
         # kernel for huge pages for a large array and reuses freed memory (glibc):

@@ -349,8 +349,7 @@ def _keeps_old(plan: Mapping[str, Parameter]) -> bool:
     for p in plan.values():
         if p._var is not None and id(p) not in seen:
             seen.add(id(p))
-            size = 2 if p.dtype == "bfloat16" else np.dtype(p.dtype).itemsize
-            total += int(np.prod(p.shape, dtype=np.int64)) * size
+            total += _storage_dtype(p.dtype).itemsize * int(np.prod(p.shape, dtype=np.int64))
     limit = KEEP_OLD_BYTES
     available = _available_bytes()
     if available is not None:
@@ -492,10 +491,7 @@ def _apply_all(
             p._deferred = None
             p._grad = None
         else:
-            replaced = (
-                b.replace_host(p._var, host, held)
-                if journal.keep and id(p) not in journal._seen else None
-            )
+            replaced = b.replace_host(p._var, host, held) if journal.keep else None
             if replaced is not None:  # the old buffer kept as it is: nothing copied
                 journal.record(p, in_place=False, kept=replaced[1])
                 p._var = replaced[0]
