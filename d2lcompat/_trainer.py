@@ -489,11 +489,7 @@ class TrainStep:
             mean = total * scale + probe  # the batch's mean loss: its sum times 1/batch
             new = new_w + new_state + new_slots + new_attrs
             if guard:
-                # stop_on_nan: a non-finite step keeps every old value (in the graph:
-                # JAX donated the old buffers, TensorFlow assigns inside it); the host
-                # then sees the NaN loss and raises before anything else runs.
-                ok = _ops.equal(probe, probe)  # False only for NaN
-                new = [v if v is None else _ops.where(ok, v, b.read(o)) for v, o in zip(new, values)]
+                new = _kept_if_nan(probe, new, values)
             return ((mean, pred) if outputs else mean), new
 
         step.__name__ = step.__qualname__ = f"train_step_{type(net).__name__}"
@@ -720,6 +716,16 @@ def _clipped_rule(
     return new_w, new_slots
 
 
+def _kept_if_nan(probe: Any, new: Sequence[Any], values: Sequence[Any]) -> list[Any]:
+    """``stop_on_nan`` inside a compiled step: each new value, or its old one from
+    ``values`` where ``probe`` is NaN (None stays None). A non-finite step keeps every
+    old value in the graph (JAX donated the old buffers, TensorFlow assigns inside it);
+    the host then sees the NaN loss and raises before anything else runs."""
+    b = active()
+    ok = _ops.equal(probe, probe)  # False only for NaN
+    return [v if v is None else _ops.where(ok, v, b.read(o)) for v, o in zip(new, values)]
+
+
 def _reduce_update_runner(
     step: TrainStep, params: list[Parameter], grads: list[Any], total: Any
 ) -> Any:
@@ -765,9 +771,8 @@ def _reduce_update_runner(
             opt, values[:n_train], reduced, values[n_train:], slot_counts, scale, rule_s, clip_norm
         )
         new = new_w + new_slots
-        if guard:  # a non-finite step keeps every old value (see `_build`)
-            ok = _ops.equal(probe, probe)
-            new = [_ops.where(ok, v, b.read(o)) for v, o in zip(new, values)]
+        if guard:
+            new = _kept_if_nan(probe, new, values)
         return total * scale + probe, new + reduced
 
     update.__name__ = update.__qualname__ = "reduce_and_update"
