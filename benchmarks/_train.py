@@ -16,6 +16,9 @@ One SGD step (learning rate 0.1) of an MLP under the mean squared error (d2lcomp
   baseline);
 * **keras**: `train_step` after ``hybridize()`` against Keras 3's ``train_on_batch``
   on the same backend (torch, TensorFlow, JAX; Keras has no Paddle backend).
+* **compiled, stop_on_nan** (deep MLP): the compiled step with ``stop_on_nan=True``,
+  `fit`'s default (a non-finite step keeps the old values), against the same native
+  compiled step.
 
 Only imported inside a benchmark worker process (one backend).
 """
@@ -52,7 +55,7 @@ def _data(n_in: int, n_out: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------ d2lcompat
 def ours(layers_spec: tuple[int, list[int]], x: np.ndarray, y: np.ndarray,
-         hybrid: bool) -> tuple[Step, list[Layer]]:
+         hybrid: bool, stop_on_nan: bool = False) -> tuple[Step, list[Layer]]:
     import d2lcompat
     from d2lcompat import loss, nn, ops
 
@@ -69,7 +72,7 @@ def ours(layers_spec: tuple[int, list[int]], x: np.ndarray, y: np.ndarray,
     if hybrid:
         net.hybridize()
     trainer = d2lcompat.Trainer(net.collect_params(), "sgd", {"learning_rate": LR})
-    step = d2lcompat.train_step(net, loss.L2Loss(), trainer)
+    step = d2lcompat.train_step(net, loss.L2Loss(), trainer, stop_on_nan=stop_on_nan)
     return (lambda: step(X, Y)), layers
 
 
@@ -325,3 +328,11 @@ def train_cases(backend: str, rounds: int, compare: Callable[..., dict[str, floa
         k = keras_step(backend, layers, x, y)
         if k is not None:
             record("train vs keras", name, compare(lambda: sync(comp_ours()), k, rounds))  # noqa: B023
+        if name.startswith("deep"):
+            # `fit`'s default, `stop_on_nan=True`: the compiled step keeps the old values
+            # of a non-finite step (`where` in the graph), against the same native step.
+            guarded, _ = ours((n_in, widths), x, y, hybrid=True, stop_on_nan=True)
+            guarded()
+            guarded()
+            record("train compiled, stop_on_nan", name,
+                   compare(lambda: sync(guarded()), lambda: sync(comp_native()), rounds))  # noqa: B023

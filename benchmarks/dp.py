@@ -98,24 +98,35 @@ def run(python: str, backend: str, impl: str, mode: str, steps: int, timeout: fl
 
 
 #: The A/B script of each backend that runs d2lcompat's step and the native loop in the
-#: same two processes, alternating step by step, and its mode for each row across
-#: processes ("processes": eager, "processes hybridized").
+#: same two processes (one process of two devices for "devices"), alternating step by
+#: step, and its mode for each row ("processes": eager, "processes hybridized";
+#: "eager vs native eager": the eager step against the native loop of a model that runs
+#: eagerly, where that is not the native loop above).
 _PAIRED = {
     "torch": ("_dp_paired_torch.py", {"processes": "eager", "processes hybridized": "hybridized"}),
     "paddle": ("_dp_paired_paddle.py", {"processes": "eager", "processes hybridized": "hybridized"}),
-    "tensorflow": ("_dp_paired_tf.py", {"processes": "eager", "processes hybridized": "processes"}),
-    "jax": ("_dp_paired_jax.py", {"processes": "eager", "processes hybridized": "processes"}),
+    "tensorflow": ("_dp_paired_tf.py", {"processes": "eager", "processes hybridized": "processes",
+                                        "eager vs native eager": "eager-native-eager",
+                                        "devices": "devices"}),
+    "jax": ("_dp_paired_jax.py", {"processes": "eager", "processes hybridized": "processes",
+                                  "eager vs native eager": "eager-native-eager",
+                                  "devices": "devices"}),
 }
 _AB = re.compile(r"AB ours ([0-9.]+) ms native ([0-9.]+) ms ratio ([0-9.]+)")
 
 
 def paired(python: str, backend: str, mode: str, steps: int, timeout: float) -> dict[str, float]:
     """One launch of the backend's A/B script (`_PAIRED`) under ``d2lcompat launch
-    --nproc 2 --processes``: worker 0's median step of each side and their ratio."""
+    --nproc 2 --processes`` (mode "devices": one process with two CPU devices): worker
+    0's median step of each side and their ratio."""
     script, _ = _PAIRED[backend]
     env = dict(_base_env(backend), OMP_NUM_THREADS=_THREADS)
-    cmd = [python, "-m", "d2lcompat_cli", "launch", "--nproc", "2", "--processes",
-           str(ROOT / "benchmarks" / script), mode, str(steps)]
+    if mode == "devices":
+        env["D2LCOMPAT_CPU_DEVICES"] = "2"
+        cmd = [python, "-m", f"benchmarks.{script[:-3]}", mode, str(steps)]
+    else:
+        cmd = [python, "-m", "d2lcompat_cli", "launch", "--nproc", "2", "--processes",
+               str(ROOT / "benchmarks" / script), mode, str(steps)]
     out = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     found = _AB.search(out.stdout + out.stderr)
     if found is None:
@@ -182,14 +193,19 @@ def _ratio(r: dict[str, Any], row: str, mark: bool = True) -> str:
 
 
 def _paired(r: dict[str, Any], row: str) -> str:
-    """The same-processes A/B of a row: the medians, the median ratio and its mark."""
+    """The same-processes A/B of a row: the medians, the median ratio and its mark —
+    none for the eager row where it is judged against the native eager loop (its own
+    row), not against the native compiled step."""
     p = r.get("paired", {}).get(row)
     if p is None:
         return "—"
     mid = statistics.median(p["ratios"])
     each = ", ".join(f"{x:.2f}" for x in p["ratios"])
-    return (f"{_ms(p['ours_s'])} / {_ms(p['native_s'])}: {mid:.2f} "
-            f"{'✓' if mid <= TARGET else '✗'} (launches: {each})")
+    if row == "processes" and "eager vs native eager" in r["paired"]:
+        mark = "(against the compiled loop: see the eager-model row)"
+    else:
+        mark = "✓" if mid <= TARGET else "✗"
+    return f"{_ms(p['ours_s'])} / {_ms(p['native_s'])}: {mid:.2f} {mark} (launches: {each})"
 
 
 def _ms(s: float) -> str:
@@ -218,11 +234,18 @@ def markdown(results: list[dict[str, Any]]) -> str:
             f"| {_ratio(r, 'processes hybridized', 'paired' not in r)} "
             f"| {_paired(r, 'processes hybridized')} |"
         )
+        if "eager vs native eager" in r.get("paired", {}):
+            rows.append(
+                f"| {b} | processes, eager, against the native loop of an eager model | — | — | — | — "
+                f"| — | — | {_paired(r, 'eager vs native eager')} |"
+            )
         if "devices" in r:
             one, two, nat = r["single hybridized"]["step_s"], r["devices"]["step_s"], r["native devices"]["step_s"]
+            judged = "devices" not in r.get("paired", {})
             rows.append(
                 f"| {b} | 2 devices, 1 process, compiled | {_ms(one)} | {_ms(two)} | {one / two:.2f}× "
-                f"| (in the compiled step) | {_ms(nat)} | {_ratio(r, 'devices')} | — |"
+                f"| (in the compiled step) | {_ms(nat)} | {_ratio(r, 'devices', judged)} "
+                f"| {_paired(r, 'devices')} |"
             )
     return "\n".join(rows)
 

@@ -748,6 +748,21 @@ class Backend(abc.ABC):
         non-empty list of tensors; return None for any you do not handle."""
         return None
 
+    def select_all(self, ok: Any, new: Sequence[Any], old: Sequence[Any]) -> list[Any]:
+        """``new`` where the scalar ``ok`` is true, else ``old`` (the compiled step's NaN
+        guard, `_trainer._kept_if_nan`): one element-wise select per value, which XLA
+        fuses into the update. An adapter whose graph does not fuse may pick the whole
+        list at once instead."""
+        from . import ops as _ops
+
+        return [_ops.where(ok, n, o) for n, o in zip(new, old)]
+
+    #: Whether a compiled training step with the NaN guard returns its gradients into
+    #: buffers donated back every step (`TrainStep._build`): where each call allocates
+    #: its temporaries anew and the guard keeps every gradient alive until the probe
+    #: has read them all (JAX on the CPU).
+    GUARDED_STEP_KEEPS_GRADS: ClassVar[bool] = False
+
     def compile_train_step(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """The framework's compiled version of a whole training step.
 

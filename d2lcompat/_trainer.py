@@ -441,6 +441,17 @@ class TrainStep:
         concat = _probe_concatenates(b, [p._var for p in train])
 
         refuse_state = self._refuse_replica_state
+        # With the NaN guard every gradient stays alive until the probe has read them
+        # all; where the adapter allocates a compiled call's temporaries anew each call
+        # (JAX on the CPU: tens of MB mapped and faulted in per step, 9 ms of a 24 ms
+        # deep-MLP step), the gradients are outputs instead, written into buffers
+        # donated back every step (`Backend.GUARDED_STEP_KEEPS_GRADS`).
+        keep_grads = (
+            guard and b.GUARDED_STEP_KEEPS_GRADS and self._grads_out
+            and _parallel.world_size() == 1
+            and sum(_nbytes(b, p._var) for p in train) >= _KEEP_GRADS_BYTES
+        )
+        n_attr_end = n_all + n_slots + len(attrs)
 
         def step(
             values: Sequence[Any], scalars: Any, X: Any, y: Any,
@@ -450,7 +461,7 @@ class TrainStep:
             # shard (`Backend.compile_train_step_sharded`); it turns the shard's loss sum
             # and gradient sums into those of the batch the step was given.
             fixed = list(values[n_train:n_all])
-            attr_values = list(values[n_all + n_slots :])
+            attr_values = list(values[n_all + n_slots : n_attr_end])
 
             def objective(weights: Sequence[Any]) -> tuple[Any, tuple[list[Any], Any, list[Any]]]:
                 with _autograd.substituted(params, list(weights) + fixed), \
@@ -490,6 +501,8 @@ class TrainStep:
             new = new_w + new_state + new_slots + new_attrs
             if guard:
                 new = _kept_if_nan(probe, new, values)
+            if keep_grads:  # the gradients into the donated buffers (a None keeps its own)
+                new += [v if g is None else g for g, v in zip(grads, values[n_attr_end:])]
             return ((mean, pred) if outputs else mean), new
 
         step.__name__ = step.__qualname__ = f"train_step_{type(net).__name__}"
@@ -497,8 +510,9 @@ class TrainStep:
         self._n_train = n_train
         self._slot_lists = [opt.slots_of(n, p) for n, p in zip(names, train)]
         self._attrs = attrs
+        scratch = [_ops.zeros_like(p._var) for p in train] if keep_grads else []
         self._compiled[outputs] = self._runner(
-            self._compile_step(step), params, self._slot_lists, attrs, outputs
+            self._compile_step(step), params, self._slot_lists, attrs, outputs, scratch
         )
         self._key = self._structure()
 
@@ -509,9 +523,11 @@ class TrainStep:
         slot_lists: list[list[Any]],
         attrs: list[_state.TensorAttr],
         outputs: bool,
+        scratch: list[Any],
     ) -> Callable[[Any, Any], Any]:
         """The per-call path of a compiled step, fixed once per structure: the argument
-        layout (parameters, the optimizer's slots, then tensor attributes) is decided
+        layout (parameters, the optimizer's slots, tensor attributes, then ``scratch``:
+        the buffers the gradients are written into, where `_build` keeps them) is decided
         here, so a call is the batch check (once per shape signature), the label check
         (if the loss has one), a list of the current values, one call of the
         framework's compiled function, and the new values written back
@@ -538,6 +554,7 @@ class TrainStep:
             starts.append(k)
             k += len(slots)
         n_slot_end = k
+        n_attr_end = k + len(attrs)
         # The last batch's shape signature, validated (`_check_batch`), and its
         # 1/batch_size: a batch of the same shapes as the last one is not checked again.
         seen: list[Any] = [None, 1.0]
@@ -576,6 +593,8 @@ class TrainStep:
                 values += [a._var for a in attrs]
                 # Where each tensor attribute lives, read before the call (JAX donates them).
                 places = [b.device_of(a._var) for a in attrs] if mix else None
+            if scratch:
+                values += scratch
             try:
                 out, new = compiled(values, (scale, *scalars_of(t)), X, y)
             except _NeedsEager:  # raised while tracing: nothing has changed
@@ -591,10 +610,12 @@ class TrainStep:
             for (_, slots), k in zip(slotted, starts):
                 slots[:] = new[k : k + len(slots)]
             if attrs:
-                for i, (a, v) in enumerate(zip(attrs, new[n_slot_end:])):
+                for i, (a, v) in enumerate(zip(attrs, new[n_slot_end:n_attr_end])):
                     if places is not None and b.device_of(v) != places[i]:
                         v = b.move(v, places[i], False)
                     a.block.__dict__[a.name] = v
+            if scratch:
+                scratch[:] = new[n_attr_end:]
             if guard:
                 # A non-finite step returned the old values (the `where` in the graph):
                 # what was written back above is unchanged state; undo the step count.
@@ -609,6 +630,9 @@ class TrainStep:
     #: Whether a step run once per replica refuses a forward pass that updates state
     #: (running statistics): set where the replicas share one set of variables.
     _refuse_replica_state = False
+    #: Whether the compiled step may return its gradients into donated buffers
+    #: (`_build`, ``keep_grads``): not where it runs once per replica.
+    _grads_out = True
 
     def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
         """The adapter's compiled ``step`` (`d2lcompat.parallel` compiles it sharded);
@@ -716,6 +740,19 @@ def _clipped_rule(
     return new_w, new_slots
 
 
+#: The gradients' size from which a guarded compiled step keeps them in donated
+#: buffers (`TrainStep._build`, ``keep_grads``): below it the call's temporaries stay
+#: under glibc's mmap limit (32 MiB at most) and are reused, and a small step would pay
+#: for the extra arguments.
+_KEEP_GRADS_BYTES = 8 << 20
+
+
+def _nbytes(b: Any, value: Any) -> int:
+    from ._io.stformat import storage_dtype
+
+    return math.prod(b.shape(value)) * storage_dtype(b.dtype(value)).itemsize
+
+
 def _kept_if_nan(probe: Any, new: Sequence[Any], values: Sequence[Any]) -> list[Any]:
     """``stop_on_nan`` inside a compiled step: each new value, or its old one from
     ``values`` where ``probe`` is NaN (None stays None). A non-finite step keeps every
@@ -723,7 +760,12 @@ def _kept_if_nan(probe: Any, new: Sequence[Any], values: Sequence[Any]) -> list[
     the host then sees the NaN loss and raises before anything else runs."""
     b = active()
     ok = _ops.equal(probe, probe)  # False only for NaN
-    return [v if v is None else _ops.where(ok, v, b.read(o)) for v, o in zip(new, values)]
+    at = [i for i, v in enumerate(new) if v is not None]
+    chosen = b.select_all(ok, [new[i] for i in at], [b.read(values[i]) for i in at])
+    out = list(new)
+    for i, v in zip(at, chosen):
+        out[i] = v
+    return out
 
 
 def _reduce_update_runner(
@@ -734,9 +776,9 @@ def _reduce_update_runner(
 
     The compiled function is the adapter's distributed step
     (`Backend.compile_train_step_distributed`) of a step whose "batch" is this worker's
-    loss sum and gradients as one flat buffer (one eager concat): it splits them, calls
-    ``reduce`` (the framework's all-reduce, MEAN over the workers) on the NaN flag and
-    the gradients, then runs the optimizer's rule as the compiled step does. Its values
+    loss sum and gradients, a list (no eager op packs them: the framework's function
+    takes the list as it is): it calls ``reduce`` (the framework's all-reduce, MEAN
+    over the workers) on the NaN flag and the gradients, then runs the optimizer's rule as the compiled step does. Its values
     are the parameters, the optimizer's slots, then the last averaged gradients, whose
     places receive the new averaged gradients (so ``param.grad()`` is kept)."""
     b = active()
@@ -748,8 +790,6 @@ def _reduce_update_runner(
         return False
     slot_lists = [opt.slots_of(n, p) for n, p in named]
     slot_counts = [len(s) for s in slot_lists]
-    shapes = [tuple(b.shape(g)) for g in grads]
-    sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
     n_train, n_scalars = len(params), len(opt.scalars(1)) + 1
     clip_norm = trainer.clip_global_norm
     guard = step._stop_on_nan
@@ -759,11 +799,7 @@ def _reduce_update_runner(
         values: Sequence[Any], scalars: Any, X: Any, y: Any,
         reduce: Callable[[list[Any]], list[Any]] | None = None,
     ) -> tuple[Any, list[Any]]:
-        local, k = [], 1
-        for shape, size in zip(shapes, sizes):
-            local.append(_ops.reshape(X[k : k + size], shape))
-            k += size
-        total = X[0]
+        total, local = X[0], list(X[1:])
         flag, *reduced = reduce([total * 0.0, *local]) if reduce is not None else [total * 0.0, *local]
         probe = flag + _nonfinite_probe(reduced, concat)  # 0, or NaN on every worker
         scale, rule_s = scalars[0], [scalars[i] for i in range(1, n_scalars)]
@@ -787,7 +823,6 @@ def _reduce_update_runner(
     built = [False]
 
     def run(total: Any, grads: list[Any]) -> Any:
-        flat = _ops.concat([_ops.reshape(total, (1,)), *[_ops.reshape(g, (-1,)) for g in grads]], 0)
         t = state["_t"] + 1
         state["_t"] = t
         values = [p._var for p in params]
@@ -795,7 +830,7 @@ def _reduce_update_runner(
             values += slots
         values += held
         try:
-            mean, new = compiled(values, (step._scale, *opt.scalars(t)), flat, unused)
+            mean, new = compiled(values, (step._scale, *opt.scalars(t)), [total, *grads], unused)
         except Exception:
             state["_t"] = t - 1
             if built[0]:

@@ -603,6 +603,7 @@ def _sharded_train_step(
         # Replicas that each run the step on a shard (`reduce`) share one set of
         # variables: a shard's running statistics are not the batch's.
         _refuse_replica_state = True
+        _grads_out = False
 
         def _compile_step(self, step: Callable[..., Any]) -> Callable[..., Any]:
             return active().compile_train_step_sharded(step, where)

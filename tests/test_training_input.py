@@ -10,13 +10,24 @@ pipeline's own arguments.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
 import pytest
 
 import d2lcompat
-from d2lcompat import DataError, DTypeError, LabelError, NonFiniteLossError, data, loss, nn, ops
+from d2lcompat import (
+    DataError,
+    DTypeError,
+    LabelError,
+    NonFiniteLossError,
+    _trainer,
+    data,
+    loss,
+    nn,
+    ops,
+)
 
 MODES = pytest.mark.parametrize("hybridize", [False, True], ids=["eager", "hybridized"])
 
@@ -145,8 +156,19 @@ def test_nan_in_X_reports_a_nan_loss_when_the_update_used_it(hybridize: bool) ->
     assert poisoned and np.isnan(value), (value, poisoned)
 
 
+@pytest.fixture(params=["grads in temporaries", "grads kept"])
+def keep_grads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Both ways a guarded compiled step can hold its gradients: as the compiled call's
+    temporaries, or (where the adapter asks, `Backend.GUARDED_STEP_KEEPS_GRADS`, from
+    `_trainer._KEEP_GRADS_BYTES` of gradients: forced here) in buffers donated back
+    every step."""
+    if request.param == "grads kept":
+        monkeypatch.setattr(_trainer, "_KEEP_GRADS_BYTES", 0)
+    return request.param == "grads kept"
+
+
 @MODES
-def test_stop_on_nan_raises_before_the_update(hybridize: bool) -> None:
+def test_stop_on_nan_raises_before_the_update(hybridize: bool, keep_grads: bool) -> None:
     net, step = _setup(hybridize, stop_on_nan=True)
     step(ops.tensor(_X()), ops.tensor(GOOD))
     step(ops.tensor(_X()), ops.tensor(GOOD))
@@ -162,8 +184,32 @@ def test_stop_on_nan_raises_before_the_update(hybridize: bool) -> None:
     assert all(np.isfinite(v).all() for v in _params(net).values())
 
 
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_guarded_compiled_step_trains_as_the_unguarded_one(opt: str, keep_grads: bool) -> None:
+    # The NaN guard only selects: on finite batches the guarded compiled step gives the
+    # losses and parameters of the unguarded one, whichever way it holds its gradients,
+    # and JAX uses every buffer it was donated (it warns of one it could not use).
+    X = [ops.tensor(_X()) for _ in range(4)]
+    runs = []
+    for guard in (False, True):
+        net = _net(True)
+        trainer = d2lcompat.Trainer(net.collect_params(), opt, {"learning_rate": 0.05})
+        step = d2lcompat.train_step(net, loss.SoftmaxCrossEntropyLoss(), trainer,
+                                    stop_on_nan=guard)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [float(ops.item(step(x, ops.tensor(GOOD)))) for x in X]
+        assert not [w for w in caught if "donated" in str(w.message)], caught
+        runs.append((losses, _params(net)))
+    (l0, p0), (l1, p1) = runs
+    np.testing.assert_allclose(l1, l0, rtol=1e-6)
+    assert l1[-1] < l1[0]
+    for k in p0:
+        np.testing.assert_allclose(p1[k], p0[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
 @MODES
-def test_fit_stops_on_nan_naming_epoch_and_batch(hybridize: bool) -> None:
+def test_fit_stops_on_nan_naming_epoch_and_batch(hybridize: bool, keep_grads: bool) -> None:
     net = _net(hybridize)
     trainer = d2lcompat.Trainer(net.collect_params(), "adam", {"learning_rate": 0.01})
     batches = [(_X(), GOOD), (_X(), GOOD), (_nan_batch(), GOOD)]

@@ -359,6 +359,9 @@ class JaxBackend(Backend):
     SUPPORTS_CPU_DEVICES: ClassVar[bool] = True
     SUPPORTS_COMPILE: ClassVar[bool] = True
     COMPILES_TRAIN_STEP: ClassVar[bool] = True
+    # XLA:CPU allocates a call's temporaries anew each call (above glibc's mmap limit:
+    # fresh pages); under the NaN guard the gradients go to donated buffers instead.
+    GUARDED_STEP_KEEPS_GRADS: ClassVar[bool] = True
     #: What jax raises for an op on committed arrays of two devices ("Received
     #: incompatible devices for jitted computation"); the core turns it into DeviceError.
     DEVICE_MISMATCH_ERRORS: ClassVar[tuple[type[Exception], ...]] = (ValueError,)

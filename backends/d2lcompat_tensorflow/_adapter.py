@@ -1122,6 +1122,14 @@ class TensorFlowBackend(Backend):
             result.append(g)
         return out, result
 
+    def select_all(self, ok: Any, new: Sequence[Any], old: Sequence[Any]) -> list[Any]:
+        # Inside a tf.function, one ``tf.cond`` hands on either list as it is: TF's
+        # graph does not fuse, and a ``SelectV2`` per value would read both and write
+        # a third copy of every parameter (3 ms of a 21 ms deep-MLP step).
+        if not new or not tf.inside_function():
+            return super().select_all(ok, new, old)
+        return list(tf.cond(ok, lambda: list(new), lambda: list(old)))
+
     def stop_gradient(self, x: Any) -> Any:
         if self._multi:
             dev = _placement("stop_gradient", (x,), self._default)
