@@ -30,18 +30,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from benchmarks._dp_pairs import IN, HIDDEN, OUT, BATCH, LR, data, local_rows, ours, alternate, report
 
 
-def _native(Xn, yn, fresh=False):
-    """`benchmarks._dp_worker.native_jax`'s loop: one jit over the mesh of the
-    processes' first devices, batch split, parameters replicated."""
+def _process_mesh():
+    """The mesh of the processes' first devices, its replicated and split shardings,
+    this process's device and the native side's parameters (replicated)."""
     first = {}
     for d in jax.devices():
         first.setdefault(d.process_index, d)
-    devs = [first[i] for i in sorted(first)]
-    mesh = Mesh(np.array(devs), ("batch",))
+    mesh = Mesh(np.array([first[i] for i in sorted(first)]), ("batch",))
     rep, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
     rng = np.random.default_rng(0)
     params = [rng.uniform(-0.07, 0.07, s).astype(np.float32) for s in [(IN, HIDDEN), (HIDDEN,), (HIDDEN, OUT), (OUT,)]]
     params = [jax.make_array_from_callback(p.shape, rep, lambda idx, p=p: p[idx]) for p in params]
+    return mesh, rep, split, first[jax.process_index()], params
+
+
+def _native(Xn, yn, fresh=False):
+    """`benchmarks._dp_worker.native_jax`'s loop: one jit over the mesh of the
+    processes' first devices, batch split, parameters replicated."""
+    mesh, rep, split, mine, params = _process_mesh()
 
     def loss_fn(ps, X, y):
         h = jax.nn.relu(X @ ps[0] + ps[1])
@@ -51,8 +57,6 @@ def _native(Xn, yn, fresh=False):
     def train(ps, X, y):
         l, g = jax.value_and_grad(loss_fn)(ps, X, y)
         return l, [p - LR * gi for p, gi in zip(ps, g)]
-
-    mine = first[jax.process_index()]
 
     def shard(a):  # this process's rows as its shard of the global batch
         return jax.make_array_from_single_device_arrays((BATCH, a.shape[1]), split, [jax.device_put(a, mine)])
@@ -78,18 +82,9 @@ def _native_eager(Xn, yn):
     processes' first devices that sums the processes' gradients (XLA's all-reduce) and
     updates the replicated parameters — JAX has no collective outside a compiled
     function."""
-    first = {}
-    for d in jax.devices():
-        first.setdefault(d.process_index, d)
-    devs = [first[i] for i in sorted(first)]
-    mesh = Mesh(np.array(devs), ("proc",))
-    rep, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("proc"))
-    rng = np.random.default_rng(0)
-    params = [rng.uniform(-0.07, 0.07, s).astype(np.float32) for s in [(IN, HIDDEN), (HIDDEN,), (HIDDEN, OUT), (OUT,)]]
-    params = [jax.make_array_from_callback(p.shape, rep, lambda idx, p=p: p[idx]) for p in params]
-    mine = first[jax.process_index()]
+    mesh, rep, split, mine, params = _process_mesh()
     X, y = jax.device_put(Xn, mine), jax.device_put(yn, mine)
-    nproc = len(devs)
+    nproc = mesh.size
 
     def loss_fn(ps, X, y):
         h = jax.nn.relu(X @ ps[0] + ps[1])
