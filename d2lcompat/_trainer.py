@@ -778,7 +778,8 @@ def _reduce_update_runner(
     (`Backend.compile_train_step_distributed`) of a step whose "batch" is this worker's
     loss sum and gradients, a list (no eager op packs them: the framework's function
     takes the list as it is): it calls ``reduce`` (the framework's all-reduce, MEAN
-    over the workers) on the NaN flag and the gradients, then runs the optimizer's rule as the compiled step does. Its values
+    over the workers) on the NaN flag and the gradients, then runs the optimizer's rule
+    as the compiled step does. Its values
     are the parameters, the optimizer's slots, then the last averaged gradients, whose
     places receive the new averaged gradients (so ``param.grad()`` is kept)."""
     b = active()
