@@ -30,33 +30,42 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from benchmarks._dp_pairs import IN, HIDDEN, OUT, BATCH, LR, data, local_rows, ours, alternate, report
 
 
-def _process_mesh():
-    """The mesh of the processes' first devices, its replicated and split shardings,
-    this process's device and the native side's parameters (replicated)."""
-    first = {}
-    for d in jax.devices():
-        first.setdefault(d.process_index, d)
-    mesh = Mesh(np.array([first[i] for i in sorted(first)]), ("batch",))
+def _mesh(devs):
+    """A mesh of ``devs``, its replicated and split shardings and the native side's
+    parameters (replicated)."""
+    mesh = Mesh(np.array(devs), ("batch",))
     rep, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
     rng = np.random.default_rng(0)
     params = [rng.uniform(-0.07, 0.07, s).astype(np.float32) for s in [(IN, HIDDEN), (HIDDEN,), (HIDDEN, OUT), (OUT,)]]
     params = [jax.make_array_from_callback(p.shape, rep, lambda idx, p=p: p[idx]) for p in params]
+    return mesh, rep, split, params
+
+
+def _process_mesh():
+    """`_mesh` of the processes' first devices, and this process's device."""
+    first = {}
+    for d in jax.devices():
+        first.setdefault(d.process_index, d)
+    mesh, rep, split, params = _mesh([first[i] for i in sorted(first)])
     return mesh, rep, split, first[jax.process_index()], params
+
+
+def _loss(ps, X, y):
+    h = jax.nn.relu(X @ ps[0] + ps[1])
+    return 0.5 * jnp.mean(jnp.sum((h @ ps[2] + ps[3] - y) ** 2, axis=1))
+
+
+@jax.jit
+def _train(ps, X, y):
+    """The native compiled step: value and gradient of `_loss`, the SGD update."""
+    l, g = jax.value_and_grad(_loss)(ps, X, y)
+    return l, [p - LR * gi for p, gi in zip(ps, g)]
 
 
 def _native(Xn, yn, fresh=False):
     """`benchmarks._dp_worker.native_jax`'s loop: one jit over the mesh of the
     processes' first devices, batch split, parameters replicated."""
     mesh, rep, split, mine, params = _process_mesh()
-
-    def loss_fn(ps, X, y):
-        h = jax.nn.relu(X @ ps[0] + ps[1])
-        return 0.5 * jnp.mean(jnp.sum((h @ ps[2] + ps[3] - y) ** 2, axis=1))
-
-    @jax.jit
-    def train(ps, X, y):
-        l, g = jax.value_and_grad(loss_fn)(ps, X, y)
-        return l, [p - LR * gi for p, gi in zip(ps, g)]
 
     def shard(a):  # this process's rows as its shard of the global batch
         return jax.make_array_from_single_device_arrays((BATCH, a.shape[1]), split, [jax.device_put(a, mine)])
@@ -66,7 +75,7 @@ def _native(Xn, yn, fresh=False):
 
     def dispatch():
         Xs, ys = (shard(Xn), shard(yn)) if fresh else (X, y)
-        l, state["p"] = train(state["p"], Xs, ys)
+        l, state["p"] = _train(state["p"], Xs, ys)
         return l
 
     def step():
@@ -112,25 +121,13 @@ def devices(n):
     """Two CPU devices of one process (``D2LCOMPAT_CPU_DEVICES=2``): d2lcompat's
     ``train_step(devices=...)`` against `benchmarks._dp_worker.native_jax`'s ``devices``
     loop (one jit over a mesh of the two devices, the batch put sharded every step)."""
-    rng, Xn, yn = data()
+    _, Xn, yn = data()
     mine = ours(Xn, yn, hybridize=False, devices=parallel.local_devices()[:2])
-    devs = jax.devices()[:2]
-    mesh = Mesh(np.array(devs), ("batch",))
-    rep, split = NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("batch"))
-    params = [rng.uniform(-0.07, 0.07, s).astype(np.float32) for s in [(IN, HIDDEN), (HIDDEN,), (HIDDEN, OUT), (OUT,)]]
-    state = {"p": [jax.device_put(p, rep) for p in params]}
-
-    def loss_fn(ps, X, y):
-        h = jax.nn.relu(X @ ps[0] + ps[1])
-        return 0.5 * jnp.mean(jnp.sum((h @ ps[2] + ps[3] - y) ** 2, axis=1))
-
-    @jax.jit
-    def train(ps, X, y):
-        l, g = jax.value_and_grad(loss_fn)(ps, X, y)
-        return l, [p - LR * gi for p, gi in zip(ps, g)]
+    _, _, split, params = _mesh(jax.devices()[:2])
+    state = {"p": params}
 
     def nat():
-        l, state["p"] = train(state["p"], jax.device_put(Xn, split), jax.device_put(yn, split))
+        l, state["p"] = _train(state["p"], jax.device_put(Xn, split), jax.device_put(yn, split))
         return np.asarray(l)
 
     print("devices", alternate(mine, nat, n), flush=True)

@@ -1,7 +1,7 @@
 """What the data-parallel A/B scripts share (`_dp_paired_tf`, `_dp_paired_jax`,
 `_dp_paired_torch`, `_dp_paired_paddle`, `_dp_eager_split`): the model's sizes, the
-batch, this worker's rows, d2lcompat's step, the alternating timer and its report. Framework-free: each script imports
-its own framework for its native loop."""
+batch, this worker's rows, d2lcompat's step, the alternating timer and its report.
+Framework-free: each script imports its own framework for its native loop."""
 # ruff: noqa
 import os, statistics, time
 import numpy as np

@@ -27,6 +27,7 @@ from . import optim as _optim
 from . import parallel as _parallel
 from ._clip import _check_max_norm, clip_scaled, global_norm_scale
 from ._errors import CheckpointError, D2LCompatError, DataError, NonFiniteLossError
+from ._io.stformat import stored_nbytes
 from ._parameter import Parameter
 from ._registry import active
 
@@ -449,7 +450,8 @@ class TrainStep:
         keep_grads = (
             guard and b.GUARDED_STEP_KEEPS_GRADS and self._grads_out
             and _parallel.world_size() == 1
-            and sum(_nbytes(b, p._var) for p in train) >= _KEEP_GRADS_BYTES
+            and sum(stored_nbytes(b.dtype(p._var), b.shape(p._var)) for p in train)
+            >= _KEEP_GRADS_BYTES
         )
         n_attr_end = n_all + n_slots + len(attrs)
 
@@ -745,12 +747,6 @@ def _clipped_rule(
 #: under glibc's mmap limit (32 MiB at most) and are reused, and a small step would pay
 #: for the extra arguments.
 _KEEP_GRADS_BYTES = 8 << 20
-
-
-def _nbytes(b: Any, value: Any) -> int:
-    from ._io.stformat import storage_dtype
-
-    return math.prod(b.shape(value)) * storage_dtype(b.dtype(value)).itemsize
 
 
 def _kept_if_nan(probe: Any, new: Sequence[Any], values: Sequence[Any]) -> list[Any]:

@@ -59,7 +59,6 @@ from .host import (
     _Entry,
     _entry_from_native,
     _held,
-    _storage_dtype,
     _to_native,
     _value_problem,
 )
@@ -304,7 +303,7 @@ def save_parameters(block: Block, path: PathLike, max_shard_size: int | str | No
     max_bytes = _shards.parse_size(max_shard_size)
     b = active()
     sizes = {
-        name: _storage_dtype(b.dtype(p._var)).itemsize * int(np.prod(b.shape(p._var), dtype=np.int64))
+        name: _stformat.stored_nbytes(b.dtype(p._var), b.shape(p._var))
         for name, p in params.items()
     }
     getters = {

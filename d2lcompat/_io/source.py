@@ -349,7 +349,7 @@ def _keeps_old(plan: Mapping[str, Parameter]) -> bool:
     for p in plan.values():
         if p._var is not None and id(p) not in seen:
             seen.add(id(p))
-            total += _storage_dtype(p.dtype).itemsize * int(np.prod(p.shape, dtype=np.int64))
+            total += _stformat.stored_nbytes(p.dtype, p.shape)
     limit = KEEP_OLD_BYTES
     available = _available_bytes()
     if available is not None:

@@ -28,7 +28,7 @@ import math
 import mmap
 import os
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,12 @@ def storage_dtype(dtype: str) -> np.dtype[Any]:
     if dtype in ("bool", "int8", "uint8"):
         return np.dtype(dtype)
     return np.dtype(dtype).newbyteorder("<")
+
+
+def stored_nbytes(dtype: str, shape: Sequence[int]) -> int:
+    """The bytes a tensor of ``dtype`` and ``shape`` takes (`storage_dtype`): what the
+    save planner shards by, a load's undo keeps, and a compiled step's gradients hold."""
+    return storage_dtype(dtype).itemsize * int(np.prod(shape, dtype=np.int64))
 
 
 @dataclass(frozen=True)
